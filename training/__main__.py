@@ -1,0 +1,51 @@
+"""Command line: `python -m training build --config configs/ml-100k.yaml [--workdir DIR] [--stages data,cf,eval]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.config import load_config
+from training.pipeline import STAGES, ConfigChanged, build, parse_stages
+from training.report import render_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training", description="Build face-app models and reports.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build_cmd = commands.add_parser("build", help="run the pipeline stages")
+    build_cmd.add_argument("--config", required=True, type=Path, help="YAML config, e.g. configs/ml-100k.yaml")
+    build_cmd.add_argument("--workdir", type=Path, help="output directory (default: runs/<config name>)")
+    build_cmd.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    build_cmd.add_argument("--force", action="store_true", help="rebuild stages that are already done")
+    build_cmd.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. cf.seeds=[0]"
+    )
+
+    report_cmd = commands.add_parser("report", help="re-render report.md from report.json")
+    report_cmd.add_argument("--workdir", required=True, type=Path)
+
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        print(render_report(args.workdir))
+        return 0
+
+    try:
+        config = load_config(args.config, args.set)
+        stages = parse_stages(args.stages)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    workdir = args.workdir or Path("runs") / config.name
+    try:
+        build(config, workdir, stages, force=args.force)
+    except ConfigChanged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"outputs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Collaborative-filtering baselines: Pop and LightGCN, plus the training loop they share with SASRec.
+
+- `Pop`: every user gets the training popularity of each item (the floor).
+- `LightGCN` (He et al., 2020): user and item embeddings smoothed over the
+  symmetric-normalised user-item graph, K layers averaged, trained with BPR.
+- `train_with_early_stopping`: the one epoch loop for every trained baseline; it
+  selects on valid NDCG@10 and restores the best weights.
+
+Weights live in `state_dict()` as plain tensors (safetensors-ready). A LightGCN is
+rebuilt from `(n_users, n_items, config, train_pairs)`: the graph is derived from the
+training pairs, not stored.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from training.config import LightGCNConfig
+from training.data import SplitData
+from training.evaluate import evaluate
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a torch generator for the sampler."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+class Pop(nn.Module):
+    """Popularity: the same scores, training interaction counts, for every user."""
+
+    def __init__(self, item_counts: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("counts", torch.as_tensor(np.asarray(item_counts), dtype=torch.float32))
+
+    @classmethod
+    def from_data(cls, data: SplitData) -> Pop:
+        return cls(data.item_counts())
+
+    def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+        """users: int64 [B] -> float [B, n_items]."""
+        return self.counts.expand(len(users), -1).clone()
+
+
+def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 of the bipartite graph, users first then items.
+
+    users, items: int64 [E] training pairs (duplicates count once). Returns a sparse
+    COO float tensor [n_users + n_items, n_users + n_items].
+    """
+    pairs = torch.unique(users * n_items + items)
+    users, items = pairs // n_items, pairs % n_items
+    rows = torch.cat([users, items + n_users])
+    cols = torch.cat([items + n_users, users])
+    n = n_users + n_items
+    degree = torch.bincount(rows, minlength=n).float()
+    inv_sqrt = degree.pow(-0.5)
+    inv_sqrt[degree == 0] = 0.0  # isolated nodes (cold items) keep their ego embedding only
+    values = inv_sqrt[rows] * inv_sqrt[cols]
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+
+
+class LightGCN(nn.Module):
+    """LightGCN: E = mean_k A^k E0 over k = 0..layers, score(u, i) = <e_u, e_i>.
+
+    Build with `LightGCN(n_users, n_items, config, train_pairs)`, where train_pairs
+    is `data.train_pairs()` (int64 users [E], items [E]); the normalised adjacency is
+    a non-persistent buffer rebuilt from them, so `state_dict()` holds only the two
+    embedding tables. In eval mode the propagated embeddings are cached until the
+    next `train()` or `load_state_dict()`.
+    """
+
+    def __init__(
+        self, n_users: int, n_items: int, config: LightGCNConfig, train_pairs: tuple[torch.Tensor, torch.Tensor]
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.config = n_users, n_items, config
+        self.user_emb = nn.Embedding(n_users, config.dim)
+        self.item_emb = nn.Embedding(n_items, config.dim)
+        nn.init.normal_(self.user_emb.weight, std=0.1)
+        nn.init.normal_(self.item_emb.weight, std=0.1)
+        self.register_buffer("adjacency", normalized_adjacency(*train_pairs, n_users, n_items), persistent=False)
+        self._propagated: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-averaged embeddings: users [U, d], items [I, d]."""
+        x = torch.cat([self.user_emb.weight, self.item_emb.weight])
+        total = x
+        for _ in range(self.config.layers):
+            x = torch.sparse.mm(self.adjacency, x)
+            total = total + x
+        total = total / (self.config.layers + 1)
+        return total[: self.n_users], total[self.n_users :]
+
+    def user_item_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (propagated) embeddings, detached: users [U, d], items [I, d]."""
+        if self.training:
+            with torch.no_grad():
+                return self.propagate()
+        if self._propagated is None:
+            with torch.no_grad():
+                self._propagated = self.propagate()
+        return self._propagated
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """BPR on propagated embeddings + L2 on the batch's ego embeddings; all inputs int64 [B]."""
+        user_final, item_final = self.propagate()
+        u, p, n = user_final[users], item_final[pos], item_final[neg]
+        margin = (u * p).sum(-1) - (u * n).sum(-1)
+        ego = [self.user_emb(users), self.item_emb(pos), self.item_emb(neg)]
+        l2 = sum(e.pow(2).sum() for e in ego) / (2 * len(users))
+        return F.softplus(-margin).mean() + self.config.reg * l2
+
+    def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+        """users: int64 [B] -> float [B, n_items] (histories unused: the graph already holds them)."""
+        user_final, item_final = self.user_item_embeddings()
+        return user_final[users] @ item_final.T
+
+    def train(self, mode: bool = True) -> LightGCN:
+        self._propagated = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        self._propagated = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class NegativeSampler:
+    """Uniform negative items that the user has not interacted with in training."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, generator: torch.Generator) -> None:
+        self.known = torch.unique(users * n_items + items)  # sorted keys for membership tests
+        self.n_items, self.generator = n_items, generator
+
+    def __call__(self, users: torch.Tensor) -> torch.Tensor:
+        """users: int64 [B] -> int64 [B] negative items."""
+        neg = torch.randint(self.n_items, users.shape, generator=self.generator)
+        for _ in range(10):  # a few redraws; a collision left after that is harmless noise
+            clash = self._seen(users, neg)
+            if not clash.any():
+                break
+            neg[clash] = torch.randint(self.n_items, (int(clash.sum()),), generator=self.generator)
+        return neg
+
+    def _seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        keys = users * self.n_items + items
+        at = torch.searchsorted(self.known, keys).clamp(max=len(self.known) - 1)
+        return self.known[at] == keys
+
+
+def train_with_early_stopping(
+    model: nn.Module,
+    data: SplitData,
+    train_epoch: Callable[[], float],
+    *,
+    epochs: int,
+    eval_every: int,
+    patience: int,
+    desc: str,
+    eval_batch_size: int = 256,
+) -> list[dict]:
+    """Run `train_epoch` (one pass, returns the mean loss) up to `epochs` times.
+
+    Every `eval_every` epochs (and after the last) the model is scored on `valid`;
+    the state with the best NDCG@10 is kept, training stops after `patience`
+    evaluations without improvement, and the best state is loaded back into `model`.
+    Returns one dict per epoch: epoch, loss, valid_NDCG@10 and valid_HR@10 (None on
+    epochs without evaluation), seconds (elapsed since the start).
+    """
+    history: list[dict] = []
+    best_ndcg, best_state, stale = -1.0, None, 0
+    start = time.perf_counter()
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch")
+    for epoch in bar:
+        model.train()
+        loss = float(train_epoch())
+        entry = {"epoch": epoch, "loss": loss, "valid_NDCG@10": None, "valid_HR@10": None, "seconds": 0.0}
+        if epoch % eval_every == 0 or epoch == epochs:
+            model.eval()
+            metrics = evaluate(model, data, "valid", eval_batch_size)
+            entry["valid_NDCG@10"], entry["valid_HR@10"] = metrics["NDCG@10"], metrics["HR@10"]
+            if metrics["NDCG@10"] > best_ndcg:
+                best_ndcg, stale = metrics["NDCG@10"], 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+            bar.set_postfix(loss=f"{loss:.4f}", valid=f"{metrics['NDCG@10']:.4f}", best=f"{best_ndcg:.4f}")
+        entry["seconds"] = time.perf_counter() - start
+        history.append(entry)
+        if stale >= patience:
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
+
+
+def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightGCN:
+    """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
+
+    Returns the model in eval mode with the best weights; `.history` holds the
+    per-epoch log (see `train_with_early_stopping`).
+    """
+    generator = seed_everything(seed)
+    users, items = data.train_pairs()
+    model = LightGCN(data.n_users, data.n_items, config, (users, items))
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sample_negatives = NegativeSampler(users, items, data.n_items, generator)
+
+    def train_epoch() -> float:
+        order = torch.randperm(len(users), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            u, pos = users[batch], items[batch]
+            loss = model.bpr_loss(u, pos, sample_negatives(u))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(batch)
+        return total / len(order)
+
+    model.history = train_with_early_stopping(
+        model,
+        data,
+        train_epoch,
+        epochs=config.epochs,
+        eval_every=config.eval_every,
+        patience=config.patience,
+        desc=f"LightGCN seed {seed}",
+    )
+    return model

@@ -1,0 +1,79 @@
+"""The build: stages in order, each `run(config, workdir) -> artifact path`.
+
+A finished stage leaves `<workdir>/<stage>/.done` (JSON: config hash, seconds) and is
+skipped on the next build unless forced, so an interrupted build resumes where it
+stopped. A stage's wall time goes to `<workdir>/timings.json` and into the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from training import cf, data, evaluate
+from training.config import Config, config_dict
+from training.report import update_timings
+
+Stage = Callable[[Config, Path], Path]
+STAGES: dict[str, Stage] = {
+    "data": data.run,
+    "cf": cf.run,
+    "eval": evaluate.run,
+}
+
+
+class ConfigChanged(RuntimeError):
+    """A finished stage in the workdir was built from a different config."""
+
+
+def config_hash(config: Config) -> str:
+    """Short stable hash of the whole config."""
+    text = json.dumps(config_dict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_stages(spec: str | None) -> list[str]:
+    """`"data,cf"` -> ["data", "cf"] in pipeline order; None -> every stage."""
+    if not spec:
+        return list(STAGES)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
+    return [name for name in STAGES if name in names]
+
+
+def build(config: Config, workdir: Path, stages: list[str] | None = None, force: bool = False) -> dict[str, float]:
+    """Run `stages` (default: all) in order; return {stage: seconds} for those that ran."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    digest = config_hash(config)
+    (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
+    ran: dict[str, float] = {}
+    for name in stages or list(STAGES):
+        marker = workdir / name / ".done"
+        if marker.exists() and not force:
+            done = json.loads(marker.read_text())
+            if done.get("config_hash") != digest:
+                raise ConfigChanged(
+                    f"stage {name!r} in {workdir} was built from another config; "
+                    "use a new --workdir, or --force to rebuild it"
+                )
+            print(f"[{name}] done already ({done['seconds']:.1f} s); skipping (use --force to rebuild)")
+            continue
+        print(f"[{name}] running")
+        start = time.perf_counter()
+        STAGES[name](config, workdir)
+        seconds = time.perf_counter() - start
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"config_hash": digest, "seconds": seconds}))
+        ran[name] = seconds
+        update_timings(workdir, {name: seconds})
+        print(f"[{name}] finished in {seconds:.1f} s")
+    return ran
