@@ -257,8 +257,8 @@ def read_amazon2018(reviews_path: str | Path, meta_path: str | Path, name: str |
         description is cut to about `DESCRIPTION_CHARS` characters; genres are the
         categories without repeats; the year is the first plausible 4-digit year in
         `date`. Items with no title are dropped, and with them their reviews.
-    Lines that do not parse (strict JSON, or the Python-literal form of older dumps)
-    are skipped with a logged count; a file where none parse raises ValueError.
+    Each line is a JSON object, or a Python dict literal as in some older dumps; other
+    lines are skipped with a logged count, and a file where none parse raises ValueError.
     `name` defaults to the review file's name without `.json`/`.gz`.
     """
     reviews_path, meta_path = Path(reviews_path), Path(meta_path)

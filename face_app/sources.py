@@ -19,12 +19,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
 
 # pip retries an unreachable index for minutes; a download that takes longer than this has failed.
 PIP_TIMEOUT_S = 900
@@ -152,9 +152,7 @@ def _partial_file(target: Path) -> Iterator[Path]:
 
     Unique per call, so two processes filling the same cache never write into one file.
     """
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    os.close(handle)
-    partial = Path(name)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
     try:
         yield partial
         os.replace(partial, target)

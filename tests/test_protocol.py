@@ -38,12 +38,12 @@ def toy() -> SplitData:
         ("3", "2", 50), ("3", "9", 60),  # two items: no valid target
         ("12", "1", 5),  # one item: test target only
     ]
-    return split_dataset(make_dataset(rows, ["1", "2", "9", "10", "11"]), DataConfig())
+    return split_dataset(make_dataset(rows, ["1", "2", "9", "10", "11"]), DataConfig())  # "11": never rated
 
 
 def test_items_and_users_are_indexed_in_numeric_id_order(toy: SplitData) -> None:
-    assert toy.items["item_id"].tolist() == ["1", "2", "9", "10", "11"]
-    assert toy.items["item_idx"].tolist() == [0, 1, 2, 3, 4]
+    assert toy.items["item_id"].tolist() == ["1", "2", "9", "10"]
+    assert toy.items["item_idx"].tolist() == [0, 1, 2, 3]
     assert toy.users["user_id"].tolist() == ["3", "7", "12"]
 
 
@@ -63,8 +63,8 @@ def test_short_users_have_no_valid_target(toy: SplitData) -> None:
     assert toy.history(one, "test").tolist() == []
 
 
-def test_catalog_items_without_interactions_stay_rankable(toy: SplitData) -> None:
-    assert toy.n_items == 5 and "11" in set(toy.items["item_id"])
+def test_catalog_keeps_only_items_with_interactions(toy: SplitData) -> None:
+    assert toy.n_items == 4 and "11" not in set(toy.items["item_id"])
 
 
 def test_split_round_trips_through_parquet(toy: SplitData, tmp_path) -> None:
@@ -127,8 +127,8 @@ class FixedScores:
 
 
 def test_evaluate_excludes_each_users_history(toy: SplitData) -> None:
-    # Item order by score: 3, 2, 1, 0, 4.
-    model = FixedScores([0.2, 0.3, 0.4, 0.5, 0.1])
+    # Item order by score: 3, 2, 1, 0.
+    model = FixedScores([0.2, 0.3, 0.4, 0.5])
     # Test targets: user "3" -> item 2 (history [1]: rank 1, item 3 above);
     # user "7" -> item 0 (history [2, 3, 1] excluded: rank 0); user "12" -> item 0 (no history: rank 3).
     metrics = evaluate(model, toy, "test")
@@ -139,7 +139,7 @@ def test_evaluate_excludes_each_users_history(toy: SplitData) -> None:
 
 def test_evaluate_valid_uses_only_users_with_a_valid_target(toy: SplitData) -> None:
     # Only user "7" has a valid target (item 1) with history [2, 3]: item 0 (0.2) is below, rank 0.
-    metrics = evaluate(FixedScores([0.2, 0.3, 0.4, 0.5, 0.1]), toy, "valid")
+    metrics = evaluate(FixedScores([0.2, 0.3, 0.4, 0.5]), toy, "valid")
     assert metrics["HR@1"] == 1.0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from training.config import load_config
 from training.pipeline import STAGES, ConfigChanged, build, parse_stages
-from training.report import render_report
+from training.report import publish, render_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +26,15 @@ def main(argv: list[str] | None = None) -> int:
 
     report_cmd = commands.add_parser("report", help="re-render report.md from report.json")
     report_cmd.add_argument("--workdir", required=True, type=Path)
+    report_cmd.add_argument("--out", type=Path, help="also publish the report here (e.g. docs/results.md)")
+    report_cmd.add_argument("--command", default="", help="the build command that made the workdir, for --out")
 
     args = parser.parse_args(argv)
     if args.command == "report":
-        print(render_report(args.workdir))
+        if args.out:
+            print(f"wrote {publish(args.workdir, args.out, args.command)}")
+        else:
+            print(render_report(args.workdir))
         return 0
 
     try:

@@ -124,10 +124,9 @@ def split_dataset(dataset: Dataset, config: DataConfig) -> SplitData:
         keep = sorted_ids(inter["user_id"])[: config.max_users]
         inter = inter[inter["user_id"].isin(set(keep))]
 
-    # Items keep catalog rows even without interactions: ranking is over the whole catalog.
-    items = dataset.items.copy()
-    if config.max_users or config.min_item_interactions:
-        items = items[items["item_id"].isin(set(inter["item_id"]))]
+    # The catalog is every item with at least one interaction (ML-1M lists 177 unrated
+    # movies that no model could learn anything about).
+    items = dataset.items[dataset.items["item_id"].isin(set(inter["item_id"]))]
     items = items.set_index("item_id", drop=False).loc[sorted_ids(items["item_id"])].reset_index(drop=True)
     items.insert(0, "item_idx", np.arange(len(items), dtype=np.int64))
     item_idx = pd.Series(items["item_idx"].to_numpy(), index=items["item_id"].to_numpy())

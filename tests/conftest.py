@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def face_app_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A download cache shared by the whole session; `$FACE_APP_CACHE` points at it while it is in use.
+
+    An explicit `$FACE_APP_CACHE` is kept (a CI cache, say); otherwise pytest's own cache
+    directory (`.pytest_cache/`, never committed) holds it, so pinned wheels are fetched once
+    per checkout rather than once per run.
+    """
+    if os.environ.get("FACE_APP_CACHE"):
+        root = Path(os.environ["FACE_APP_CACHE"])
+    elif getattr(request.config, "cache", None) is not None:
+        root = request.config.cache.mkdir("face-app")
+    else:
+        root = tmp_path_factory.mktemp("face-app-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACE_APP_CACHE", str(root))
+        yield root
