@@ -83,7 +83,8 @@ def test_max_users_keeps_the_first_users_by_id() -> None:
 
 def test_k_core_drops_rare_users_and_items() -> None:
     rows = [("a", "1", 1), ("a", "2", 2), ("b", "1", 1), ("b", "2", 2), ("c", "3", 1)]
-    split = split_dataset(make_dataset(rows, ["1", "2", "3"]), DataConfig(min_user_interactions=2, min_item_interactions=2))
+    config = DataConfig(min_user_interactions=2, min_item_interactions=2)
+    split = split_dataset(make_dataset(rows, ["1", "2", "3"]), config)
     assert split.users["user_id"].tolist() == ["a", "b"]
     assert split.items["item_id"].tolist() == ["1", "2"]
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from training.config import load_config
 from training.pipeline import STAGES, ConfigChanged, build, parse_stages
-from training.report import publish, render_report
+from training.report import publish, render_report, update_readme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     report_cmd.add_argument("--workdir", required=True, type=Path)
     report_cmd.add_argument("--out", type=Path, help="also publish the report here (e.g. docs/results.md)")
     report_cmd.add_argument("--command", default="", help="the build command that made the workdir, for --out")
+    report_cmd.add_argument("--readme", type=Path, help="also refresh the results block of this README")
 
     args = parser.parse_args(argv)
     if args.command == "report":
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {publish(args.workdir, args.out, args.command)}")
         else:
             print(render_report(args.workdir))
+        if args.readme:
+            link = os.path.relpath(args.out, args.readme.parent) if args.out else str(args.workdir / "report.md")
+            update_readme(args.readme, args.workdir, link)
+            print(f"updated {args.readme}")
         return 0
 
     try:

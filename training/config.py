@@ -49,6 +49,7 @@ class SASRecConfig:
     heads: int = 2
     max_len: int = 50
     dropout: float = 0.2
+    ffn_mult: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128

@@ -1,0 +1,256 @@
+"""Pop, LightGCN and SASRec on a small synthetic dataset with a planted pattern.
+
+The data: two user groups with disjoint halves of the catalog; each user walks
+their group's items in a fixed cyclic order from a random start. A graph model
+should learn the groups, a sequential model the cycle, and Pop learns neither.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from training.cf import LightGCN, Pop, normalized_adjacency, train_lightgcn, train_with_early_stopping
+from training.config import LightGCNConfig, SASRecConfig
+from training.data import SplitData
+from training.evaluate import evaluate
+from training.sasrec import SASRec, pad_right_aligned, train_sasrec, training_windows
+
+N_USERS, N_ITEMS, GROUP_ITEMS, SEQ_LEN = 40, 40, 20, 12
+
+
+def planted_data(seed: int = 0) -> SplitData:
+    """Users 0..19 walk items 0..19 cyclically, users 20..39 items 20..39; last two steps are valid/test."""
+    rng = np.random.default_rng(seed)
+    train, valid, test = [], [], []
+    for user in range(N_USERS):
+        base = 0 if user < N_USERS // 2 else GROUP_ITEMS
+        seq = base + (rng.integers(GROUP_ITEMS) + np.arange(SEQ_LEN)) % GROUP_ITEMS
+        train.append(seq[:-2].astype(np.int64))
+        valid.append(seq[-2])
+        test.append(seq[-1])
+    items = pd.DataFrame({"item_idx": np.arange(N_ITEMS), "item_id": [str(i) for i in range(N_ITEMS)]})
+    users = pd.DataFrame({"user_idx": np.arange(N_USERS), "user_id": [str(u) for u in range(N_USERS)]})
+    return SplitData(items=items, users=users, train=train, valid=np.array(valid), test=np.array(test))
+
+
+def small_lightgcn_config() -> LightGCNConfig:
+    return LightGCNConfig(dim=16, layers=2, lr=0.01, reg=1e-4, batch_size=64, epochs=60, eval_every=5, patience=4)
+
+
+def small_sasrec_config() -> SASRecConfig:
+    return SASRecConfig(
+        dim=32, layers=1, heads=2, max_len=8, dropout=0.1, lr=5e-3, batch_size=16, epochs=60, eval_every=5, patience=4
+    )
+
+
+class RandomScores:
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+        return torch.rand(len(users), N_ITEMS, generator=self.generator)
+
+
+@pytest.fixture(scope="module")
+def data() -> SplitData:
+    return planted_data()
+
+
+@pytest.fixture(scope="module")
+def lightgcn(data: SplitData) -> LightGCN:
+    return train_lightgcn(data, small_lightgcn_config(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def sasrec(data: SplitData) -> SASRec:
+    return train_sasrec(data, small_sasrec_config(), seed=0)
+
+
+def test_pop_scores_every_user_with_training_counts(data: SplitData) -> None:
+    scores = Pop.from_data(data).score(torch.tensor([0, 5, 39]), [data.train[u] for u in (0, 5, 39)])
+
+    assert scores.shape == (3, N_ITEMS) and scores.dtype == torch.float32
+    expected = torch.tensor(data.item_counts(), dtype=torch.float32)
+    assert all(torch.equal(row, expected) for row in scores)
+
+
+def test_normalized_adjacency_matches_dense_formula() -> None:
+    users, items = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])  # (1, 1) twice: counted once
+
+    adjacency = normalized_adjacency(users, items, n_users=2, n_items=3).to_dense()
+
+    dense = torch.zeros(5, 5)
+    for u, i in [(0, 0), (0, 1), (1, 1)]:
+        dense[u, 2 + i] = dense[2 + i, u] = 1.0
+    degree = dense.sum(1)
+    inv_sqrt = torch.where(degree > 0, degree.pow(-0.5), torch.zeros_like(degree))
+    assert torch.allclose(adjacency, inv_sqrt[:, None] * dense * inv_sqrt[None, :])
+    assert torch.equal(adjacency, adjacency.T)
+
+
+def test_lightgcn_learns_the_user_groups_and_beats_pop_and_random(data: SplitData, lightgcn: LightGCN) -> None:
+    hr_lightgcn = evaluate(lightgcn, data, "test")["HR@10"]
+    hr_pop = evaluate(Pop.from_data(data), data, "test")["HR@10"]
+    hr_random = evaluate(RandomScores(seed=0), data, "test")["HR@10"]
+
+    # 8 unseen items of the user's own group fit in the top 10, so the groups alone give HR@10 = 1.
+    assert hr_lightgcn >= 0.9
+    assert hr_lightgcn >= max(hr_pop, hr_random) + 0.3
+
+
+def test_sasrec_learns_the_cycle_and_beats_pop_and_random(data: SplitData, sasrec: SASRec) -> None:
+    metrics = evaluate(sasrec, data, "test")
+    hr_pop = evaluate(Pop.from_data(data), data, "test")["HR@10"]
+    hr_random = evaluate(RandomScores(seed=0), data, "test")["HR@10"]
+
+    assert metrics["HR@10"] >= 0.9
+    assert metrics["HR@10"] >= max(hr_pop, hr_random) + 0.3
+    assert metrics["HR@1"] >= 0.5  # the next item of the cycle is deterministic
+
+
+@pytest.mark.parametrize("model_name", ["lightgcn", "sasrec"])
+def test_score_returns_float_scores_over_the_whole_catalog(
+    request: pytest.FixtureRequest, data: SplitData, model_name: str
+) -> None:
+    model = request.getfixturevalue(model_name)
+    users = torch.tensor([0, 1, 2])
+
+    scores = model.score(users, [data.history(int(u), "test") for u in users])
+
+    assert scores.shape == (3, N_ITEMS)
+    assert scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("model_name", ["lightgcn", "sasrec"])
+def test_trained_model_holds_its_best_validation_state(
+    request: pytest.FixtureRequest, data: SplitData, model_name: str
+) -> None:
+    model = request.getfixturevalue(model_name)
+    evaluated = [h for h in model.history if h["valid_NDCG@10"] is not None]
+
+    best = max(h["valid_NDCG@10"] for h in evaluated)
+
+    assert evaluate(model, data, "valid")["NDCG@10"] == pytest.approx(best, abs=1e-12)
+    assert [h["epoch"] for h in model.history] == list(range(1, len(model.history) + 1))
+    assert all(h["loss"] > 0 and h["seconds"] >= 0 for h in model.history)
+
+
+def test_lightgcn_state_dict_rebuilds_the_same_scores(data: SplitData, lightgcn: LightGCN) -> None:
+    clone = LightGCN(data.n_users, data.n_items, small_lightgcn_config(), data.train_pairs())
+    clone.load_state_dict(lightgcn.state_dict())
+    clone.eval()
+    users = torch.arange(data.n_users)
+
+    assert set(lightgcn.state_dict()) == {"user_emb.weight", "item_emb.weight"}
+    assert torch.equal(clone.score(users, []), lightgcn.score(users, []))
+
+
+def test_lightgcn_embeddings_have_one_row_per_user_and_item(lightgcn: LightGCN) -> None:
+    users, items = lightgcn.user_item_embeddings()
+
+    assert users.shape == (N_USERS, 16) and items.shape == (N_ITEMS, 16)
+    assert torch.allclose(users[:3] @ items.T, lightgcn.score(torch.arange(3), []))
+
+
+def test_same_seed_gives_identical_models(data: SplitData) -> None:
+    config = LightGCNConfig(dim=8, layers=2, lr=0.01, batch_size=64, epochs=4, eval_every=2, patience=2)
+    users = torch.arange(data.n_users)
+
+    first = train_lightgcn(data, config, seed=3).score(users, [])
+    second = train_lightgcn(data, config, seed=3).score(users, [])
+    other = train_lightgcn(data, config, seed=4).score(users, [])
+
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_same_seed_gives_identical_sasrec(data: SplitData) -> None:
+    config = SASRecConfig(dim=16, layers=1, heads=2, max_len=8, batch_size=16, epochs=3, eval_every=3, patience=1)
+    users = torch.arange(4)
+    histories = [data.history(int(u), "test") for u in users]
+
+    first = train_sasrec(data, config, seed=3).score(users, histories)
+    second = train_sasrec(data, config, seed=3).score(users, histories)
+
+    assert torch.equal(first, second)
+
+
+def test_sasrec_score_ignores_padding_and_sees_only_the_last_max_len_items() -> None:
+    torch.manual_seed(0)
+    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6)).eval()
+    short, long = np.array([3, 4, 5]), np.arange(10)
+
+    alone = model.score(torch.tensor([0]), [short])
+    batched = model.score(torch.tensor([0, 1]), [short, long])  # short gets left-padded next to long
+    truncated = model.score(torch.tensor([0]), [long[-6:]])
+
+    assert torch.allclose(alone[0], batched[0], atol=1e-5)
+    assert torch.allclose(truncated[0], batched[1], atol=1e-5)
+
+
+def test_sasrec_is_causal() -> None:
+    torch.manual_seed(0)
+    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6)).eval()
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    changed = seq.clone()
+    changed[0, -1] = 30
+
+    assert torch.allclose(model(seq)[0, :-1], model(changed)[0, :-1], atol=1e-6)
+    assert not torch.allclose(model(seq)[0, -1], model(changed)[0, -1])
+
+
+def test_training_windows_cover_every_next_item_target_once() -> None:
+    train = [np.arange(10), np.array([7]), np.array([2, 3])]
+
+    windows = training_windows(train, max_len=4)
+
+    targets = sorted(int(t) for w in windows for t in w[1:])
+    assert targets == sorted([i + 1 for i in range(1, 10)] + [3 + 1])  # shifted ids, the 1-item user has none
+    assert all(len(w) <= 5 for w in windows)
+    assert pad_right_aligned([np.array([1, 2])], max_len=4).tolist() == [[1, 2]]
+
+
+class Lookup(nn.Module):
+    """A stand-in model whose quality is one number the test sets per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quality = nn.Parameter(torch.zeros(()))
+
+    def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+        # quality 1: the target (item = user % N_ITEMS in `lookup_data`) on top; quality 0: at the bottom
+        scores = torch.zeros(len(users), N_ITEMS)
+        scores[torch.arange(len(users)), users % N_ITEMS] = 2 * self.quality.detach() - 1
+        return scores
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_epoch() -> None:
+    targets = np.arange(N_USERS) % N_ITEMS
+    empty = [np.zeros(0, np.int64) for _ in range(N_USERS)]
+    lookup_data = SplitData(
+        items=pd.DataFrame({"item_idx": np.arange(N_ITEMS)}),
+        users=pd.DataFrame({"user_idx": np.arange(N_USERS)}),
+        train=empty,
+        valid=targets,
+        test=targets,
+    )
+    model = Lookup()
+    qualities = iter([0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0])  # best at epoch 2, then two bad evaluations
+
+    def train_epoch() -> float:
+        model.quality.data.fill_(next(qualities))
+        return 1.0
+
+    history = train_with_early_stopping(
+        model, lookup_data, train_epoch, epochs=7, eval_every=1, patience=2, desc="lookup"
+    )
+
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["valid_NDCG@10"] for h in history] == [0.0, 1.0, 0.0, 0.0]
+    assert model.quality.item() == 1.0
+    assert not model.training
