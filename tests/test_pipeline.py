@@ -9,6 +9,7 @@ import pytest
 
 from training.__main__ import main
 from training.evaluate import METRICS
+from training.report import README_END, README_START
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -58,3 +59,19 @@ def test_changed_config_refuses_to_reuse_stages(tiny_build: Path, capsys) -> Non
     code = main(["build", "--config", str(TINY), "--workdir", str(tiny_build), "--set", "cf.seeds=[1]"])
     assert code == 2
     assert "another config" in capsys.readouterr().err
+
+
+def test_report_publishes_results_and_refreshes_the_readme_block(tiny_build: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nstale table\n{README_END}\nrest\n")
+    out = tmp_path / "docs" / "results.md"
+    out.parent.mkdir()
+    command = f"python -m training build --config {TINY.name}"
+    args = ["report", "--workdir", str(tiny_build), "--out", str(out), "--build-command", command]
+    assert main([*args, "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "stale table" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "| SASRec |" in text and "(docs/results.md)" in text
+    published = out.read_text()
+    assert command in published and "| LightGCN |" in published
+    assert (out.parent / "plots" / "SASRec.png").exists()

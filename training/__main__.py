@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     report_cmd = commands.add_parser("report", help="re-render report.md from report.json")
     report_cmd.add_argument("--workdir", required=True, type=Path)
     report_cmd.add_argument("--out", type=Path, help="also publish the report here (e.g. docs/results.md)")
-    report_cmd.add_argument("--command", default="", help="the build command that made the workdir, for --out")
+    report_cmd.add_argument(
+        "--build-command", default="", help="the build command that made the workdir, printed atop --out"
+    )
     report_cmd.add_argument("--readme", type=Path, help="also refresh the results block of this README")
 
     args = parser.parse_args(argv)
     if args.command == "report":
         if args.out:
-            print(f"wrote {publish(args.workdir, args.out, args.command)}")
+            print(f"wrote {publish(args.workdir, args.out, args.build_command)}")
         else:
             print(render_report(args.workdir))
         if args.readme:

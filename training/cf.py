@@ -13,6 +13,7 @@ training pairs, not stored.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -302,6 +303,13 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
     return model.eval()
 
 
+def run_key(name: str, config: Config) -> dict[str, Any]:
+    """What a finished run depends on: the data selection and the model's own settings."""
+    sections = {"LightGCN": config.cf.lightgcn, "SASRec": config.cf.sasrec}
+    model_config = dataclasses.asdict(sections[name]) if name in sections else {}
+    return {"data": dataclasses.asdict(config.data), "model": model_config}
+
+
 def trained_runs(workdir: Path, name: str) -> list[tuple[int, Path]]:
     """(seed, run directory) of every finished run of model `name`, by seed."""
     runs = []
@@ -313,15 +321,18 @@ def trained_runs(workdir: Path, name: str) -> list[tuple[int, Path]]:
 def run(config: Config, workdir: Path) -> Path:
     """Stage `cf`: train each baseline once per seed; weights and training history per run.
 
-    Output: `<workdir>/cf/<model>/seed<k>/{model.safetensors,run.json}`. A run with a
-    run.json is finished and skipped, so an interrupted stage resumes per run.
+    Output: `<workdir>/cf/<model>/seed<k>/{model.safetensors,run.json}`. A run whose
+    run.json records the same data and model settings is reused, so an interrupted (or
+    forced) stage resumes per run and retrains only what changed.
     """
     data = SplitData.load(workdir / "data")
     out = workdir / "cf"
     for name in config.cf.models:
         for seed in config.cf.seeds[:1] if name in DETERMINISTIC else config.cf.seeds:
             run_dir = out / name / f"seed{seed}"
-            if (run_dir / "run.json").exists():
+            key = run_key(name, config)
+            if (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text()).get("key") == key:
+                print(f"[cf] {name} seed {seed}: reusing the finished run in {run_dir}")
                 continue
             start = time.perf_counter()
             model = _train(name, data, config, seed)
@@ -332,7 +343,7 @@ def run(config: Config, workdir: Path) -> Path:
             history = getattr(model, "history", [])
             scored = [h for h in history if h.get("valid_NDCG@10") is not None]
             best = max(scored, key=lambda h: h["valid_NDCG@10"], default={})
-            meta = {"model": name, "seed": seed, "seconds": seconds, "best_epoch": best.get("epoch")}
+            meta = {"model": name, "seed": seed, "key": key, "seconds": seconds, "best_epoch": best.get("epoch")}
             meta["history"] = history
             (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
             best_ndcg = best.get("valid_NDCG@10", float("nan"))

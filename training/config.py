@@ -32,12 +32,20 @@ class DataConfig:
 
 @dataclass
 class LightGCNConfig:
+    """LightGCN (training/cf.py), tuned on ML-100k valid NDCG@10 (about 1.5 min a seed on 2 cores).
+
+    reg: L2 weight on the batch's ego embeddings; batch_size: BPR triples per step
+        (each step propagates the whole graph, so large batches are what keep it fast).
+    eval_every/patience: validate every N epochs, stop after `patience` validations
+        without improvement.
+    """
+
     dim: int = 64
-    layers: int = 3
-    lr: float = 1e-3
+    layers: int = 2
+    lr: float = 5e-3
     reg: float = 1e-4
-    batch_size: int = 2048
-    epochs: int = 300
+    batch_size: int = 4096
+    epochs: int = 400
     eval_every: int = 5
     patience: int = 10
 

@@ -61,6 +61,17 @@ def results_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def training_time_table(report: dict[str, Any]) -> str:
+    """Per model: seeds trained, mean and total training seconds, mean best epoch."""
+    lines = ["| model | runs | seconds per run | seconds in all | best epoch |", "|---|---|---|---|---|"]
+    for name, runs in report.get("runs", {}).items():
+        seconds = [r["train_seconds"] for r in runs]
+        epochs = [r["best_epoch"] for r in runs if r.get("best_epoch") is not None]
+        best = f"{sum(epochs) / len(epochs):.0f}" if epochs else "-"
+        lines.append(f"| {name} | {len(runs)} | {sum(seconds) / len(seconds):.1f} | {sum(seconds):.1f} | {best} |")
+    return "\n".join(lines)
+
+
 def timings_table(report: dict[str, Any]) -> str:
     timings = report.get("timings", {})
     lines = ["| stage | seconds |", "|---|---|"]
@@ -92,6 +103,11 @@ def render_report(workdir: Path) -> str:
         "## Wall time per stage",
         "",
         timings_table(report),
+        "",
+        "A stage reuses runs finished by an earlier build with the same settings, so its wall time can be "
+        "shorter than the training time of its models, listed here per run:",
+        "",
+        training_time_table(report),
     ]
     plots = sorted((workdir / "plots").glob("*.png")) if (workdir / "plots").exists() else []
     if plots:

@@ -145,10 +145,10 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     model = SASRec(data.n_users, data.n_items, config)
-    windows = training_windows(data.train, config.max_len)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def train_epoch() -> float:
+        windows = training_windows(data.train, config.max_len)
         order = rng.permutation(len(windows))
         total, count = 0.0, 0
         for start in range(0, len(order), config.batch_size):
