@@ -247,7 +247,7 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_epoch() -> No
         return 1.0
 
     history = train_with_early_stopping(
-        model, lookup_data, train_epoch, epochs=7, eval_every=1, patience=2, desc="lookup"
+        model, lookup_data, train_epoch, LightGCNConfig(epochs=7, eval_every=1, patience=2), desc="lookup"
     )
 
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]

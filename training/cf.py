@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.config import Config, LightGCNConfig
+from training.config import Config, LightGCNConfig, SASRecConfig
 from training.data import SplitData
 from training.evaluate import evaluate
 
@@ -189,17 +189,14 @@ def train_with_early_stopping(
     model: nn.Module,
     data: SplitData,
     train_epoch: Callable[[], float],
-    *,
-    epochs: int,
-    eval_every: int,
-    patience: int,
+    schedule: LightGCNConfig | SASRecConfig,
     desc: str,
     eval_batch_size: int = 256,
 ) -> list[dict]:
-    """Run `train_epoch` (one pass, returns the mean loss) up to `epochs` times.
+    """Run `train_epoch` (one pass, returns the mean loss) up to `schedule.epochs` times.
 
-    Every `eval_every` epochs (and after the last) the model is scored on `valid`;
-    the state with the best NDCG@10 is kept, training stops after `patience`
+    Every `schedule.eval_every` epochs (and after the last) the model is scored on `valid`;
+    the state with the best NDCG@10 is kept, training stops after `schedule.patience`
     evaluations without improvement, and the best state is loaded back into `model`.
     Returns one dict per epoch: epoch, loss, valid_NDCG@10 and valid_HR@10 (None on
     epochs without evaluation), seconds (elapsed since the start).
@@ -207,6 +204,7 @@ def train_with_early_stopping(
     history: list[dict] = []
     best_ndcg, best_state, stale = -1.0, None, 0
     start = time.perf_counter()
+    epochs, eval_every, patience = schedule.epochs, schedule.eval_every, schedule.patience
     bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch")
     for epoch in bar:
         model.train()
@@ -258,15 +256,7 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightG
             total += loss.item() * len(batch)
         return total / len(order)
 
-    model.history = train_with_early_stopping(
-        model,
-        data,
-        train_epoch,
-        epochs=config.epochs,
-        eval_every=config.eval_every,
-        patience=config.patience,
-        desc=f"LightGCN seed {seed}",
-    )
+    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}")
     return model
 
 

@@ -165,13 +165,5 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
             total, count = total + loss.item() * n, count + n
         return total / max(count, 1)
 
-    model.history = train_with_early_stopping(
-        model,
-        data,
-        train_epoch,
-        epochs=config.epochs,
-        eval_every=config.eval_every,
-        patience=config.patience,
-        desc=f"SASRec seed {seed}",
-    )
+    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"SASRec seed {seed}")
     return model
