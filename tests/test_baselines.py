@@ -210,9 +210,15 @@ def test_training_windows_cover_every_next_item_target_once() -> None:
     windows = training_windows(train, max_len=4)
 
     targets = sorted(int(t) for w in windows for t in w[1:])
-    assert targets == sorted([i + 1 for i in range(1, 10)] + [3 + 1])  # shifted ids, the 1-item user has none
+    assert targets == sorted([i + 1 for i in range(1, 10)] + [3 + 1])  # shifted ids; the 1-item user has none
     assert all(len(w) <= 5 for w in windows)
-    assert pad_right_aligned([np.array([1, 2])], max_len=4).tolist() == [[1, 2]]
+    assert len(windows[0]) == 5 and windows[0][-1] == 10  # the newest window is full and ends at the newest item
+
+
+def test_pad_right_aligned_left_pads_to_the_longest_sequence() -> None:
+    padded = pad_right_aligned([np.array([1, 2]), np.array([5, 6, 7, 8, 9])], max_len=4)
+
+    assert padded.tolist() == [[0, 0, 1, 2], [6, 7, 8, 9]]
 
 
 class Lookup(nn.Module):
