@@ -18,7 +18,7 @@ import json
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from training.config import Config, LightGCNConfig, SASRecConfig
 from training.data import SplitData
-from training.evaluate import evaluate
+from training.evaluate import TrainedRun, evaluate
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -306,6 +306,17 @@ def trained_runs(workdir: Path, name: str) -> list[tuple[int, Path]]:
     for run_json in (workdir / "cf" / name).glob("seed*/run.json"):
         runs.append((int(run_json.parent.name.removeprefix("seed")), run_json.parent))
     return sorted(runs)
+
+
+def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
+    """The eval stage's view of this stage: every finished run of `config.cf.models`."""
+    for name in config.cf.models:
+        found = trained_runs(workdir, name)
+        if not found:
+            raise FileNotFoundError(f"no trained runs of {name} in {workdir / 'cf'}; run the cf stage first")
+        for seed, run_dir in found:
+            meta = json.loads((run_dir / "run.json").read_text())
+            yield TrainedRun(name, seed, load_model(name, run_dir, data, config), meta)
 
 
 def run(config: Config, workdir: Path) -> Path:

@@ -12,9 +12,10 @@ Recall@20 (equal to HR@20 with one target), averaged over all users of the split
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -110,38 +111,55 @@ PROTOCOL = {
 }
 
 
+@dataclass
+class TrainedRun:
+    """One finished run of an evaluated model, as a stage hands it to the eval stage.
+
+    meta: the run's run.json (`seconds`, optional `best_epoch` and `history`).
+    splits: the splits to score (an expensive model may skip valid).
+    """
+
+    name: str
+    seed: int
+    model: Recommender
+    meta: dict[str, Any]
+    splits: tuple[str, ...] = ("valid", "test")
+
+
+RunSource = Callable[[Config, Path, SplitData], Iterator[TrainedRun]]
+
+
+def run_sources() -> list[RunSource]:
+    """Every stage whose models the eval stage scores, in report order."""
+    from training import cf
+
+    return [cf.trained_models]
+
+
 def run(config: Config, workdir: Path) -> Path:
     """Stage `eval`: score every trained model on test (and valid) and write the report."""
     # Imported here: the report module renders METRICS from this one.
-    from training.cf import load_model, trained_runs
     from training.report import plot_history, write_report
 
     data = SplitData.load(workdir / "data")
-    models: dict[str, dict[str, float]] = {}
     runs: dict[str, list[dict]] = {}
-    for name in config.cf.models:
-        per_seed = []
-        histories = {}
-        for seed, run_dir in trained_runs(workdir, name):
-            model = load_model(name, run_dir, data, config)
-            meta = json.loads((run_dir / "run.json").read_text())
-            per_seed.append(
+    histories: dict[str, dict[str, list[dict]]] = {}
+    for source in run_sources():
+        for trained in source(config, workdir, data):
+            scores = {split: evaluate(trained.model, data, split, config.eval.batch_size) for split in trained.splits}
+            runs.setdefault(trained.name, []).append(
                 {
-                    "seed": seed,
-                    "valid": evaluate(model, data, "valid", config.eval.batch_size),
-                    "test": evaluate(model, data, "test", config.eval.batch_size),
-                    "train_seconds": meta["seconds"],
-                    "best_epoch": meta.get("best_epoch"),
+                    "seed": trained.seed,
+                    **scores,
+                    "train_seconds": trained.meta.get("seconds"),
+                    "best_epoch": trained.meta.get("best_epoch"),
                 }
             )
-            if meta.get("history"):
-                histories[f"seed {seed}"] = meta["history"]
-        if not per_seed:
-            raise FileNotFoundError(f"no trained runs of {name} in {workdir / 'cf'}; run the cf stage first")
-        models[name] = mean_std([r["test"] for r in per_seed])
-        runs[name] = per_seed
-        if histories:
-            plot_history(workdir / "plots" / f"{name}.png", name, histories)
+            if trained.meta.get("history"):
+                histories.setdefault(trained.name, {})[f"seed {trained.seed}"] = trained.meta["history"]
+    models = {name: mean_std([r["test"] for r in per_seed]) for name, per_seed in runs.items()}
+    for name, per_seed_history in histories.items():
+        plot_history(workdir / "plots" / f"{name}.png", name, per_seed_history)
     report = {
         "dataset": config.name,
         "source": config.data.source,
