@@ -1,0 +1,191 @@
+"""What a visitor says, parsed: the conversation state and the follow-up parser (pure Python, no model).
+
+`ConversationState` is one browser session's memory. `parse(message, catalog)` turns a message into a
+`Request`: the titles it names (fuzzy, typo-tolerant, through `Catalog.mentions`) and the follow-ups
+the engine understands: "more like the second one", "something darker/lighter", "from the 90s",
+"a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Control phrases
+are taken out of the text before titles are looked for, so "something darker" never names a film.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from face_app.catalog import Catalog
+
+ORDINALS = {
+    "first": 0, "1st": 0, "top": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3,
+    "fifth": 4, "5th": 4, "sixth": 5, "6th": 5, "seventh": 6, "7th": 6, "eighth": 7, "8th": 7, "ninth": 8,
+    "9th": 8, "tenth": 9, "10th": 9, "last": -1,
+}
+_ORDINAL = re.compile(r"\b(?:the\s+)?(" + "|".join(ORDINALS) + r")(?:\s+(?:one|movie|film|pick))?\b|#\s*(\d{1,2})\b")
+# Genres as people say them -> the dataset's genre names.
+GENRE_WORDS = {
+    "action": "Action", "adventure": "Adventure", "adventures": "Adventure", "animation": "Animation",
+    "animated": "Animation", "cartoon": "Animation", "cartoons": "Animation", "children": "Children's",
+    "children's": "Children's", "kids": "Children's", "family": "Children's", "comedy": "Comedy",
+    "comedies": "Comedy", "crime": "Crime", "documentary": "Documentary", "documentaries": "Documentary",
+    "drama": "Drama", "dramas": "Drama", "fantasy": "Fantasy", "noir": "Film-Noir", "film-noir": "Film-Noir",
+    "horror": "Horror", "musical": "Musical", "musicals": "Musical", "mystery": "Mystery", "mysteries": "Mystery",
+    "romance": "Romance", "romantic": "Romance", "romcom": "Romance", "sci-fi": "Sci-Fi", "scifi": "Sci-Fi",
+    "science fiction": "Sci-Fi", "thriller": "Thriller", "thrillers": "Thriller", "war": "War",
+    "western": "Western", "westerns": "Western",
+}
+_GENRE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, GENRE_WORDS), key=len, reverse=True)) + r")\b")
+# Mood shifts map onto genres, which is what the catalog knows about tone.
+DARK_GENRES = frozenset({"Horror", "Thriller", "Crime", "Film-Noir", "War", "Mystery"})
+LIGHT_GENRES = frozenset({"Comedy", "Children's", "Animation", "Musical", "Romance", "Family"})
+_DARKER = re.compile(r"\b(darker|dark|grimmer|grim|bleak|scarier|scary|creepier|more serious|edgier|intense)\b")
+_LIGHTER = re.compile(r"\b(lighter|light|funnier|funny|happier|happy|cheerful|feel[- ]good|upbeat|fun)\b")
+_DECADE = re.compile(r"\b(?:the\s+)?(?:(19|20)?(\d)0'?s|'(\d)0s)\b")
+_BEFORE = re.compile(r"\b(?:before|older than|pre)[- ](\d{4})\b")
+_AFTER = re.compile(r"\b(?:after|since|newer than|post)[- ](\d{4})\b")
+_YEAR = re.compile(r"\b(?:from|in|of)\s+((?:19|20)\d\d)\b")
+_ANY_TIME = re.compile(r"\b(any (?:year|decade|time|era)|whenever)\b")
+_START_OVER = re.compile(r"\b(start over|start again|restart|reset|forget (?:it|everything|all that)|new start)\b")
+_WHY = re.compile(r"\bwhy\b")
+_SEEN = re.compile(r"\b(seen (?:it|that|this|them|those)|already (?:seen|watched)|(?:i'?ve|i have) (?:seen|watched)"
+                   r"|watched (?:it|that|this)|seen the)\b")
+_REJECT = re.compile(r"\b(not (?:that|this|it|those|the)|no(?:t)? thanks|don'?t (?:like|want)|didn'?t like|hate[ds]?"
+                     r"|dislike[ds]?|skip|nope|not for me|not interested)\b")
+_MORE_LIKE = re.compile(r"\b(more like|similar to|something like|like the|in the vein of|along the lines of)\b")
+_AGAIN = re.compile(r"\b(again|show (?:them|those|me those) (?:again|once more)|repeat)\b")
+_CONTROL = [_START_OVER, _WHY, _SEEN, _REJECT, _MORE_LIKE, _AGAIN, _DARKER, _LIGHTER, _DECADE, _BEFORE, _AFTER, _YEAR,
+            _ANY_TIME, _GENRE, _ORDINAL]
+_FILLER = re.compile(r"\b(that one|this one|that|this|one|ones|it|something|anything|movie|movies|film|films|"
+                     r"please|show me|give me|recommend|i want|i'd like|i would like|what about|how about)\b")
+
+
+@dataclass
+class Constraints:
+    """Standing requests, kept across turns until replaced or the visitor starts over."""
+
+    years: tuple[int, int] | None = None
+    genres: tuple[str, ...] = ()
+    mood: str | None = None  # "darker" | "lighter"
+
+    def describe(self) -> str:
+        parts = []
+        if self.mood:
+            parts.append(self.mood)
+        if self.genres:
+            parts.append(" / ".join(self.genres))
+        if self.years:
+            low, high = self.years
+            if low <= 1000:
+                parts.append(f"before {high + 1}")
+            elif high >= 9999:
+                parts.append(f"from {low} on")
+            elif high - low == 9 and low % 10 == 0:
+                parts.append(f"from the {low}s")
+            else:
+                parts.append(f"from {low}" if low == high else f"from {low}-{high}")
+        return ", ".join(parts)
+
+
+@dataclass
+class ConversationState:
+    """One session's memory. history: items the visitor has seen or liked, oldest first."""
+
+    history: list[str] = field(default_factory=list)
+    liked: list[str] = field(default_factory=list)
+    disliked: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)  # everything recommended so far, in order
+    last: list[str] = field(default_factory=list)  # the latest recommendations, in rank order
+    turns: int = 0
+    constraints: Constraints = field(default_factory=Constraints)
+    persona: str | None = None
+
+    def reset(self) -> None:
+        fresh = ConversationState()
+        self.__dict__.update(fresh.__dict__)
+
+    def add_history(self, item_ids: list[str]) -> list[str]:
+        """Append items not already there (and no longer disliked); returns those added."""
+        added = [i for i in dict.fromkeys(item_ids) if i not in self.history]
+        self.history.extend(added)
+        self.disliked = [i for i in self.disliked if i not in added]
+        return added
+
+    def like(self, item_id: str) -> None:
+        self.add_history([item_id])
+        if item_id not in self.liked:
+            self.liked.append(item_id)
+
+    def dislike(self, item_id: str) -> None:
+        if item_id not in self.disliked:
+            self.disliked.append(item_id)
+        self.history = [i for i in self.history if i != item_id]
+        self.liked = [i for i in self.liked if i != item_id]
+
+
+@dataclass
+class Request:
+    """One message, parsed. Ordinals index the latest recommendations (0 = first, -1 = last)."""
+
+    text: str
+    titles: list[str] = field(default_factory=list)  # item ids named in the message
+    start_over: bool = False
+    why: bool = False
+    seen: bool = False
+    reject: bool = False
+    more_like: bool = False
+    again: bool = False
+    ordinal: int | None = None
+    mood: str | None = None
+    years: tuple[int, int] | None = None
+    clear_years: bool = False
+    genres: tuple[str, ...] = ()
+
+    @property
+    def is_follow_up(self) -> bool:
+        return any([self.why, self.seen, self.reject, self.more_like, self.again, self.mood, self.years,
+                    self.genres, self.clear_years, self.ordinal is not None])
+
+
+def parse(message: str, catalog: Catalog) -> Request:
+    """Parse one visitor message (see the module docstring for what is understood)."""
+    text = " ".join(message.strip().split())
+    low = text.lower()
+    request = Request(text=text)
+    request.start_over = bool(_START_OVER.search(low))
+    request.why = bool(_WHY.search(low))
+    request.seen = bool(_SEEN.search(low))
+    request.more_like = bool(_MORE_LIKE.search(low))
+    request.reject = bool(_REJECT.search(low)) and not request.more_like
+    request.again = bool(_AGAIN.search(low)) and not request.start_over
+    if _DARKER.search(low):
+        request.mood = "darker"
+    elif _LIGHTER.search(low):
+        request.mood = "lighter"
+    request.genres = tuple(dict.fromkeys(GENRE_WORDS[m] for m in _GENRE.findall(low)))
+    request.years, request.clear_years = _years(low)
+    if match := _ORDINAL.search(low):
+        request.ordinal = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
+
+    rest = low
+    for pattern in _CONTROL:
+        rest = pattern.sub(" ", rest)
+    rest = _FILLER.sub(" ", rest)
+    if rest.strip(" ?!.,;:'\"-"):
+        request.titles = catalog.mentions(rest)
+    return request
+
+
+def _years(low: str) -> tuple[tuple[int, int] | None, bool]:
+    if _ANY_TIME.search(low):
+        return None, True
+    if match := _DECADE.search(low):
+        century, digit, short = match.groups()
+        digit = digit or short
+        century = century or ("20" if digit in "012" and not match[0].startswith("the 1") else "19")
+        start = int(century) * 100 + int(digit) * 10
+        return (start, start + 9), False
+    if match := _BEFORE.search(low):
+        return (0, int(match[1]) - 1), False
+    if match := _AFTER.search(low):
+        return (int(match[1]), 9999), False
+    if match := _YEAR.search(low):
+        return (int(match[1]), int(match[1])), False
+    return None, False

@@ -1,0 +1,443 @@
+"""The recommender engine behind the chat (no Gradio in here): `Engine.respond(state, message) -> Reply`.
+
+Each turn: parse the message (`face_app.dialogue`), update the session state (titles named join the
+history, "seen it" / "not that" / likes / dislikes), ask the session's recommender for a candidate
+pool, then apply the visitor's requests transparently over that pool, whatever the model made of the
+text: "more like X" re-ranks by closeness to X in the CF embedding space, a decade or genre filters on
+metadata, darker/lighter puts matching genres first and drops the opposite mood. Nothing in the
+history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended.
+
+Two recommenders answer behind one interface (`Recommender.rank`), so a study can compare them:
+- `EmbeddingRecommender` (LightGCN+FACE): `Descriptors.fold_in(history) @ item_embeddings.T`;
+- `GeneratorRecommender` (the tuned LLM): the shared prompt template (`prompts.recommend_prompt`)
+  and the constrained decoder (`ItemGenerator.recommend`), backfilled from the CF ranking only when the
+  visitor's filters leave fewer than N of its items.
+Reasons are one line grounded in descriptors: the words an item shares with the visitor's
+descriptors, with the item it is "more like", or with the closest item of the history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from face_app.catalog import Catalog, Item
+from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Request, parse
+
+# The prompt carries the newest items of a long (persona) history.
+PROMPT_HISTORY = 20
+
+
+class Readout(Protocol):
+    """What the engine uses of `face_app.descriptors.Descriptors` (FACE read-out)."""
+
+    item_ids: list[str]
+    item_embeddings: torch.Tensor
+
+    def for_item(self, item_id: str) -> list[str]: ...
+    def fold_in(self, item_ids: Sequence[str]) -> torch.Tensor: ...
+    def describe_history(self, item_ids: Sequence[str]) -> list[str]: ...
+
+
+class Recommender(Protocol):
+    """One arm of the app: ranks catalog items for a session."""
+
+    name: str
+
+    def rank(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None,
+             exclude: set[str], n: int) -> list[tuple[str, float]]:
+        """Up to `n` (item_id, score) pairs, best first, none of them in `exclude`."""
+        ...
+
+
+@dataclass
+class EmbeddingRecommender:
+    """LightGCN+FACE: the session's fold-in embedding against every item; popularity for an empty history."""
+
+    readout: Readout
+    popularity: np.ndarray
+    name: str = "lightgcn"
+
+    def scores(self, history: Sequence[str]) -> np.ndarray:
+        """float [n_items] in the read-out's item order."""
+        if not history:
+            return np.log1p(self.popularity.astype(np.float64))
+        with torch.no_grad():
+            user = self.readout.fold_in(list(history))
+            return (self.readout.item_embeddings @ user).double().numpy()
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        scores = self.scores(history)
+        order = np.argsort(-scores, kind="stable")
+        ids = self.readout.item_ids
+        out = []
+        for row in order:
+            if ids[row] not in exclude:
+                out.append((ids[row], float(scores[row])))
+                if len(out) == n:
+                    break
+        return out
+
+
+@dataclass
+class GeneratorRecommender:
+    """The tuned LLM: the shared prompt, generated under the prefix trie, excluded items never generated.
+
+    generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
+    beams: beam width (None: the generator's default).
+    """
+
+    generator: object
+    tokens: Callable[[str], str]
+    titles: Callable[[str], str]
+    beams: int | None = None
+    name: str = "llm"
+
+    def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
+        from face_app.prompts import recommend_prompt
+
+        recent = list(history)[-PROMPT_HISTORY:]
+        return recommend_prompt([self.tokens(i) for i in recent], [self.titles(i) for i in recent],
+                                list(user_descriptors) or None, request)
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        prompt = self.prompt(history, user_descriptors, request)
+        return self.generator.recommend(prompt, k=n, exclude=exclude, beams=self.beams)
+
+
+@dataclass
+class Recommendation:
+    """One recommended item as the UI shows it."""
+
+    item_id: str
+    title: str
+    year: int | None
+    genres: list[str]
+    tokens: str
+    descriptors: list[str]
+    score: float
+    reason: str
+    rank: int
+    source: str  # the recommender that proposed it ("llm", "lightgcn")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Reply:
+    """What `respond` returns: the message to show, the recommendations, and the visitor's descriptors."""
+
+    text: str
+    recommendations: list[Recommendation] = field(default_factory=list)
+    user_descriptors: list[str] = field(default_factory=list)
+    request: Request | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Engine:
+    """Shared, read-only models; every per-session fact lives in the `ConversationState` passed in.
+
+    readout: the FACE read-out (descriptors, CF item embeddings, fold-in).
+    recommenders: by name ("llm", "lightgcn"); `default` picks the one used when a call names none.
+    tokens: item id -> index-token string (empty when the bundle has no index).
+    """
+
+    catalog: Catalog
+    readout: Readout
+    recommenders: dict[str, Recommender]
+    tokens: Callable[[str], str] = lambda item_id: ""
+    default: str = "lightgcn"
+    n: int = 5
+    pool: int = 50
+    personas: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._row = {item_id: i for i, item_id in enumerate(self.readout.item_ids)}
+        emb = self.readout.item_embeddings.detach().double().numpy()
+        self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        self._cf = EmbeddingRecommender(self.readout, self._popularity())
+
+    def _popularity(self) -> np.ndarray:
+        pop = np.zeros(len(self.readout.item_ids), dtype=np.int64)
+        for item_id, count in zip(self.catalog.ids, self.catalog.popularity, strict=True):
+            if item_id in self._row:
+                pop[self._row[item_id]] = count
+        return pop
+
+    # --- session-level actions the UI calls directly ----------------------------------------------------------
+
+    def use_persona(self, state: ConversationState, user_id: str) -> list[str]:
+        """Start over as a dataset user: their history (the held-out last item excluded)."""
+        state.reset()
+        state.persona = user_id
+        state.add_history([i for i in self.personas.get(user_id, []) if i in self._row])
+        return state.history
+
+    def add_titles(self, state: ConversationState, item_ids: Sequence[str]) -> list[str]:
+        return state.add_history([i for i in item_ids if i in self._row])
+
+    def feedback(self, state: ConversationState, item_id: str, liked: bool) -> None:
+        """A like puts the item in the history; a dislike keeps it out of every later turn."""
+        if liked:
+            state.like(item_id)
+        else:
+            state.dislike(item_id)
+
+    def user_descriptors(self, state: ConversationState) -> list[str]:
+        return list(self.readout.describe_history(state.history)) if state.history else []
+
+    def item_descriptors(self, item_id: str) -> list[str]:
+        return list(self.readout.for_item(item_id))
+
+    # --- one chat turn ----------------------------------------------------------------------------------------
+
+    def respond(self, state: ConversationState, message: str, recommender: str | None = None) -> Reply:
+        """Parse `message`, update `state`, and recommend (or explain, or start over)."""
+        start = time.perf_counter()
+        request = parse(message, self.catalog)
+        reply = self._respond(state, request, recommender or self.default)
+        reply.request = request
+        reply.seconds = time.perf_counter() - start
+        return reply
+
+    def _respond(self, state: ConversationState, request: Request, arm: str) -> Reply:
+        if request.start_over:
+            state.reset()
+            return Reply("Starting over. Tell me a few movies you like, or pick a persona.")
+        state.turns += 1
+        target = self._referenced(state, request)
+        notes = self._apply_feedback(state, request, target)
+        if request.why:
+            return self._explain(state, target)
+        anchor = None
+        if request.more_like:
+            anchor = next((t for t in request.titles if t in self._row), None) or target
+        self._update_constraints(state, request)
+        if not state.history and anchor is None and not (state.constraints.genres or state.constraints.years):
+            return Reply(" ".join([*notes, "Tell me a few movies you like (\"I loved Toy Story and Fargo\"), "
+                                   "or pick a persona, and I will recommend from there."]).strip())
+        text = request.text if request.is_follow_up or anchor else None
+        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again)
+        state.last = [r.item_id for r in recs]
+        state.shown.extend(i for i in state.last if i not in state.shown)
+        headline = self._headline(state, recs, anchor)
+        return Reply(" ".join([*notes, headline]).strip(), recs, self.user_descriptors(state))
+
+    def _referenced(self, state: ConversationState, request: Request) -> str | None:
+        """The recommendation a follow-up points at: by ordinal, by title, else the first one."""
+        if request.ordinal is not None and state.last:
+            index = request.ordinal if request.ordinal >= 0 else len(state.last) + request.ordinal
+            if 0 <= index < len(state.last):
+                return state.last[index]
+        named = [t for t in request.titles if t in state.last]
+        if named:
+            return named[0]
+        return state.last[0] if state.last else None
+
+    def _apply_feedback(self, state: ConversationState, request: Request, target: str | None) -> list[str]:
+        notes = []
+        named = [t for t in request.titles if t in self._row]
+        if request.seen or request.reject:
+            items = named or ([target] if target else [])
+            for item_id in items:
+                if request.reject:
+                    state.dislike(item_id)
+                else:
+                    state.add_history([item_id])
+            verb = "I won't suggest" if request.reject else "Added to what you've seen:"
+            if items:
+                notes.append(f"{verb} {', '.join(self.catalog.item(i).label for i in items)}.")
+        elif named and not request.why and not (request.more_like and len(named) == 1):
+            added = state.add_history(named)
+            for item_id in added:
+                if item_id not in state.liked:
+                    state.liked.append(item_id)
+            if added:
+                notes.append(f"Added {', '.join(self.catalog.item(i).label for i in added)} to your history.")
+        return notes
+
+    def _update_constraints(self, state: ConversationState, request: Request) -> None:
+        c = state.constraints
+        if request.clear_years:
+            c.years = None
+        if request.years:
+            c.years = request.years
+        if request.genres:
+            c.genres = request.genres
+        if request.mood:
+            c.mood = request.mood
+
+    # --- ranking ----------------------------------------------------------------------------------------------
+
+    def excluded(self, state: ConversationState, again: bool = False) -> set[str]:
+        """Never: the history and what was disliked; not again: what was shown before (unless asked)."""
+        out = set(state.history) | set(state.disliked)
+        if not again:
+            out |= set(state.shown)
+        return out
+
+    def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
+                  anchor: str | None = None, again: bool = False) -> list[Recommendation]:
+        """Top-N for the session under its standing constraints (see the module docstring)."""
+        arm = arm or self.default
+        recommender = self.recommenders.get(arm) or self._cf
+        exclude = self.excluded(state, again)
+        if anchor:
+            exclude.add(anchor)
+        user_words = self.user_descriptors(state)
+        pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
+        source = {item_id: recommender.name for item_id, _ in pool}
+        ranked = [(item_id, score) for item_id, score in pool if item_id in self._row]
+        if anchor:
+            ranked = self._more_like(anchor, ranked, exclude)
+        kept = self._filter(state, ranked)
+        if len(kept) < self.n and recommender is not self._cf:
+            # The model's pool is short once filtered: fill from the CF ranking of the whole catalog.
+            have = exclude | {i for i, _ in kept}
+            backfill = self._cf.rank(state.history, user_words, None, have, len(self._row))
+            if anchor:
+                backfill = self._more_like(anchor, backfill, have)
+            for item_id, score in self._filter(state, backfill):
+                source.setdefault(item_id, self._cf.name)
+                kept.append((item_id, score))
+        elif len(kept) < self.n:
+            have = exclude | {i for i, _ in kept}
+            wide = self._cf.rank(state.history, user_words, None, have, len(self._row))
+            kept += self._filter(state, self._more_like(anchor, wide, have) if anchor else wide)
+        top = kept[: self.n]
+        return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
+                for rank, (item_id, score) in enumerate(top, start=1)]
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine of two items' CF embeddings."""
+        return float(self._unit[self._row[a]] @ self._unit[self._row[b]])
+
+    def _more_like(self, anchor: str, ranked: list[tuple[str, float]], exclude: set[str]) -> list[tuple[str, float]]:
+        """Re-rank by closeness to `anchor`, the model's order as a tie-breaker, plus anchor's nearest items."""
+        sims = self._unit @ self._unit[self._row[anchor]]
+        position = {item_id: p for p, (item_id, _) in enumerate(ranked)}
+        neighbours = [self.readout.item_ids[r] for r in np.argsort(-sims, kind="stable")[: 2 * self.pool]]
+        candidates = list(position) + [i for i in neighbours if i not in position and i not in exclude]
+        denom = max(len(ranked), 1)
+
+        def combined(item_id: str) -> float:
+            prior = 1.0 - position[item_id] / denom if item_id in position else 0.0
+            return float(sims[self._row[item_id]]) + 0.25 * prior
+
+        scored = sorted(((i, combined(i)) for i in candidates), key=lambda pair: -pair[1])
+        return scored
+
+    def _filter(self, state: ConversationState, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Keep items that satisfy the decade/genre constraints; darker/lighter: matching mood first."""
+        c = state.constraints
+        kept = []
+        for item_id, score in ranked:
+            item = self.catalog.item(item_id)
+            if c.years and (item.year is None or not c.years[0] <= item.year <= c.years[1]):
+                continue
+            if c.genres and not set(c.genres) & set(item.genres):
+                continue
+            if c.mood and _mood(item) == -_target(c.mood):
+                continue
+            kept.append((item_id, score))
+        if c.mood:
+            # Stable: within the items of the wanted mood, and within the neutral ones, the model's order holds.
+            kept.sort(key=lambda pair: -(_mood(self.catalog.item(pair[0])) == _target(c.mood)))
+        return kept
+
+    # --- words ------------------------------------------------------------------------------------------------
+
+    def _card(self, state: ConversationState, item_id: str, score: float, rank: int, source: str,
+              anchor: str | None, user_words: list[str]) -> Recommendation:
+        item = self.catalog.item(item_id)
+        words = self.item_descriptors(item_id)
+        return Recommendation(
+            item_id=item_id, title=item.title, year=item.year, genres=list(item.genres), tokens=self.tokens(item_id),
+            descriptors=words, score=round(float(score), 4), rank=rank,
+            reason=self.reason(state, item, words, anchor, user_words), source=source,
+        )
+
+    def reason(self, state: ConversationState, item: Item, words: list[str], anchor: str | None,
+               user_words: list[str]) -> str:
+        """One line, grounded in descriptors (and in the constraint the item satisfies)."""
+        if anchor:
+            shared = [w for w in words if w in set(self.item_descriptors(anchor))]
+            label = self.catalog.item(anchor).title
+            why = (f"shares {_quote(shared)} with {label}" if shared
+                   else f"close to {label} in taste (similarity {self.similarity(anchor, item.item_id):.2f})")
+        else:
+            shared = [w for w in words if w in set(user_words)]
+            closest = self._closest_history(state, item.item_id)
+            if shared:
+                why = f"matches your {_quote(shared)}"
+            elif closest:
+                common = [w for w in words if w in set(self.item_descriptors(closest))]
+                title = self.catalog.item(closest).title
+                why = f"like {title}" + (f" (both {_quote(common)})" if common else "")
+            else:
+                why = f"popular; described as {_quote(words[:2])}" if words else "popular with viewers"
+        extra = [g for g in item.genres if g in set(state.constraints.genres)]
+        if state.constraints.mood:
+            extra += [g for g in item.genres if g in (DARK_GENRES if state.constraints.mood == "darker"
+                                                         else LIGHT_GENRES)]
+        if state.constraints.years and item.year:
+            extra.append(str(item.year))
+        line = why[0].upper() + why[1:]
+        return line + (f" · {', '.join(dict.fromkeys(extra))}" if extra else "")
+
+    def _closest_history(self, state: ConversationState, item_id: str) -> str | None:
+        recent = [i for i in state.history[-PROMPT_HISTORY:] if i in self._row]
+        if not recent:
+            return None
+        return max(recent, key=lambda h: self.similarity(h, item_id))
+
+    def _explain(self, state: ConversationState, target: str | None) -> Reply:
+        if target is None:
+            return Reply("I haven't recommended anything yet. Tell me a movie you like first.")
+        item = self.catalog.item(target)
+        words = self.item_descriptors(target)
+        user_words = self.user_descriptors(state)
+        shared = [w for w in words if w in set(user_words)]
+        parts = [f"{item.label} is described by {_quote(words)}."]
+        if user_words:
+            parts.append(f"Your history reads as {_quote(user_words)}" +
+                         (f"; you share {_quote(shared)}." if shared else "."))
+        closest = self._closest_history(state, target)
+        if closest:
+            common = [w for w in words if w in set(self.item_descriptors(closest))]
+            parts.append(f"Closest in your history: {self.catalog.item(closest).label} (similarity "
+                         f"{self.similarity(closest, target):.2f}" + (f", both {_quote(common)})." if common else ")."))
+        if state.constraints.describe():
+            parts.append(f"It also fits your request: {state.constraints.describe()}.")
+        return Reply(" ".join(parts), [], user_words)
+
+    def _headline(self, state: ConversationState, recs: list[Recommendation], anchor: str | None) -> str:
+        if not recs:
+            return "I found nothing new that fits; try another decade or genre, or say \"start over\"."
+        bits = []
+        if anchor:
+            bits.append(f"more like {self.catalog.item(anchor).title}")
+        if state.constraints.describe():
+            bits.append(state.constraints.describe())
+        return f"Here are {len(recs)} picks" + (f" ({'; '.join(bits)})" if bits else "") + ":"
+
+
+def _mood(item: Item) -> int:
+    """+1 dark, -1 light, 0 neither or both, from genres."""
+    dark, light = bool(set(item.genres) & DARK_GENRES), bool(set(item.genres) & LIGHT_GENRES)
+    return int(dark) - int(light)
+
+
+def _target(mood: str) -> int:
+    return 1 if mood == "darker" else -1
+
+
+def _quote(words: Sequence[str]) -> str:
+    return ", ".join(f"‘{w}’" for w in words)

@@ -1,0 +1,296 @@
+"""Study mode: consent, participant codes, arms, a questionnaire, and an event log on SQLite.
+
+- `StudyConfig.load(path)` reads the YAML study design (`configs/study.yaml` is the default): consent
+  text, task, arms (each a recommender and whether descriptors are shown), questionnaire items.
+- `StudyLog(path)` is the event log: SQLite in WAL mode, one transaction committed per event, so a
+  crash or a restart loses nothing that was logged. Participants are known only by a random code;
+  no IP address, user agent or name is ever stored.
+- Arms are assigned at random among the arms with the fewest participants so far (balanced).
+- Withdrawal by code deletes every row of that participant.
+- `python -m face_app.study export --db PATH --format csv|jsonl [--out FILE]` and
+  `python -m face_app.study withdraw CODE --db PATH` from the command line; the app's admin download
+  is enabled only when `$FACE_APP_ADMIN_SECRET` is set, and compares the secret in constant time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hmac
+import io
+import json
+import os
+import random
+import secrets
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
+DEFAULT_DB = "study.sqlite"
+ADMIN_SECRET_ENV = "FACE_APP_ADMIN_SECRET"
+# Codes avoid look-alike characters (0/O, 1/I/L) so a participant can read theirs back.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+RECOMMENDERS = ("llm", "lightgcn")
+QUESTION_KINDS = ("likert", "choice", "text")
+EXPORT_FIELDS = ("id", "code", "arm", "session", "ts", "kind", "payload")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One condition: which recommender answers, and whether descriptors are shown."""
+
+    name: str
+    recommender: str = "llm"
+    show_descriptors: bool = True
+
+
+@dataclass(frozen=True)
+class Question:
+    """One questionnaire item. likert: 1..scale; choice: one of `options`; text: free text."""
+
+    id: str
+    text: str
+    kind: str = "likert"
+    scale: int = 5
+    options: tuple[str, ...] = ()
+    required: bool = True
+
+
+@dataclass
+class StudyConfig:
+    consent: str
+    task: str
+    arms: list[Arm]
+    questionnaire: list[Question]
+    min_turns: int = 3
+    db: str = DEFAULT_DB
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> StudyConfig:
+        """Read a study YAML (default `configs/study.yaml`); raises ValueError naming what is wrong."""
+        path = Path(path or DEFAULT_CONFIG)
+        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            arms = [Arm(**arm) for arm in raw["arms"]]
+            questions = [Question(**{**q, "options": tuple(q.get("options", ()))})
+                         for q in raw.get("questionnaire", [])]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{path}: bad study config ({error})") from None
+        for arm in arms:
+            if arm.recommender not in RECOMMENDERS:
+                raise ValueError(f"{path}: arm {arm.name!r} has recommender {arm.recommender!r}; use {RECOMMENDERS}")
+        for question in questions:
+            if question.kind not in QUESTION_KINDS:
+                raise ValueError(f"{path}: question {question.id!r} has kind {question.kind!r}; use {QUESTION_KINDS}")
+            if question.kind == "choice" and not question.options:
+                raise ValueError(f"{path}: choice question {question.id!r} needs options")
+        if not arms or len({a.name for a in arms}) != len(arms):
+            raise ValueError(f"{path}: arms must be a non-empty list with distinct names")
+        return cls(
+            consent=str(raw.get("consent", "")).strip(),
+            task=str(raw.get("task", "")).strip(),
+            arms=arms,
+            questionnaire=questions,
+            min_turns=int(raw.get("min_turns", 3)),
+            db=str(raw.get("db", DEFAULT_DB)),
+        )
+
+    def arm(self, name: str) -> Arm:
+        return next(a for a in self.arms if a.name == name)
+
+    def check_answers(self, answers: dict[str, Any]) -> list[str]:
+        """Problems with a filled questionnaire (empty when it is complete and valid)."""
+        problems = []
+        for q in self.questionnaire:
+            value = answers.get(q.id)
+            if value in (None, "") or (isinstance(value, str) and not value.strip()):
+                if q.required:
+                    problems.append(f"please answer: {q.text}")
+                continue
+            if q.kind == "likert" and not (isinstance(value, int | str) and str(value).isdigit()
+                                           and 1 <= int(value) <= q.scale):
+                problems.append(f"{q.id}: expected 1..{q.scale}")
+            if q.kind == "choice" and value not in q.options:
+                problems.append(f"{q.id}: expected one of {list(q.options)}")
+        return problems
+
+
+def new_code(length: int = 8) -> str:
+    """A random participant code like `K7QH-3M2P` (about 40 bits)."""
+    chars = "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+    return f"{chars[: length // 2]}-{chars[length // 2:]}"
+
+
+def normalise_code(code: str) -> str:
+    """What a participant typed -> the stored form (case, spaces and a missing dash forgiven)."""
+    chars = "".join(ch for ch in code.upper() if ch in CODE_ALPHABET)
+    return f"{chars[: len(chars) // 2]}-{chars[len(chars) // 2:]}" if chars else ""
+
+
+def admin_allowed(given: str | None, secret: str | None = None) -> bool:
+    """True only when an admin secret is configured and `given` equals it (constant-time)."""
+    secret = os.environ.get(ADMIN_SECRET_ENV) if secret is None else secret
+    if not secret or not given:
+        return False
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+@dataclass
+class StudyLog:
+    """The study's event log on SQLite (WAL, committed per event). Safe to share between threads."""
+
+    path: Path
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS participants (
+                code TEXT PRIMARY KEY, arm TEXT NOT NULL, created REAL NOT NULL, consent TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL, session TEXT NOT NULL,
+                ts REAL NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS events_code ON events(code);
+            """
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, args: tuple) -> int:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return int(cursor.lastrowid or 0)
+
+    def enrol(self, config: StudyConfig, rng: random.Random | None = None) -> tuple[str, Arm]:
+        """A new participant: a fresh code and an arm drawn at random among the least-filled arms."""
+        rng = rng or random.SystemRandom()
+        with self._lock:
+            counts = dict(self._db.execute("SELECT arm, COUNT(*) FROM participants GROUP BY arm").fetchall())
+        fewest = min(counts.get(a.name, 0) for a in config.arms)
+        arm = rng.choice([a for a in config.arms if counts.get(a.name, 0) == fewest])
+        while True:
+            code = new_code()
+            try:
+                self._write(
+                    "INSERT INTO participants (code, arm, created, consent) VALUES (?, ?, ?, ?)",
+                    (code, arm.name, time.time(), config.consent),
+                )
+                return code, arm
+            except sqlite3.IntegrityError:  # a code already taken: draw again
+                continue
+
+    def arm_of(self, code: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT arm FROM participants WHERE code = ?", (normalise_code(code),)).fetchone()
+        return row[0] if row else None
+
+    def log(self, code: str, session: str, kind: str, payload: dict[str, Any] | None = None) -> int:
+        """Append one event and commit it; returns its id. `payload` must be JSON-serialisable."""
+        text = json.dumps(payload or {}, ensure_ascii=False, sort_keys=True)
+        return self._write(
+            "INSERT INTO events (code, session, ts, kind, payload) VALUES (?, ?, ?, ?, ?)",
+            (code, session, time.time(), kind, text),
+        )
+
+    def withdraw(self, code: str) -> int:
+        """Delete every event and the enrolment of `code`; returns how many rows went (0: unknown code)."""
+        code = normalise_code(code)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            events = self._db.execute("DELETE FROM events WHERE code = ?", (code,)).rowcount
+            enrolled = self._db.execute("DELETE FROM participants WHERE code = ?", (code,)).rowcount
+            self._db.execute("COMMIT")
+        return events + enrolled
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every event in order, with its participant's arm; payload decoded."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT e.id, e.code, p.arm, e.session, e.ts, e.kind, e.payload FROM events e "
+                "LEFT JOIN participants p ON p.code = e.code ORDER BY e.id"
+            ).fetchall()
+        for row in rows:
+            record = dict(zip(EXPORT_FIELDS, row, strict=True))
+            record["payload"] = json.loads(record["payload"])
+            yield record
+
+    def participants(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT code, arm, created FROM participants ORDER BY created").fetchall()
+        return [{"code": c, "arm": a, "created": t} for c, a, t in rows]
+
+    def export(self, fmt: str) -> str:
+        """All events as CSV (payload as a JSON column) or JSON lines."""
+        if fmt == "jsonl":
+            return "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in self.events())
+        if fmt != "csv":
+            raise ValueError(f"format must be csv or jsonl, not {fmt!r}")
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for event in self.events():
+            writer.writerow({**event, "payload": json.dumps(event["payload"], ensure_ascii=False, sort_keys=True)})
+        return out.getvalue()
+
+
+def db_path(config: StudyConfig | None = None) -> Path:
+    """Where the log lives: `$FACE_APP_STUDY_DB`, else the config's `db`, else ./study.sqlite."""
+    return Path(os.environ.get("FACE_APP_STUDY_DB") or (config.db if config else DEFAULT_DB))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m face_app.study", description="face-app study log tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write every event as CSV or JSON lines")
+    export.add_argument("--db", type=Path, help="SQLite log (default: $FACE_APP_STUDY_DB or ./study.sqlite)")
+    export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    export.add_argument("--out", type=Path, help="output file (default: stdout)")
+    withdraw = commands.add_parser("withdraw", help="delete every event of a participant code")
+    withdraw.add_argument("code")
+    withdraw.add_argument("--db", type=Path)
+    args = parser.parse_args(argv)
+
+    path = args.db or db_path()
+    if not path.exists():
+        print(f"error: no study log at {path}", file=sys.stderr)
+        return 2
+    log = StudyLog(path)
+    try:
+        if args.command == "export":
+            text = log.export(args.format)
+            if args.out:
+                args.out.write_text(text)
+                print(f"wrote {args.out}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
+            return 0
+        removed = log.withdraw(args.code)
+        print(f"removed {removed} row(s) for {normalise_code(args.code)}")
+        return 0 if removed else 1
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
