@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from face_app.catalog import Catalog, Item
+from face_app.catalog import Catalog, Item, ordered_histories
 from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Request, parse
 
 # The prompt carries the newest items of a long (persona) history.
@@ -89,13 +89,15 @@ class GeneratorRecommender:
     """The tuned LLM: the shared prompt, generated under the prefix trie, excluded items never generated.
 
     generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
-    beams: beam width (None: the generator's default).
+    beams: beam width (None: the generator's default). max_pool: at most this many items are generated
+    per turn (beam search costs grow with k); the engine backfills from the CF ranking when filters starve it.
     """
 
     generator: object
     tokens: Callable[[str], str]
     titles: Callable[[str], str]
     beams: int | None = None
+    max_pool: int = 20
     name: str = "llm"
 
     def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
@@ -107,7 +109,7 @@ class GeneratorRecommender:
 
     def rank(self, history, user_descriptors, request, exclude, n):
         prompt = self.prompt(history, user_descriptors, request)
-        return self.generator.recommend(prompt, k=n, exclude=exclude, beams=self.beams)
+        return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams)
 
 
 @dataclass
@@ -163,6 +165,26 @@ class Engine:
         emb = self.readout.item_embeddings.detach().double().numpy()
         self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
+
+    @classmethod
+    def from_bundle(cls, bundle, *, load_llm: bool = True, n: int = 5) -> Engine:
+        """The engine of a loaded `Bundle`: its catalog read from the dataset (fetched through the pinned
+        sources), the persona histories rebuilt from it, the LightGCN arm, and the LLM arm when the bundle
+        has a tuned model (`load_llm=False` skips loading it)."""
+        readout = bundle.descriptors
+        dataset = bundle.dataset
+        catalog, interactions = Catalog.from_dataset(dataset["source"], list(readout.item_ids),
+                                                     paths=dataset.get("paths"))
+        histories = ordered_histories(interactions[interactions["user_id"].isin(set(bundle.personas))])
+        # A persona's last item is its held-out test target: the visitor starts from what came before.
+        personas = {user: histories.get(user, [])[:-1] for user in bundle.personas}
+        recommenders: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
+        if load_llm and bundle.has_generator:
+            recommenders["llm"] = GeneratorRecommender(
+                bundle.generator(), bundle.tokens, lambda i: catalog.item(i).label)
+        default = "llm" if "llm" in recommenders else "lightgcn"
+        catalog.warm()
+        return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas)
 
     def _popularity(self) -> np.ndarray:
         pop = np.zeros(len(self.readout.item_ids), dtype=np.int64)

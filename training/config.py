@@ -90,11 +90,23 @@ class EvalConfig:
 
 
 @dataclass
+class ExportConfig:
+    """Stage `export`: where the bundle goes and how many test users it offers as personas.
+
+    out: output directory; `{name}` is the config name, `{workdir}` the build's workdir.
+    """
+
+    out: str = "assets/{name}"
+    personas: int = 24
+
+
+@dataclass
 class Config:
     name: str = "ml-100k"
     data: DataConfig = field(default_factory=DataConfig)
     cf: CFConfig = field(default_factory=CFConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     threads: int | None = None  # torch intra-op threads; None: torch's default
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from training import cf, data, evaluate
+from training import cf, data, evaluate, export
 from training.config import Config, config_dict
 from training.report import update_timings
 
@@ -24,6 +24,7 @@ STAGES: dict[str, Stage] = {
     "data": data.run,
     "cf": cf.run,
     "eval": evaluate.run,
+    "export": export.run,
 }
 
 

