@@ -7,7 +7,6 @@ second tab is a second session. All text from the dataset or the visitor is HTML
 put in a card, a chip or the history.
 """
 
-from __future__ import annotations
 
 import argparse
 import html
@@ -178,7 +177,7 @@ class App:
 
     def panel(self, session: Session) -> tuple:
         words = self.engine.user_descriptors(session.state) if session.show_descriptors else []
-        chip_html = chips(words) if session.show_descriptors else ""
+        chip_html = f"<div><b>Your descriptors</b></div>{chips(words)}" if session.show_descriptors else ""
         return (session.messages, chip_html, history_html(self.engine, session.state, session.show_descriptors),
                 catalog_map(self.engine, self.item_map, session.state), session)
 
@@ -327,7 +326,9 @@ def build_demo(app: App) -> gr.Blocks:
             banner = gr.Markdown()
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=320):
+                    # One row per message, so a like's index is the message's index (grouped rows report the group's).
                     chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", layout="panel",
+                                         group_consecutive_messages=False,
                                          placeholder="Say what you liked: *I loved Toy Story and Fargo*")
                     with gr.Row():
                         message = gr.Textbox(show_label=False, placeholder="Type a message…", scale=5,
@@ -351,8 +352,6 @@ def build_demo(app: App) -> gr.Blocks:
                                            elem_id="title-search")
                         matches = gr.Dropdown(label="Matches", choices=[], elem_id="title-matches")
                         add = gr.Button("Add to history", size="sm", elem_id="add-title")
-                    gr.Markdown("**Your descriptors**", visible=study is None or any(
-                        a.show_descriptors for a in study.arms))
                     descriptor_box = gr.HTML(elem_id="user-descriptors")
                     gr.Markdown("**Your history** (newest first)")
                     history = gr.HTML(elem_id="history")

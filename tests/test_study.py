@@ -1,0 +1,166 @@
+"""Study mode: design config, arm assignment, the SQLite log (WAL, per-event commits, restart), export,
+withdrawal, the admin secret, and a whole participant session through the app's handlers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from catalog_fixture import SmallReadout, items_frame
+
+from face_app.catalog import Catalog
+from face_app.engine import EmbeddingRecommender, Engine
+from face_app.study import (
+    DEFAULT_CONFIG,
+    StudyConfig,
+    StudyLog,
+    admin_allowed,
+    new_code,
+    normalise_code,
+)
+from face_app.ui import App, Session
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> Engine:
+    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1), cache=tmp_path_factory.mktemp("titles"))
+    readout = SmallReadout()
+    return Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}, n=3, pool=12,
+                  personas={"7": ["1", "2", "4"]})
+
+
+def test_default_design_crosses_descriptors_and_recommender() -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    assert {(a.recommender, a.show_descriptors) for a in config.arms} == {
+        ("llm", True), ("llm", False), ("lightgcn", True), ("lightgcn", False)}
+    assert config.consent and config.task and config.min_turns == 3
+    assert [q.kind for q in config.questionnaire] == ["likert", "likert", "likert", "choice", "text"]
+
+
+def test_a_bad_design_is_refused_with_its_reason(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("arms: [{name: a, recommender: gpt}]\n")
+    with pytest.raises(ValueError, match="recommender 'gpt'"):
+        StudyConfig.load(path)
+    path.write_text("arms: [{name: a}]\nquestionnaire: [{id: q, text: Q, kind: choice}]\n")
+    with pytest.raises(ValueError, match="needs options"):
+        StudyConfig.load(path)
+
+
+def test_questionnaire_answers_are_checked() -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    good = {"satisfied": "4", "understood": "5", "control": "2", "would_watch": "one", "comments": ""}
+    assert config.check_answers(good) == []
+    assert len(config.check_answers({**good, "satisfied": None, "would_watch": "lots"})) == 2
+
+
+def test_codes_are_readable_and_typos_of_case_or_dash_are_forgiven() -> None:
+    code = new_code()
+    assert len(code) == 9 and code[4] == "-" and not set(code) & set("01OIL")
+    assert normalise_code(code.lower().replace("-", " ")) == code
+
+
+def test_arms_are_assigned_at_random_but_balanced(tmp_path: Path) -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    log = StudyLog(tmp_path / "study.sqlite")
+    arms = [log.enrol(config, random.Random(seed))[1].name for seed in range(12)]
+    assert sorted(arms.count(a.name) for a in config.arms) == [3, 3, 3, 3]
+    assert arms[:4] != arms[4:8] or arms[4:8] != arms[8:]  # not a fixed rotation
+
+
+def test_every_event_is_committed_at_once_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "study.sqlite"
+    log = StudyLog(path)
+    code, _ = log.enrol(StudyConfig.load(DEFAULT_CONFIG))
+    log.log(code, "s1", "message", {"text": "hi"})
+    # Another connection (another process, say) sees it without the writer closing anything.
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert other.execute("SELECT kind, payload FROM events").fetchall() == [("message", '{"text": "hi"}')]
+    other.close()
+
+
+def test_nothing_identifying_is_stored(tmp_path: Path) -> None:
+    log = StudyLog(tmp_path / "study.sqlite")
+    columns = {row[1] for table in ("participants", "events")
+               for row in log._db.execute(f"PRAGMA table_info({table})").fetchall()}
+    assert columns == {"code", "arm", "created", "consent", "id", "session", "ts", "kind", "payload"}
+
+
+def test_withdrawal_deletes_only_that_participant(tmp_path: Path) -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    log = StudyLog(tmp_path / "study.sqlite")
+    (a, _), (b, _) = log.enrol(config), log.enrol(config)
+    for code in (a, b, a):
+        log.log(code, "s", "message", {"text": code})
+    assert log.withdraw(a.lower()) == 3  # two events and the enrolment
+    assert [e["code"] for e in log.events()] == [b]
+    assert [p["code"] for p in log.participants()] == [b]
+    assert log.withdraw(a) == 0
+
+
+def test_admin_download_needs_the_configured_secret(monkeypatch) -> None:
+    monkeypatch.delenv("FACE_APP_ADMIN_SECRET", raising=False)
+    assert not admin_allowed("anything")  # no secret set: admin is disabled
+    monkeypatch.setenv("FACE_APP_ADMIN_SECRET", "s3cret")
+    assert not admin_allowed("wrong") and not admin_allowed("") and admin_allowed("s3cret")
+
+
+def test_a_participant_session_end_to_end_survives_a_restart_and_exports(engine: Engine, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    db = tmp_path / "data" / "study.sqlite"
+    app = App(engine, {}, study=config, log=StudyLog(db))
+    session = Session()
+    _, _, _, session = app.consent(True, session)
+    assert session.code and session.arm in {a.name for a in config.arms}
+    assert session.recommender == "lightgcn"  # this engine has no LLM: the LLM arms fall back, and say so
+    for text in ("I loved Glass Harbor", "something darker", "from the 90s"):
+        app.chat(text, session)
+    card_index = next(iter(session.cards))
+    like = type("Like", (), {"index": card_index, "liked": True, "value": None})()
+    app.feedback(session, like)
+    app.finish(session)
+    answers = ["4", "3", "5", "one", "nice"]
+    app.submit_answers(session, *answers)
+
+    # A restart: a new process opens the same file; nothing is lost.
+    app.log.close()
+    restarted = StudyLog(db)
+    kinds = [e["kind"] for e in restarted.events()]
+    assert kinds == ["consent", "message", "message", "message", "feedback", "finish_task", "questionnaire"]
+    events = list(restarted.events())
+    assert all(e["code"] == session.code and e["arm"] == session.arm for e in events)
+    assert events[1]["payload"]["recommendations"][0]["rank"] == 1
+    assert events[4]["payload"]["item_id"] == session.cards[card_index]
+    assert events[6]["payload"]["answers"]["would_watch"] == "one"
+    restarted.close()
+
+    # Export from the command line, both formats.
+    run = [sys.executable, "-m", "face_app.study", "export", "--db", str(db)]
+    jsonl = subprocess.run([*run, "--format", "jsonl"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert [json.loads(line)["kind"] for line in jsonl.splitlines()] == kinds
+    text = subprocess.run([*run, "--format", "csv"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["kind"] for r in rows] == kinds and json.loads(rows[1]["payload"])["text"] == "I loved Glass Harbor"
+
+    # Admin download through the app, then withdrawal by code from the command line.
+    monkeypatch.setenv("FACE_APP_ADMIN_SECRET", "letmein")
+    app2 = App(engine, {}, study=config, log=StudyLog(db))
+    assert app2.admin_export("nope", "csv")[0] is None
+    path, note = app2.admin_export("letmein", "jsonl")
+    assert Path(path).read_text() == jsonl and note == "7 events."
+    out = subprocess.run([sys.executable, "-m", "face_app.study", "withdraw", session.code, "--db", str(db)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "removed 8 row(s)" in out.stdout
+    assert list(app2.log.events()) == []

@@ -1,0 +1,126 @@
+"""The Gradio app: escaping, the API through gradio_client on loopback, and a real browser (Playwright
+driving Debian's chromium): pick a persona, chat three turns, like an item, screenshot.
+
+The app here serves the small invented catalog (tests/catalog_fixture.py); test_app.py serves a real
+tiny bundle. Set FACE_APP_SCREENSHOT=path to keep the browser test's screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from catalog_fixture import SmallReadout, items_frame
+
+from face_app.bundle import pca_2d
+from face_app.catalog import Catalog
+from face_app.dialogue import ConversationState
+from face_app.engine import EmbeddingRecommender, Engine, Recommendation
+from face_app.ui import App, Session, card, chips, history_html, launch
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def small_app(cache: Path) -> App:
+    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1), cache=cache)
+    readout = SmallReadout()
+    engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)},
+                    tokens=lambda i: f"<a_{i}><b_0><c_1>", n=3, pool=12,
+                    personas={"7": ["1", "2", "4"], "8": ["5", "6", "11"]})
+    xy = pca_2d(readout.item_embeddings.double().numpy())
+    return App(engine, {i: (float(x), float(y)) for i, (x, y) in zip(readout.item_ids, xy, strict=True)},
+               persona_labels={"7": "User 7 · 3 movies", "8": "User 8 · 3 movies"})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[App, str]]:
+    app = small_app(tmp_path_factory.mktemp("titles"))
+    port = free_port()
+    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield app, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_cards_chips_and_history_escape_dataset_and_visitor_text(served) -> None:
+    app, _ = served
+    rec = Recommendation(item_id="1", title="<script>alert(1)</script>", year=1994, genres=["Crime<b>"],
+                         tokens="<a_1><b_2>", descriptors=["<i>x</i>"], score=0.5, reason="because <img>", rank=1,
+                         source="lightgcn")
+    html = card(rec)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "&lt;a_1&gt;&lt;b_2&gt;" in html and "&lt;img&gt;" in html and "Crime&lt;b&gt;" in html
+    assert "<i>" not in chips(["<i>x</i>"])
+    assert "Glass Harbor" in history_html(app.engine, ConversationState(history=["1"]))
+    session = Session()
+    app.chat("<b>I loved Glass Harbor</b>", session)
+    assert session.messages[0]["content"] == "&lt;b&gt;I loved Glass Harbor&lt;/b&gt;"
+
+
+def test_hidden_descriptor_arm_shows_no_descriptors(served) -> None:
+    app, _ = served
+    session = Session(show_descriptors=False)
+    app.chat("I loved Glass Harbor", session)
+    cards = [m["content"] for i, m in enumerate(session.messages) if i in session.cards]
+    assert cards and not any("fa-chip" in c or "fa-reason" in c for c in cards)
+    assert app.panel(session)[1] == ""
+
+
+def test_gradio_client_chats_and_two_clients_keep_separate_sessions(served) -> None:
+    from gradio_client import Client
+
+    _, url = served
+    alice, bob = Client(url, verbose=False), Client(url, verbose=False)
+    cleared, chat, descriptors, history, _plot = alice.predict("I loved Glass Harbor", api_name="/chat")
+    assert cleared == ""
+    assert [m["role"] for m in chat][:2] == ["user", "assistant"]
+    cards = [m for m in chat if "fa-card" in str(m["content"])]
+    assert len(cards) == 3 and "Glass Harbor" in history and "noir" in descriptors
+    _, bob_chat, _, bob_history, _ = bob.predict("I loved Kite Club", api_name="/chat")
+    assert "Kite Club" in bob_history and "Glass Harbor" not in bob_history
+    _, chat, _, history, _ = alice.predict("something lighter", api_name="/chat")
+    assert "Kite Club" not in history and len(chat) > len(bob_chat)
+    hits = alice.predict("lemonade sumer", api_name="/search")
+    assert hits["value"] == "7" if isinstance(hits, dict) else hits == "7"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    app, url = served
+    shot = Path(os.environ.get("FACE_APP_SCREENSHOT") or tmp_path / "screenshot.png")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(url)
+        page.locator("#persona input").click()
+        page.get_by_role("option", name="User 7 · 3 movies").click()
+        page.click("#use-persona")
+        expect(page.locator("#history")).to_contain_text("Iron Verdict", timeout=30_000)
+        expect(page.locator(".fa-card")).to_have_count(3, timeout=30_000)
+        for turn, text in enumerate(["something lighter", "more like the second one", "why that one?"], start=2):
+            page.fill("#message textarea", text)
+            page.click("#send")
+            expect(page.locator("#chat [data-testid='user']")).to_have_count(
+                turn - 1, timeout=30_000)
+        expect(page.locator("#chat")).to_contain_text("is described by", timeout=30_000)
+        cards_before = page.locator(".fa-card").count()
+        # The thumbs that follow a card's message (consecutive bot messages share one row).
+        card_like = ("xpath=//div[contains(@class, 'message ')][.//div[contains(@class, 'fa-card')]]"
+                     "/following-sibling::div[contains(@class, 'message-buttons')][1]//button[@aria-label='Like']")
+        page.locator(card_like).last.click()
+        expect(page.locator("#chat")).to_contain_text("Noted: you like", timeout=30_000)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert cards_before == 9 and shot.stat().st_size > 20_000
