@@ -124,3 +124,23 @@ def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert cards_before == 9 and shot.stat().st_size > 20_000
+
+
+def test_sixteen_concurrent_sessions_never_cross(served) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    _, url = served
+    titles = ["Glass Harbor", "Kite Club", "Winter Orchard", "Dust Road"] * 4
+
+    def visit(title: str) -> tuple[str, str]:
+        client = Client(url, verbose=False)
+        client.predict(f"I loved {title}", api_name="/chat")
+        _, _, _, history, _ = client.predict("something from the 90s", api_name="/chat")
+        return title, history
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(visit, titles))
+    for title, history in results:
+        assert history.count("<li>") == 1 and title in history
