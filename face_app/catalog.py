@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from face_app import sources
+from face_app.datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -259,24 +260,21 @@ class Catalog:
 
     @classmethod
     def from_dataset(
-        cls, source: str, item_ids: Sequence[str], *, paths: dict[str, str] | None = None, cache: Path | None = None
+        cls, dataset: Dataset, item_ids: Sequence[str], *, cache: Path | None = None
     ) -> tuple[Catalog, pd.DataFrame]:
-        """The catalog of `item_ids` (in that order) read from a dataset source, and its interactions.
+        """The catalog of `item_ids` (in that order) from a `face_app.datasets.Dataset`, and its interactions.
 
-        Returns (catalog, interactions restricted to those items) so personas can be rebuilt.
+        Returns (catalog, the interactions with those items), the latter to rebuild persona histories.
+        Raises ValueError when the dataset lacks an item (the bundle was built from other data).
         """
-        from face_app.datasets import load_dataset
-
-        dataset = load_dataset(source, paths=paths)
         items = dataset.items.set_index("item_id", drop=False)
         missing = [i for i in item_ids if i not in items.index]
         if missing:
             raise ValueError(
-                f"dataset {source!r} lacks {len(missing)} item(s) the bundle knows (first: {missing[0]}); "
+                f"dataset {dataset.name!r} lacks {len(missing)} item(s) the bundle knows (first: {missing[0]}); "
                 "the bundle was built from other data"
             )
-        wanted = set(item_ids)
-        interactions = dataset.interactions[dataset.interactions["item_id"].isin(wanted)]
+        interactions = dataset.interactions[dataset.interactions["item_id"].isin(set(item_ids))]
         counts = interactions["item_id"].value_counts()
         popularity = np.array([int(counts.get(i, 0)) for i in item_ids], dtype=np.int64)
         catalog = cls(items.loc[list(item_ids)].reset_index(drop=True), popularity=popularity, cache=cache)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -159,6 +159,7 @@ class Engine:
     n: int = 5
     pool: int = 50
     personas: dict[str, list[str]] = field(default_factory=dict)
+    users: Any = None  # the dataset's user table (demographics), for persona labels
 
     def __post_init__(self) -> None:
         self._row = {item_id: i for i, item_id in enumerate(self.readout.item_ids)}
@@ -171,10 +172,11 @@ class Engine:
         """The engine of a loaded `Bundle`: its catalog read from the dataset (fetched through the pinned
         sources), the persona histories rebuilt from it, the LightGCN arm, and the LLM arm when the bundle
         has a tuned model (`load_llm=False` skips loading it)."""
+        from face_app.datasets import load_dataset
+
         readout = bundle.descriptors
-        dataset = bundle.dataset
-        catalog, interactions = Catalog.from_dataset(dataset["source"], list(readout.item_ids),
-                                                     paths=dataset.get("paths"))
+        dataset = load_dataset(bundle.dataset["source"], paths=bundle.dataset.get("paths"))
+        catalog, interactions = Catalog.from_dataset(dataset, list(readout.item_ids))
         histories = ordered_histories(interactions[interactions["user_id"].isin(set(bundle.personas))])
         # A persona's last item is its held-out test target: the visitor starts from what came before.
         personas = {user: histories.get(user, [])[:-1] for user in bundle.personas}
@@ -184,7 +186,8 @@ class Engine:
                 bundle.generator(), bundle.tokens, lambda i: catalog.item(i).label)
         default = "llm" if "llm" in recommenders else "lightgcn"
         catalog.warm()
-        return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas)
+        return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
+                   users=dataset.users)
 
     def _popularity(self) -> np.ndarray:
         pop = np.zeros(len(self.readout.item_ids), dtype=np.int64)

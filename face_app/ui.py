@@ -418,13 +418,11 @@ def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLo
              load_llm: bool = True) -> App:
     """Verify and load a bundle, read its catalog from the dataset, and wrap it in an `App`."""
     from face_app.bundle import Bundle
-    from face_app.datasets import load_dataset
 
     bundle = Bundle.load(bundle_dir)
     engine = Engine.from_bundle(bundle, load_llm=load_llm)
-    users = load_dataset(bundle.dataset["source"], paths=bundle.dataset.get("paths")).users
     return App(engine, bundle.item_map, title=f"face-app · {bundle.name}", study=study, log=log,
-               persona_labels=persona_labels(engine, users))
+               persona_labels=persona_labels(engine, engine.users))
 
 
 def launch(app: App, **kwargs: Any) -> gr.Blocks:
