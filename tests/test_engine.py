@@ -254,3 +254,11 @@ def test_persona_history_comes_from_the_dataset_order(engine: Engine, tmp_path: 
     state = ConversationState(history=["5"])
     engine.use_persona(state, "42")
     assert state.history == ["1", "2"] and state.persona == "42"
+
+
+def test_a_title_named_with_dislike_is_excluded_not_added(engine: Engine) -> None:
+    state = ConversationState()
+    engine.respond(state, "I loved Glass Harbor")
+    reply = engine.respond(state, "I didn't like Last Train to Marrow")
+    assert "12" in state.disliked and "12" not in state.history
+    assert "12" not in ids(reply)
