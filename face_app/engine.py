@@ -31,6 +31,8 @@ from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Requ
 
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
+# Descriptor words quoted in a one-line reason.
+REASON_WORDS = 3
 
 
 class Readout(Protocol):
@@ -166,6 +168,18 @@ class Engine:
         emb = self.readout.item_embeddings.detach().double().numpy()
         self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
+        # How many items each word describes: a reason names the rarest shared words, and none that
+        # describes most of the catalog (it tells the visitor nothing).
+        self._word_items: dict[str, int] = {}
+        for item_id in self.readout.item_ids:
+            for word in set(self.readout.for_item(item_id)):
+                self._word_items[word] = self._word_items.get(word, 0) + 1
+
+    def telling(self, words: Sequence[str], limit: int = REASON_WORDS) -> list[str]:
+        """The `limit` rarest of `words` across the catalog, leaving out words that describe half of it."""
+        half = len(self.readout.item_ids) / 2
+        kept = [w for w in dict.fromkeys(words) if self._word_items.get(w, 0) <= half]
+        return sorted(kept, key=lambda w: self._word_items.get(w, 0))[:limit]
 
     @classmethod
     def from_bundle(cls, bundle, *, load_llm: bool = True, n: int = 5) -> Engine:
@@ -393,21 +407,22 @@ class Engine:
                user_words: list[str]) -> str:
         """One line, grounded in descriptors (and in the constraint the item satisfies)."""
         if anchor:
-            shared = [w for w in words if w in set(self.item_descriptors(anchor))]
+            shared = self.telling([w for w in words if w in set(self.item_descriptors(anchor))])
             label = self.catalog.item(anchor).title
             why = (f"shares {_quote(shared)} with {label}" if shared
                    else f"close to {label} in taste (similarity {self.similarity(anchor, item.item_id):.2f})")
         else:
-            shared = [w for w in words if w in set(user_words)]
+            shared = self.telling([w for w in words if w in set(user_words)])
             closest = self._closest_history(state, item.item_id)
             if shared:
                 why = f"matches your {_quote(shared)}"
             elif closest:
-                common = [w for w in words if w in set(self.item_descriptors(closest))]
+                common = self.telling([w for w in words if w in set(self.item_descriptors(closest))])
                 title = self.catalog.item(closest).title
                 why = f"like {title}" + (f" (both {_quote(common)})" if common else "")
             else:
-                why = f"popular; described as {_quote(words[:2])}" if words else "popular with viewers"
+                told = self.telling(words, 2)
+                why = f"popular; described as {_quote(told)}" if told else "popular with viewers"
         extra = [g for g in item.genres if g in set(state.constraints.genres)]
         if state.constraints.mood:
             extra += [g for g in item.genres if g in (DARK_GENRES if state.constraints.mood == "darker"
@@ -429,14 +444,14 @@ class Engine:
         item = self.catalog.item(target)
         words = self.item_descriptors(target)
         user_words = self.user_descriptors(state)
-        shared = [w for w in words if w in set(user_words)]
+        shared = self.telling([w for w in words if w in set(user_words)])
         parts = [f"{item.label} is described by {_quote(words)}."]
         if user_words:
             parts.append(f"Your history reads as {_quote(user_words)}" +
                          (f"; you share {_quote(shared)}." if shared else "."))
         closest = self._closest_history(state, target)
         if closest:
-            common = [w for w in words if w in set(self.item_descriptors(closest))]
+            common = self.telling([w for w in words if w in set(self.item_descriptors(closest))])
             parts.append(f"Closest in your history: {self.catalog.item(closest).label} (similarity "
                          f"{self.similarity(closest, target):.2f}" + (f", both {_quote(common)})." if common else ")."))
         if state.constraints.describe():

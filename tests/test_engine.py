@@ -262,3 +262,9 @@ def test_a_title_named_with_dislike_is_excluded_not_added(engine: Engine) -> Non
     reply = engine.respond(state, "I didn't like Last Train to Marrow")
     assert "12" in state.disliked and "12" not in state.history
     assert "12" not in ids(reply)
+
+
+def test_reasons_quote_the_rarest_words_and_skip_words_that_describe_most_items(engine: Engine) -> None:
+    assert engine.telling(["noir", "heist", "rain"], 2) == ["heist", "rain"]  # 3 items each; noir has 4
+    engine._word_items["noir"] = 7  # now describes more than half the catalog of 12
+    assert engine.telling(["noir", "heist"]) == ["heist"]
