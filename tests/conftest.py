@@ -26,3 +26,14 @@ def face_app_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FACE_APP_CACHE", str(root))
         yield root
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, face_app_cache: Path) -> Path:
+    """The tiny config built end to end once per session (every stage, the bundle in `<workdir>/bundle`)."""
+    from training.__main__ import main
+
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    assert main(["build", "--config", str(config), "--workdir", str(workdir)]) == 0
+    return workdir

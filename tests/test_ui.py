@@ -21,9 +21,7 @@ from face_app.catalog import Catalog
 from face_app.dialogue import ConversationState
 from face_app.engine import EmbeddingRecommender, Engine, Recommendation
 from face_app.ui import App, Session, card, chips, history_html, launch
-
-CHROMIUM = Path("/usr/bin/chromium")
-
+from tests_browser import CHROMIUM, browser_session
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -95,35 +93,13 @@ def test_gradio_client_chats_and_two_clients_keep_separate_sessions(served) -> N
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
     app, url = served
     shot = Path(os.environ.get("FACE_APP_SCREENSHOT") or tmp_path / "screenshot.png")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.goto(url)
-        page.locator("#persona input").click()
-        page.get_by_role("option", name="User 7 · 3 movies").click()
-        page.click("#use-persona")
-        expect(page.locator("#history")).to_contain_text("Iron Verdict", timeout=30_000)
-        expect(page.locator(".fa-card")).to_have_count(3, timeout=30_000)
-        for turn, text in enumerate(["something lighter", "more like the second one", "why that one?"], start=2):
-            page.fill("#message textarea", text)
-            page.click("#send")
-            expect(page.locator("#chat [data-testid='user']")).to_have_count(
-                turn - 1, timeout=30_000)
-        expect(page.locator("#chat")).to_contain_text("is described by", timeout=30_000)
-        cards_before = page.locator(".fa-card").count()
-        # The thumbs that follow a card's message (consecutive bot messages share one row).
-        card_like = ("xpath=//div[contains(@class, 'message ')][.//div[contains(@class, 'fa-card')]]"
-                     "/following-sibling::div[contains(@class, 'message-buttons')][1]//button[@aria-label='Like']")
-        page.locator(card_like).last.click()
-        expect(page.locator("#chat")).to_contain_text("Noted: you like", timeout=30_000)
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(shot), full_page=True)
-        browser.close()
-    assert cards_before == 9 and shot.stat().st_size > 20_000
+    seen = browser_session(url, "User 7 · 3 movies", ["something lighter", "more like the second one",
+                                                     "why that one?"], shot)
+    assert seen["cards"] == 3 * app.engine.n and "Iron Verdict" in seen["history"]
+    assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
+    assert shot.stat().st_size > 20_000
 
 
 def test_sixteen_concurrent_sessions_never_cross(served) -> None:
