@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from catalog_fixture import SmallReadout, items_frame
+from tests_browser import CHROMIUM, browser_session
 
 from face_app.bundle import pca_2d
 from face_app.catalog import Catalog
 from face_app.dialogue import ConversationState
 from face_app.engine import EmbeddingRecommender, Engine, Recommendation
 from face_app.ui import App, Session, card, chips, history_html, launch
-from tests_browser import CHROMIUM, browser_session
+
 
 def free_port() -> int:
     with socket.socket() as sock:
