@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, browser_session
 from catalog_fixture import SmallReadout, items_frame
-from tests_browser import CHROMIUM, browser_session
 
 from face_app.bundle import pca_2d
 from face_app.catalog import Catalog
