@@ -38,6 +38,9 @@ def browser_session(url: str, persona: str, messages: list[str], screenshot: Pat
             page.locator(CARD_LIKE).last.click()
             expect(page.locator("#chat")).to_contain_text("Noted: you like", timeout=60_000)
             page.wait_for_timeout(500)
+            # Show the last turn from the visitor's message on, not just the chat's tail.
+            page.locator("#chat [data-testid='user']").last.evaluate("el => el.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(300)
             page.screenshot(path=str(screenshot), full_page=True)
             return {"cards": cards, "chat": page.locator("#chat").inner_text(),
                     "history": page.locator("#history").inner_text()}
