@@ -147,6 +147,12 @@ class Bundle:
     def has_generator(self) -> bool:
         return (self.directory / MODEL_DIR).is_dir()
 
+    @property
+    def generator_spec(self) -> dict[str, Any]:
+        """The tuned model's generator.json (base model, history length, whether prompts carry titles)."""
+        path = self.directory / MODEL_DIR / "generator.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def generator(self) -> Any:
         """The tuned LLM (`ItemGenerator`), loaded on first use."""
         if self._generator is None:

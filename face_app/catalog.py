@@ -147,6 +147,10 @@ class Catalog:
     def item(self, item_id: str) -> Item:
         return self._items[self.position[item_id]]
 
+    def raw_title(self, item_id: str) -> str:
+        """The title as the dataset spells it ("Usual Suspects, The"): what training prompts show."""
+        return str(self.items["title"].iat[self.position[item_id]])
+
     @property
     def genres(self) -> list[str]:
         """Every genre in the catalog, most common first."""

@@ -91,13 +91,16 @@ class GeneratorRecommender:
     """The tuned LLM: the shared prompt, generated under the prefix trie, excluded items never generated.
 
     generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
+    titles: item id -> the title as the model was tuned on it (`prompts.item_title` of the dataset's title),
+    or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
     beams: beam width (None: the generator's default). max_pool: at most this many items are generated
     per turn (beam search costs grow with k); the engine backfills from the CF ranking when filters starve it.
     """
 
-    generator: object
+    generator: Any
     tokens: Callable[[str], str]
-    titles: Callable[[str], str]
+    titles: Callable[[str], str] | None = None
+    history: int = PROMPT_HISTORY
     beams: int | None = None
     max_pool: int = 20
     name: str = "llm"
@@ -105,9 +108,9 @@ class GeneratorRecommender:
     def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
         from face_app.prompts import recommend_prompt
 
-        recent = list(history)[-PROMPT_HISTORY:]
-        return recommend_prompt([self.tokens(i) for i in recent], [self.titles(i) for i in recent],
-                                list(user_descriptors) or None, request)
+        recent = list(history)[-self.history:] if self.history else []
+        titles = [self.titles(i) for i in recent] if self.titles else None
+        return recommend_prompt([self.tokens(i) for i in recent], titles, list(user_descriptors) or None, request)
 
     def rank(self, history, user_descriptors, request, exclude, n):
         prompt = self.prompt(history, user_descriptors, request)
@@ -196,8 +199,13 @@ class Engine:
         personas = {user: histories.get(user, [])[:-1] for user in bundle.personas}
         recommenders: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
         if load_llm and bundle.has_generator:
-            recommenders["llm"] = GeneratorRecommender(
-                bundle.generator(), bundle.tokens, lambda i: catalog.item(i).label)
+            from face_app.prompts import item_title
+
+            spec = bundle.generator_spec
+            titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
+                if spec.get("titles_in_history") else None
+            recommenders["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles,
+                                                       history=int(spec.get("max_history", PROMPT_HISTORY)))
         default = "llm" if "llm" in recommenders else "lightgcn"
         catalog.warm()
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,

@@ -40,6 +40,7 @@ def ids(reply) -> list[str]:
 def test_titles_are_shown_with_the_article_in_front(catalog: Catalog) -> None:
     assert display_title("Night Ferry, The") == "The Night Ferry"
     assert catalog.item("2").label == "The Night Ferry (1996)"
+    assert catalog.raw_title("2") == "Night Ferry, The"  # as training prompts spell it
 
 
 def test_title_search_tolerates_typos_case_and_a_missing_article(catalog: Catalog) -> None:
