@@ -82,8 +82,10 @@ def load_codebook(cache: Path | None = None) -> list[str]:
 class ConceptProjection(nn.Module):
     """Disentangled projection: K independent affine maps of one CF embedding.
 
-    x: [B, d] -> [B, K, D], concept k = x @ weight[k] + bias[k] (weights start orthogonal,
-    as in FACE; training/face.py may warm-start them).
+    x: [B, d] -> [B, K, D], concept k = x/|x| @ weight[k] + bias[k] (weights start
+    orthogonal, as in FACE; training/face.py may warm-start them). The embedding is
+    L2-normalised first: in LightGCN its norm grows with popularity, and words should say
+    what an item or a user is like, not how popular it is.
     """
 
     def __init__(self, dim: int, k: int, word_dim: int) -> None:
@@ -99,7 +101,7 @@ class ConceptProjection(nn.Module):
         return self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bd,kde->bke", x, self.weight) + self.bias
+        return torch.einsum("bd,kde->bke", F.normalize(x, dim=-1), self.weight) + self.bias
 
 
 def assign_words(concepts: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:

@@ -52,9 +52,9 @@ def test_straight_through_estimator_passes_the_gradient_to_the_projection() -> N
     assert torch.allclose(z.detach(), face.codebook[chosen], atol=1e-6)  # forward: the codebook words
     weights = torch.randn_like(z)
     (z * weights).sum().backward()
-    # Backward: identity through the quantizer, so d/dz_e = weights, and z_e = e @ W_k + b_k.
+    # Backward: identity through the quantizer, so d/dz_e = weights, and z_e = e/|e| @ W_k + b_k.
     assert torch.allclose(face.projection.bias.grad, weights.sum(0), atol=1e-5)
-    expected = torch.einsum("bd,bke->kde", embeddings.detach(), weights)
+    expected = torch.einsum("bd,bke->kde", F.normalize(embeddings.detach(), dim=-1), weights)
     assert torch.allclose(face.projection.weight.grad, expected, atol=1e-5)
     assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0  # and on into the CF embeddings
 

@@ -169,7 +169,7 @@ class FACE(nn.Module):
         k-th keyword as concept k's target. Closed form, one solve for all K concepts.
         """
         n, dim = embeddings.shape
-        x = torch.cat([embeddings, torch.ones(n, 1)], dim=1).double()
+        x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()  # as the projection sees it
         y = self.codebook[keywords].reshape(n, -1).double()  # [N, K * D]
         gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
         solution = torch.linalg.solve(gram, x.T @ y).float().reshape(dim + 1, *self.projection.bias.shape)
@@ -212,7 +212,7 @@ def keyword_targets(
                          for items in train])
     scores = torch.cat([(user_scores + taste) / 2, item_scores])
     n, dim = embeddings.shape
-    x = torch.cat([embeddings, torch.ones(n, 1)], dim=1).double()
+    x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()
     gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
     coefficients = torch.linalg.solve(gram, x.T @ scores.double()).float()
     return (x.float() @ coefficients).topk(k, dim=1).indices
