@@ -139,9 +139,18 @@ class LightGCN(nn.Module):
                 self._propagated = self.propagate()
         return self._propagated
 
-    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """BPR on propagated embeddings + L2 on the batch's ego embeddings; all inputs int64 [B]."""
-        user_final, item_final = self.propagate()
+    def bpr_loss(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        propagated: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """BPR on propagated embeddings + L2 on the batch's ego embeddings; all inputs int64 [B].
+
+        propagated: `self.propagate()` when the caller already has it (with gradient).
+        """
+        user_final, item_final = propagated if propagated is not None else self.propagate()
         u, p, n = user_final[users], item_final[pos], item_final[neg]
         margin = (u * p).sum(-1) - (u * n).sum(-1)
         ego = [self.user_emb(users), self.item_emb(pos), self.item_emb(neg)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from training import cf, data, evaluate, export
+from training import cf, data, evaluate, export, face
 from training.config import Config, config_dict
 from training.report import update_timings
 
@@ -23,6 +23,7 @@ Stage = Callable[[Config, Path], Path]
 STAGES: dict[str, Stage] = {
     "data": data.run,
     "cf": cf.run,
+    "face": face.run,
     "eval": evaluate.run,
     "export": export.run,
 }
