@@ -12,6 +12,7 @@ Recall@20 (equal to HR@20 with one target), averaged over all users of the split
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +132,9 @@ RunSource = Callable[[Config, Path, SplitData], Iterator[TrainedRun]]
 
 def run_sources() -> list[RunSource]:
     """Every stage whose models the eval stage scores, in report order."""
-    from training import cf
+    from training import cf, tune
 
-    return [cf.trained_models]
+    return [cf.trained_models, tune.trained_models]
 
 
 def run(config: Config, workdir: Path) -> Path:
@@ -169,6 +170,8 @@ def run(config: Config, workdir: Path) -> Path:
         "seeds": list(config.cf.seeds),
         "runs": runs,
     }
+    for extra in sorted(workdir.glob("*/report_extra.json")):  # keys a stage adds (index, descriptors)
+        report.update(json.loads(extra.read_text()))
     write_report(workdir, report)
     return workdir / "report.json"
 
