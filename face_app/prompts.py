@@ -1,7 +1,7 @@
 """Every prompt template of the LLM recommender, shared by training (task data) and serving (each chat turn).
 
 Prompts are short on purpose: on CPU the tuning cost grows with the prompt length,
-and an index token is one token, so a history of 20 items costs about 60 tokens.
+and an index token is one token, so a history of 20 items of 3 levels costs 60 tokens.
 
 The serving side builds each turn with `recommend_prompt`; the generator wraps it with
 `chat_text` (the tokenizer's chat template with a one-line system message) and the
@@ -74,7 +74,7 @@ def recommend_prompt(
     if user_descriptors:
         lines.append("User: " + ", ".join(user_descriptors))
     if titles is None:
-        shown = ", ".join(history)
+        shown = "".join(history)  # index tokens delimit themselves (every item starts with an <a_*>)
     else:
         shown = "; ".join(f"{tokens} {title}" for tokens, title in zip(history, titles, strict=True))
     lines.append("History: " + (shown or "none"))

@@ -32,7 +32,7 @@ def prompt_for(generator: ItemGenerator, items: list[str]) -> str:
 
 def test_index_tokens_are_whole_tokens(generator: ItemGenerator) -> None:
     assert generator.tokenizer.tokenize("<a_1><b_2><c_3>") == ["<a_1>", "<b_2>", "<c_3>"]
-    pieces = generator.tokenizer.tokenize("History: <a_1><b_2><c_3>, <a_4><b_5><c_6>")
+    pieces = generator.tokenizer.tokenize("History: <a_1><b_2><c_3><a_4><b_5><c_6>\nNext:")
     assert [p for p in pieces if p.startswith("<")] == ["<a_1>", "<b_2>", "<c_3>", "<a_4>", "<b_5>", "<c_6>"]
 
 

@@ -11,7 +11,7 @@ from face_app import prompts
 
 def test_recommend_prompt_first_turn_is_history_only() -> None:
     text = prompts.recommend_prompt(["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"], None, None, None)
-    assert text == "History: <a_1><b_2><c_3>, <a_4><b_5><c_6>\nNext:"
+    assert text == "History: <a_1><b_2><c_3><a_4><b_5><c_6>\nNext:"
 
 
 def test_recommend_prompt_with_titles_descriptors_and_request() -> None:
