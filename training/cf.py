@@ -240,6 +240,33 @@ def train_with_early_stopping(
     return history
 
 
+def bpr_epoch(
+    pairs: tuple[torch.Tensor, torch.Tensor],
+    sample_negatives: NegativeSampler,
+    batch_size: int,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> float:
+    """One shuffled pass over the training pairs (users [E], items [E]) in BPR batches.
+
+    batch_loss(users, positives, negatives) gives each batch's loss; returns the mean
+    loss over the pass (weighted by batch size).
+    """
+    users, items = pairs
+    order = torch.randperm(len(users), generator=generator)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        u = users[batch]
+        loss = batch_loss(u, items[batch], sample_negatives(u))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(order)
+
+
 def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightGCN:
     """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
 
@@ -253,17 +280,7 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightG
     sample_negatives = NegativeSampler(users, items, data.n_items, generator)
 
     def train_epoch() -> float:
-        order = torch.randperm(len(users), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            u, pos = users[batch], items[batch]
-            loss = model.bpr_loss(u, pos, sample_negatives(u))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        return total / len(order)
+        return bpr_epoch((users, items), sample_negatives, config.batch_size, generator, optimizer, model.bpr_loss)
 
     model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}")
     return model

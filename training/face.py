@@ -46,7 +46,7 @@ from torch import nn
 
 from face_app import sources
 from face_app.descriptors import ConceptProjection, Descriptors, assign_words, load_codebook, minilm_path
-from training.cf import LightGCN, NegativeSampler, seed_everything, train_with_early_stopping
+from training.cf import LightGCN, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.config import Config, FACEConfig
 from training.data import SplitData
 from training.evaluate import TrainedRun
@@ -306,19 +306,12 @@ def train_face(
     sample_negatives = NegativeSampler(users, items, data.n_items, generator)
     batch_size = config.cf.lightgcn.batch_size
 
+    def batch_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        propagated = lightgcn.propagate()
+        return lightgcn.bpr_loss(u, pos, neg, propagated) + face_losses(*propagated)
+
     def train_epoch() -> float:
-        order = torch.randperm(len(users), generator=generator)
-        total = 0.0
-        for begin in range(0, len(order), batch_size):
-            batch = order[begin : begin + batch_size]
-            u, pos = users[batch], items[batch]
-            propagated = lightgcn.propagate()
-            loss = lightgcn.bpr_loss(u, pos, sample_negatives(u), propagated) + face_losses(*propagated)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        return total / len(order)
+        return bpr_epoch((users, items), sample_negatives, batch_size, generator, optimizer, batch_loss)
 
     model.history = train_with_early_stopping(model, data, train_epoch, settings, desc=f"LightGCN+FACE seed {seed}")
     model.map_seconds = map_seconds
