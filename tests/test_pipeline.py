@@ -29,12 +29,12 @@ def test_tiny_build_writes_the_report_contract(tiny_build: Path) -> None:
     report = json.loads((tiny_build / "report.json").read_text())
     assert report["dataset"] == "tiny"
     assert report["data"]["users"] == 300
-    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE"}
+    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM"}
     for values in report["models"].values():
         assert set(METRICS) <= set(values)
         assert all(0.0 <= values[m] <= 1.0 for m in METRICS)
         assert values["HR@1"] <= values["HR@5"] <= values["HR@10"] <= values["Recall@20"]
-    assert set(report["timings"]) == {"data", "cf", "face", "eval"}
+    assert set(report["timings"]) == {"data", "cf", "face", "index", "tune", "eval"}
     assert report["seeds"] == [0]
 
 
@@ -42,6 +42,25 @@ def test_tiny_models_learn_more_than_popularity(tiny_build: Path) -> None:
     models = json.loads((tiny_build / "report.json").read_text())["models"]
     assert models["SASRec"]["NDCG@10"] > models["Pop"]["NDCG@10"]
     assert models["LightGCN"]["HR@10"] > 0.0
+
+
+def test_tiny_build_reports_a_collision_free_index(tiny_build: Path) -> None:
+    index = json.loads((tiny_build / "report.json").read_text())["index"]
+    assert index["levels"] == 3 and index["codebook_size"] == 32
+    assert index["collisions"] == 0
+    assert len(index["code_usage"]) == 3 and all(0.0 < u <= 1.0 for u in index["code_usage"])
+    assert index["recon_loss"] > 0.0
+
+
+def test_tiny_build_tunes_a_loadable_llm(tiny_build: Path) -> None:
+    from face_app.decoder import ItemGenerator
+    from face_app.prompts import recommend_prompt
+
+    generator = ItemGenerator.load(tiny_build / "tune" / "model")
+    history = generator.index.item_ids[:3]
+    prompt = recommend_prompt([generator.index.text(i) for i in history])
+    found = generator.recommend(prompt, k=5, exclude=history)
+    assert len(found) == 5 and not set(history) & {item for item, _ in found}
 
 
 def test_tiny_build_renders_markdown_and_plots(tiny_build: Path) -> None:
@@ -88,7 +107,7 @@ def test_finished_stages_are_skipped(tiny_build: Path, capsys) -> None:
     before = (tiny_build / "report.json").read_text()
     assert main(["build", "--config", str(TINY), "--workdir", str(tiny_build)]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipping") == 4
+    assert out.count("skipping") == 6
     assert (tiny_build / "report.json").read_text() == before
 
 

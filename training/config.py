@@ -7,10 +7,13 @@ from the command line. Nothing is read at import time.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+import torch
 import yaml
 
 
@@ -120,6 +123,68 @@ class FACEConfig:
 
 
 @dataclass
+class IndexConfig:
+    """Stage `index`: the RQ-VAE that gives every item a code (training/rqvae.py).
+
+    embedding: `text` (MiniLM of title, year, genres) or `text+cf` (plus the LightGCN item embedding).
+    levels/codebook_size: code length and codes per level; the last level is re-assigned
+        so that no two items share a code (needs at most `codebook_size` items per prefix).
+    epochs: passes over the items (mini-batches of `batch_size`).
+    """
+
+    embedding: str = "text"
+    levels: int = 3
+    codebook_size: int = 32
+    latent_dim: int = 32
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    beta: float = 0.25
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 200
+    kmeans_iters: int = 30
+    seed: int = 0
+    threads: int | None = 1  # a small MLP: one thread beats two on a busy machine
+
+
+@dataclass
+class TuneConfig:
+    """Stage `tune`: LoRA tuning of the LLM on LC-Rec's tasks (training/tune.py).
+
+    base_model: `smollm2` (the pinned GGUF), `tiny-random` (tests), a Hub id or a local directory.
+    tasks: task -> weight; for `next`, `followup`, `descriptors` the fraction of the training
+        (user, target) windows used, for `index_to_title`, `title_to_index`, `intention` passes over the catalog.
+    max_history: history items in a prompt (index tokens only unless `titles_in_history`).
+    target_modules/layers: where LoRA goes (layers: decoder layer numbers, None: all).
+    max_steps: stop after this many optimizer steps (None: `epochs` passes over the task data).
+    checkpoint_every: steps between checkpoints (resume after an interruption).
+    eval_beams: beam width when the eval stage scores the LLM (>= 20, so Recall@20 counts only generated items).
+    """
+
+    base_model: str = "smollm2"
+    tasks: dict[str, float] = field(
+        default_factory=lambda: {"next": 1.0, "followup": 0.1, "descriptors": 0.1, "index_to_title": 1.0,
+                                 "title_to_index": 1.0, "intention": 1.0}
+    )
+    max_history: int = 20
+    titles_in_history: bool = False
+    max_length: int = 256
+    lora_r: int = 16
+    lora_alpha: int = 32
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    layers: list[int] | None = None
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    batch_size: int = 16
+    epochs: int = 1
+    max_steps: int | None = None
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_beams: int = 20
+    seed: int = 0
+    threads: int | None = None  # torch threads for tuning and LLM decoding in eval (None: the build's `threads`)
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 256
 
@@ -130,8 +195,22 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cf: CFConfig = field(default_factory=CFConfig)
     face: FACEConfig = field(default_factory=FACEConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     threads: int | None = None  # torch intra-op threads; None: torch's default
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run a block with `threads` torch intra-op threads (None: leave as is), restoring the count after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

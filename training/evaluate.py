@@ -132,9 +132,9 @@ RunSource = Callable[[Config, Path, SplitData], Iterator[TrainedRun]]
 
 def run_sources() -> list[RunSource]:
     """Every stage whose models the eval stage scores, in report order."""
-    from training import cf, face
+    from training import cf, face, tune
 
-    return [cf.trained_models, face.trained_models]
+    return [cf.trained_models, face.trained_models, tune.trained_models]
 
 
 def run(config: Config, workdir: Path) -> Path:
@@ -170,7 +170,7 @@ def run(config: Config, workdir: Path) -> Path:
         "seeds": list(config.cf.seeds),
         "runs": runs,
     }
-    for extra in sorted(workdir.glob("*/report_extra.json")):  # sections other stages add (descriptors, index)
+    for extra in sorted(workdir.glob("*/report_extra.json")):  # keys a stage adds (index, descriptors)
         report.update(json.loads(extra.read_text()))
     write_report(workdir, report)
     return workdir / "report.json"

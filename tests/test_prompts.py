@@ -1,0 +1,42 @@
+"""Prompt templates shared by training and serving."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from face_app import prompts
+
+
+def test_recommend_prompt_first_turn_is_history_only() -> None:
+    text = prompts.recommend_prompt(["<a_1><b_2><c_3>", "<a_4><b_5><c_6>"], None, None, None)
+    assert text == "History: <a_1><b_2><c_3><a_4><b_5><c_6>\nNext:"
+
+
+def test_recommend_prompt_with_titles_descriptors_and_request() -> None:
+    text = prompts.recommend_prompt(["<a_1>", "<a_2>"], ["Heat (1995)", "Fargo (1996)"], ["dark", "gritty"],
+                                    " something funnier ")
+    assert text.splitlines() == [
+        "User: dark, gritty",
+        "History: <a_1> Heat (1995); <a_2> Fargo (1996)",
+        "Request: something funnier",
+        "Next:",
+    ]
+    assert prompts.recommend_prompt([], request="a comedy") == "History: none\nRequest: a comedy\nNext:"
+    with pytest.raises(ValueError):
+        prompts.recommend_prompt(["<a_1>"], ["one", "two"])
+
+
+def test_intentions_are_deterministic_and_grounded_in_metadata() -> None:
+    first = [prompts.intention(random.Random(3), ["Horror"], 1994, ["eerie"], "Alien (1979)") for _ in range(5)]
+    assert len(set(first)) == 1
+    seen = {prompts.intention(random.Random(seed), ["Horror"], 1994, (), None) for seed in range(40)}
+    assert seen == {"a horror movie from the 1990s", "something scary", "a movie from the 1990s"}
+    assert prompts.intention(random.Random(0), [], None) == "something good"
+
+
+def test_history_words_come_from_the_most_frequent_genres() -> None:
+    genres = [["Comedy", "Romance"], ["Comedy", "Romance"], ["Horror"]]
+    assert prompts.history_words(genres, k=2) == ["funny", "romantic"]
+    assert prompts.item_title("Heat", 1995) == "Heat (1995)" and prompts.item_title("Heat") == "Heat"
