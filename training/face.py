@@ -1,4 +1,4 @@
-"""Stage `face`: FACE descriptors for LightGCN (Wang et al., arXiv 2510.15729), trained jointly with it.
+"""Stage `face`: FACE descriptors for LightGCN (arXiv 2510.15729, NeurIPS 2025), trained jointly with it.
 
 The module, top to bottom:
 
@@ -14,9 +14,10 @@ The module, top to bottom:
 
 Loss = BPR + vq_weight * ||z_e - sg(z_q)||^2 + recons_weight * ||dec(z) - sg(e)||^2
      + align_weight * InfoNCE. As FACE does: start from the trained LightGCN (the cf
-stage's run of the same seed), fit the projection/decoder with the CF embeddings fixed
-("map"), then train everything jointly with the CF tables at a lower learning rate
-("align"), early-stopped on valid NDCG@10. Recommendation scores are LightGCN's own
+stage's run of the same seed), fit the projection to the fixed CF embeddings ("map": here
+a closed-form warm start on profile keywords, `keyword_targets`, optionally followed by
+gradient epochs), then train everything jointly with the CF tables at a lower learning
+rate ("align"), early-stopped on valid NDCG@10. Recommendation scores are LightGCN's own
 (<e_u, e_i> of the jointly trained CF embeddings); FACE changes them only through training.
 
 Profiles come from the data: an item's title, year and genres; a user's demographics and
