@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -26,10 +25,7 @@ def bundle_dir(tiny_build: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def app(bundle_dir: Path):
-    start = time.perf_counter()
-    loaded = load_app(bundle_dir)
-    loaded.start_seconds = time.perf_counter() - start
-    return loaded
+    return load_app(bundle_dir)
 
 
 def test_export_writes_a_complete_manifest(bundle_dir: Path, tiny_build: Path) -> None:
@@ -69,8 +65,7 @@ def test_an_altered_bundle_file_is_named_with_the_rebuild_command(bundle_dir: Pa
         Bundle.load(copy)
 
 
-def test_app_starts_fast_and_each_arm_respects_exclusions(app) -> None:
-    assert app.start_seconds < 20
+def test_each_arm_respects_exclusions(app) -> None:
     engine = app.engine
     persona = next(iter(engine.personas))
     for arm in engine.recommenders:
