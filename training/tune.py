@@ -266,20 +266,26 @@ def save_checkpoint(
     partial.rename(directory)
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore what `save_checkpoint` wrote; returns the step to continue from."""
+def load_checkpoint_weights(directory: Path, model: torch.nn.Module) -> int:
+    """Copy a checkpoint's trainable weights into `model`; returns its step."""
     weights = load_file(directory / "trainable.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
+    return int(json.loads((directory / "state.json").read_text())["step"])
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore what `save_checkpoint` wrote (weights and optimizer state); returns the step to continue from."""
+    step = load_checkpoint_weights(directory, model)
     meta = json.loads((directory / "state.json").read_text())
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in load_file(directory / "optimizer.safetensors").items():
         pid, slot = key.split("/")
         slots.setdefault(int(pid), {})[slot] = value
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    return int(meta["step"])
+    return step
 
 
 def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig, checkpoint: Path,
