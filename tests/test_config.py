@@ -43,6 +43,6 @@ def test_override_without_equals_sign_is_rejected() -> None:
 
 def test_stages_run_in_pipeline_order_whatever_the_order_given() -> None:
     assert parse_stages("eval,data") == ["data", "eval"]
-    assert parse_stages(None) == ["data", "cf", "index", "tune", "eval"]
+    assert parse_stages(None) == ["data", "cf", "face", "index", "tune", "eval"]
     with pytest.raises(ValueError, match="unknown stage"):
         parse_stages("data,train")

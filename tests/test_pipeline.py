@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from face_app.descriptors import Descriptors
 from training.__main__ import main
+from training.data import SplitData
 from training.evaluate import METRICS
 from training.report import README_END, README_START
 
@@ -25,12 +29,12 @@ def test_tiny_build_writes_the_report_contract(tiny_build: Path) -> None:
     report = json.loads((tiny_build / "report.json").read_text())
     assert report["dataset"] == "tiny"
     assert report["data"]["users"] == 300
-    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LLM"}
+    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM"}
     for values in report["models"].values():
         assert set(METRICS) <= set(values)
         assert all(0.0 <= values[m] <= 1.0 for m in METRICS)
         assert values["HR@1"] <= values["HR@5"] <= values["HR@10"] <= values["Recall@20"]
-    assert set(report["timings"]) == {"data", "cf", "index", "tune", "eval"}
+    assert set(report["timings"]) == {"data", "cf", "face", "index", "tune", "eval"}
     assert report["seeds"] == [0]
 
 
@@ -66,11 +70,44 @@ def test_tiny_build_renders_markdown_and_plots(tiny_build: Path) -> None:
     assert (tiny_build / "cf" / "LightGCN" / "seed0" / "model.safetensors").exists()
 
 
+def test_tiny_build_writes_descriptors_for_every_entity(tiny_build: Path) -> None:
+    report = json.loads((tiny_build / "report.json").read_text())
+    metrics = report["descriptors"]
+    assert {"hit@10", "mrr", "random_hit@10", "random_mrr", "distinct_words", "k"} <= set(metrics)
+    assert metrics["k"] == 8 and metrics["distinct_words"] > 50
+    assert metrics["hit@10"] > metrics["random_hit@10"]
+    described = json.loads((tiny_build / "face" / "descriptors.json").read_text())
+    assert len(described["users"]) == 300 and len(described["items"]) == report["data"]["items"]
+    assert all(len(set(words)) == 8 for words in described["items"].values())
+    samples = report["descriptor_samples"]
+    assert len(samples["items"]) == 12 and len(samples["users"]) == 5
+    assert "## FACE descriptors" in (tiny_build / "report.md").read_text()
+
+
+def test_fold_in_of_a_users_history_ranks_their_next_item_far_above_chance(tiny_build: Path) -> None:
+    readout = Descriptors.load(tiny_build / "face" / "readout")
+    data = SplitData.load(tiny_build / "data")
+    ranks = []
+    for user in range(data.n_users):
+        history = [readout.item_ids[i] for i in data.history(user, "test")]
+        scores = readout.fold_in(history) @ readout.item_embeddings.T
+        scores[torch.from_numpy(data.history(user, "test"))] = -float("inf")
+        ranks.append(int((scores > scores[data.test[user]]).sum()))
+        words = readout.describe_history(history)
+        assert len(set(words)) == readout.k and set(words) <= set(readout.words)
+    # Chance puts the held-out item at about half the catalogue.
+    assert np.median(ranks) < 0.25 * data.n_items
+    user = 0
+    own = readout.user_embeddings[user]
+    folded = readout.fold_in([readout.item_ids[i] for i in data.train[user]])
+    assert torch.cosine_similarity(own, folded, dim=0) > 0.5
+
+
 def test_finished_stages_are_skipped(tiny_build: Path, capsys) -> None:
     before = (tiny_build / "report.json").read_text()
     assert main(["build", "--config", str(TINY), "--workdir", str(tiny_build)]) == 0
     out = capsys.readouterr().out
-    assert out.count("skipping") == 5
+    assert out.count("skipping") == 6
     assert (tiny_build / "report.json").read_text() == before
 
 

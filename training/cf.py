@@ -139,9 +139,18 @@ class LightGCN(nn.Module):
                 self._propagated = self.propagate()
         return self._propagated
 
-    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """BPR on propagated embeddings + L2 on the batch's ego embeddings; all inputs int64 [B]."""
-        user_final, item_final = self.propagate()
+    def bpr_loss(
+        self,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        propagated: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """BPR on propagated embeddings + L2 on the batch's ego embeddings; all inputs int64 [B].
+
+        propagated: `self.propagate()` when the caller already has it (with gradient).
+        """
+        user_final, item_final = propagated if propagated is not None else self.propagate()
         u, p, n = user_final[users], item_final[pos], item_final[neg]
         margin = (u * p).sum(-1) - (u * n).sum(-1)
         ego = [self.user_emb(users), self.item_emb(pos), self.item_emb(neg)]
@@ -231,6 +240,33 @@ def train_with_early_stopping(
     return history
 
 
+def bpr_epoch(
+    pairs: tuple[torch.Tensor, torch.Tensor],
+    sample_negatives: NegativeSampler,
+    batch_size: int,
+    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> float:
+    """One shuffled pass over the training pairs (users [E], items [E]) in BPR batches.
+
+    batch_loss(users, positives, negatives) gives each batch's loss; returns the mean
+    loss over the pass (weighted by batch size).
+    """
+    users, items = pairs
+    order = torch.randperm(len(users), generator=generator)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        u = users[batch]
+        loss = batch_loss(u, items[batch], sample_negatives(u))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(order)
+
+
 def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightGCN:
     """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
 
@@ -244,17 +280,7 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightG
     sample_negatives = NegativeSampler(users, items, data.n_items, generator)
 
     def train_epoch() -> float:
-        order = torch.randperm(len(users), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            u, pos = users[batch], items[batch]
-            loss = model.bpr_loss(u, pos, sample_negatives(u))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        return total / len(order)
+        return bpr_epoch((users, items), sample_negatives, config.batch_size, generator, optimizer, model.bpr_loss)
 
     model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}")
     return model

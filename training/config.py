@@ -88,6 +88,41 @@ class CFConfig:
 
 
 @dataclass
+class FACEConfig:
+    """Stage `face` (training/face.py): FACE descriptors trained jointly with LightGCN, one run per cf seed.
+
+    k: descriptors per entity. warm_start: start the projection from the ridge regression of
+        each entity's profile keywords on its CF embedding (FACE: orthogonal init); see face.md.
+    map_epochs: passes over all users and items fitting the
+        projection and decoder to the fixed, pretrained CF embeddings by gradient (0: the
+        warm start is the map phase). Then the joint
+        phase: `epochs` LightGCN epochs (BPR batches of cf.lightgcn.batch_size) with the
+        FACE losses on `entities_per_step` random users and items per step, the alignment
+        on `align_entities` of them; validated every `eval_every` epochs, stopped after
+        `patience` validations without improvement.
+    lr: FACE module learning rate (FACE: 1e-3, which undoes the warm start here); cf_lr:
+        the CF tables' (FACE: a tenth of the module's, 1e-4).
+    vq_weight / recons_weight / align_weight: weights of the commitment, reconstruction
+        and InfoNCE alignment losses (FACE: 1, 1, 0.1); temperature: InfoNCE's (FACE: 0.02).
+    """
+
+    k: int = 8
+    warm_start: bool = True
+    map_epochs: int = 0
+    epochs: int = 6
+    eval_every: int = 2
+    patience: int = 2
+    lr: float = 1e-4
+    cf_lr: float = 1e-4
+    vq_weight: float = 1.0
+    recons_weight: float = 1.0
+    align_weight: float = 0.1
+    temperature: float = 0.02
+    entities_per_step: int = 64
+    align_entities: int = 16
+
+
+@dataclass
 class IndexConfig:
     """Stage `index`: the RQ-VAE that gives every item a code (training/rqvae.py).
 
@@ -159,6 +194,7 @@ class Config:
     name: str = "ml-100k"
     data: DataConfig = field(default_factory=DataConfig)
     cf: CFConfig = field(default_factory=CFConfig)
+    face: FACEConfig = field(default_factory=FACEConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -132,9 +132,9 @@ RunSource = Callable[[Config, Path, SplitData], Iterator[TrainedRun]]
 
 def run_sources() -> list[RunSource]:
     """Every stage whose models the eval stage scores, in report order."""
-    from training import cf, tune
+    from training import cf, face, tune
 
-    return [cf.trained_models, tune.trained_models]
+    return [cf.trained_models, face.trained_models, tune.trained_models]
 
 
 def run(config: Config, workdir: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from training import cf, data, evaluate, rqvae, tune
+from training import cf, data, evaluate, face, rqvae, tune
 from training.config import Config, config_dict
 from training.report import update_timings
 
@@ -23,6 +23,7 @@ Stage = Callable[[Config, Path], Path]
 STAGES: dict[str, Stage] = {
     "data": data.run,
     "cf": cf.run,
+    "face": face.run,
     "index": rqvae.run,
     "tune": tune.run,
     "eval": evaluate.run,

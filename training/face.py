@@ -1,0 +1,529 @@
+"""Stage `face`: FACE descriptors for LightGCN (Wang et al., arXiv 2510.15729), trained jointly with it.
+
+The module, top to bottom:
+
+    CF embedding e [d]
+      -> ConceptProjection: K affine maps -> concept vectors z_e [K, D]   (D = MiniLM's 384)
+      -> quantizer: each concept snaps to its nearest codebook word, no word twice
+         (codebook = MiniLM's frozen word-embedding rows of ~13k whole words that are
+         also single SmolLM2 tokens; straight-through estimator: z = z_e + sg(z_q - z_e))
+      -> decoder: Linear(K * D -> d) reconstructs e
+      -> alignment: [CLS] z_1 .. z_K [SEP] through the frozen MiniLM (mean-pooled, as
+         sentence-transformers encodes the text "w_1 ... w_K") vs the entity's text
+         profile embedded by the same MiniLM: InfoNCE over a batch of users and items.
+
+Loss = BPR + vq_weight * ||z_e - sg(z_q)||^2 + recons_weight * ||dec(z) - sg(e)||^2
+     + align_weight * InfoNCE. As FACE does: start from the trained LightGCN (the cf
+stage's run of the same seed), fit the projection/decoder with the CF embeddings fixed
+("map"), then train everything jointly with the CF tables at a lower learning rate
+("align"), early-stopped on valid NDCG@10. Recommendation scores are LightGCN's own
+(<e_u, e_i> of the jointly trained CF embeddings); FACE changes them only through training.
+
+Profiles come from the data: an item's title, year and genres; a user's demographics and
+the genres and titles of their training history. The descriptors of every entity, the
+read-out for serving (`face_app.descriptors.Descriptors`) and the faithfulness metrics
+(does an entity's descriptor text retrieve its own profile, against random words?) are
+written under `<workdir>/face/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from face_app import sources
+from face_app.descriptors import ConceptProjection, Descriptors, assign_words, load_codebook, minilm_path
+from training.cf import LightGCN, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
+from training.config import Config, FACEConfig
+from training.data import SplitData
+from training.evaluate import TrainedRun
+
+MODEL_NAME = "LightGCN+FACE"
+
+
+# --- Profiles ----------------------------------------------------------------------------------
+
+
+def item_profiles(items: pd.DataFrame) -> list[str]:
+    """One line per item: title, year, genres (and the description where the source has one)."""
+    profiles = []
+    for row in items.itertuples():
+        year = f" ({row.year})" if not pd.isna(row.year) else ""
+        genres = f" Genres: {', '.join(row.genres)}." if len(row.genres) else ""
+        description = f" {row.description[:200]}" if row.description else ""
+        profiles.append(f"{row.title}{year}.{genres}{description}")
+    return profiles
+
+
+def user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: int = 4) -> list[str]:
+    """One line per user: demographics, most-watched genres and most recent titles of the training history."""
+    users = data.users
+    titles, genres = data.items["title"].tolist(), data.items["genres"].tolist()
+    profiles = []
+    for user in range(data.n_users):
+        row = users.iloc[user]
+        who = []
+        if "age" in users and not pd.isna(row["age"]):
+            who.append(f"{row['age']}-year-old")
+        if "gender" in users and isinstance(row["gender"], str):
+            who.append({"M": "man", "F": "woman"}.get(row["gender"], row["gender"]))
+        else:
+            who.append("person")
+        if "occupation" in users and isinstance(row["occupation"], str) and row["occupation"] not in ("none", "other"):
+            who.append(f"working as {row['occupation']}")
+        history = data.train[user]
+        counts = Counter(g for item in history for g in genres[item])
+        liked = ", ".join(g for g, _ in counts.most_common(genres_per_user))
+        recent = "; ".join(titles[item] for item in history[::-1][:titles_per_user])
+        profiles.append(f"A {' '.join(who)}. Likes {liked or 'anything'}. Watched: {recent}.")
+    return profiles
+
+
+# --- Text encoder (frozen MiniLM) ---------------------------------------------------------------
+
+
+class TextEncoder:
+    """The frozen all-MiniLM-L6-v2: sentence embeddings of texts, and of word-vector sequences.
+
+    `encode_texts` is sentence-transformers' encode (mean pooling, L2-normalised).
+    `encode_word_vectors` runs [CLS] v_1 .. v_K [SEP] through the same network from
+    token-embedding space, so the gradient reaches the vectors; for codebook rows it
+    equals `encode_texts(" ".join(words))` (every codebook word is one WordPiece token).
+    """
+
+    def __init__(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
+        self.model.eval()
+        self.bert = self.model[0].auto_model
+        self.bert.requires_grad_(False)
+        self.tokenizer = self.model.tokenizer
+        self.word_embeddings = self.bert.get_input_embeddings().weight.detach()
+
+    def word_vectors(self, words: Sequence[str]) -> torch.Tensor:
+        """Frozen token-embedding rows of single-token words: [V, D]."""
+        ids = self.tokenizer.convert_tokens_to_ids(list(words))
+        return self.word_embeddings[torch.tensor(ids)].clone()
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.encode(
+                list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True
+            ).cpu()
+
+    def encode_word_vectors(self, vectors: torch.Tensor) -> torch.Tensor:
+        """vectors: [B, K, D] in token-embedding space -> [B, D] normalised sentence embeddings."""
+        special = self.word_embeddings[[self.tokenizer.cls_token_id, self.tokenizer.sep_token_id]]
+        batch = len(vectors)
+        sequence = torch.cat([special[0].expand(batch, 1, -1), vectors, special[1].expand(batch, 1, -1)], dim=1)
+        hidden = self.bert(inputs_embeds=sequence).last_hidden_state
+        return F.normalize(hidden.mean(dim=1), dim=-1)
+
+    def cached_encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """encode_texts, cached in the face-app cache by the texts' sha256 (profiles are re-encoded rarely)."""
+        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:24]
+        path = sources.cache_dir() / "profile-embeddings" / f"minilm-{digest}.safetensors"
+        if path.exists():
+            return load_file(path)["embeddings"]
+        embeddings = self.encode_texts(texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"embeddings": embeddings.contiguous()}, path)
+        return embeddings
+
+
+# --- The FACE module ----------------------------------------------------------------------------
+
+
+class FACE(nn.Module):
+    """Projection -> frozen-codebook quantizer (STE, no repeats) -> decoder, with its losses.
+
+    codebook: [V, D] frozen word vectors (a buffer: never trained). `forward(e)` returns
+    the straight-through concept vectors [B, K, D], the chosen word indices [B, K] and
+    the commitment and reconstruction losses.
+    """
+
+    def __init__(self, dim: int, k: int, codebook: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("codebook", codebook.clone())
+        self.projection = ConceptProjection(dim, k, codebook.shape[1])
+        self.decoder = nn.Linear(k * codebook.shape[1], dim)
+
+    def warm_start(self, embeddings: torch.Tensor, keywords: torch.Tensor, ridge: float = 1e-2) -> None:
+        """Set the projection to the ridge regression of keyword vectors on CF embeddings.
+
+        embeddings: [N, d] CF embeddings; keywords: int64 [N, K] codebook rows, entity n's
+        k-th keyword as concept k's target. Closed form, one solve for all K concepts.
+        """
+        n, dim = embeddings.shape
+        x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()  # as the projection sees it
+        y = self.codebook[keywords].reshape(n, -1).double()  # [N, K * D]
+        gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
+        solution = torch.linalg.solve(gram, x.T @ y).float().reshape(dim + 1, *self.projection.bias.shape)
+        with torch.no_grad():
+            self.projection.weight.copy_(solution[:dim].transpose(0, 1))
+            self.projection.bias.copy_(solution[dim])
+
+    def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        z_e = self.projection(e)
+        chosen = assign_words(z_e, self.codebook)
+        z_q = self.codebook[chosen]
+        z = z_e + (z_q - z_e).detach()  # straight-through: forward z_q, backward to z_e
+        commitment = F.mse_loss(z_e, z_q)
+        reconstruction = F.mse_loss(self.decoder(z.flatten(1)), e.detach())
+        return z, chosen, commitment, reconstruction
+
+
+def keyword_targets(
+    embeddings: torch.Tensor, word_embeddings: torch.Tensor, user_profiles: torch.Tensor,
+    item_profiles: torch.Tensor, train: list[np.ndarray], k: int, ridge: float = 1e-2,
+) -> torch.Tensor:
+    """Warm-start targets: the k words a CF embedding predicts best for its profile, best first.
+
+    embeddings: [U + I, d] CF embeddings, users first; word_embeddings: [V, D] sentence
+    embeddings of the codebook words alone; *_profiles: [U, D] / [I, D]; train: each
+    user's training items. Returns int64 [U + I, k] codebook rows.
+
+    1. A word's score for a profile is their similarity minus the word's mean similarity to
+       every profile of that kind (so "movie" does not win everywhere). A user's scores are
+       half their own profile's, half the mean of their training items' (their taste).
+    2. Ridge regression from the CF embedding to those scores, and the top k of the
+       prediction: words the CF embedding can tell apart (a title word it cannot predict
+       gives way to the genre and theme words shared by similar items).
+    """
+    item_scores = item_profiles @ word_embeddings.T
+    item_scores -= item_scores.mean(dim=0)
+    user_scores = user_profiles @ word_embeddings.T
+    user_scores -= user_scores.mean(dim=0)
+    taste = torch.stack([item_scores[torch.tensor(items)].mean(0) if len(items) else item_scores.mean(0)
+                         for items in train])
+    scores = torch.cat([(user_scores + taste) / 2, item_scores])
+    n, dim = embeddings.shape
+    x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()
+    gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
+    coefficients = torch.linalg.solve(gram, x.T @ scores.double()).float()
+    return (x.float() @ coefficients).topk(k, dim=1).indices
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over a batch: row i of anchors should match row i of positives (both L2-normalised)."""
+    logits = anchors @ positives.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(anchors)))
+
+
+class LightGCNFACE(nn.Module):
+    """LightGCN and its FACE module, trained together; scores are LightGCN's."""
+
+    def __init__(self, lightgcn: LightGCN, face: FACE) -> None:
+        super().__init__()
+        self.lightgcn, self.face = lightgcn, face
+
+    def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+        return self.lightgcn.score(users, histories)
+
+
+def train_face(
+    data: SplitData, config: Config, seed: int, pretrained: dict[str, torch.Tensor], text: TextEncoder,
+    codebook: torch.Tensor, profiles: tuple[torch.Tensor, torch.Tensor], word_embeddings: torch.Tensor | None = None,
+) -> LightGCNFACE:
+    """Fit FACE on a trained LightGCN (`pretrained` state), then train both jointly.
+
+    profiles: (user profile embeddings [U, D], item profile embeddings [I, D]), normalised.
+    word_embeddings: [V, D] sentence embeddings of the codebook words, to warm-start the
+        projection on `keyword_targets`; None keeps FACE's orthogonal initialisation.
+    Returns the model in eval mode with the best weights (valid NDCG@10); `.history` holds
+    the per-epoch log of the joint phase, `.map_seconds` the time of the map phase.
+    """
+    settings = config.face
+    generator = seed_everything(seed)
+    users, items = data.train_pairs()
+    lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, (users, items))
+    lightgcn.load_state_dict(pretrained)
+    user_final, item_final = lightgcn.user_item_embeddings()
+    face = FACE(config.cf.lightgcn.dim, settings.k, codebook)
+    user_profiles_, item_profiles_ = profiles
+    if word_embeddings is not None:
+        entities = torch.cat([user_final, item_final])
+        face.warm_start(
+            entities,
+            keyword_targets(entities, word_embeddings, user_profiles_, item_profiles_, data.train, settings.k),
+        )
+    model = LightGCNFACE(lightgcn, face)
+
+    def sample_entities(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.randint(data.n_users, (count // 2,), generator=generator),
+            torch.randint(data.n_items, (count - count // 2,), generator=generator),
+        )
+
+    def face_losses(user_final: torch.Tensor, item_final: torch.Tensor) -> torch.Tensor:
+        u, i = sample_entities(settings.entities_per_step)
+        z, _, commitment, reconstruction = face(torch.cat([user_final[u], item_final[i]]))
+        loss = settings.vq_weight * commitment + settings.recons_weight * reconstruction
+        if settings.align_weight > 0 and settings.align_entities > 0:
+            n_users = min(len(u), settings.align_entities // 2)
+            n_items = min(len(i), settings.align_entities - n_users)
+            pick = torch.cat([torch.arange(n_users), len(u) + torch.arange(n_items)])
+            described = text.encode_word_vectors(z[pick])
+            targets = torch.cat([user_profiles_[u[:n_users]], item_profiles_[i[:n_items]]])
+            loss = loss + settings.align_weight * info_nce(described, targets, settings.temperature)
+        return loss
+
+    # Map: fit projection and decoder to the fixed CF embeddings (no alignment yet).
+    start = time.perf_counter()
+    optimizer = torch.optim.Adam(face.parameters(), lr=settings.lr)
+    fixed = torch.cat([user_final, item_final])
+    for _ in range(settings.map_epochs):
+        order = torch.randperm(len(fixed), generator=generator)
+        for begin in range(0, len(order), settings.entities_per_step):
+            _, _, commitment, reconstruction = face(fixed[order[begin : begin + settings.entities_per_step]])
+            loss = settings.vq_weight * commitment + settings.recons_weight * reconstruction
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    map_seconds = time.perf_counter() - start
+
+    # Align: everything jointly, the CF tables at a lower learning rate.
+    optimizer = torch.optim.Adam(
+        [
+            {"params": face.parameters(), "lr": settings.lr},
+            {"params": lightgcn.parameters(), "lr": settings.cf_lr},
+        ]
+    )
+    sample_negatives = NegativeSampler(users, items, data.n_items, generator)
+    batch_size = config.cf.lightgcn.batch_size
+
+    def batch_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        propagated = lightgcn.propagate()
+        return lightgcn.bpr_loss(u, pos, neg, propagated) + face_losses(*propagated)
+
+    def train_epoch() -> float:
+        return bpr_epoch((users, items), sample_negatives, batch_size, generator, optimizer, batch_loss)
+
+    model.history = train_with_early_stopping(model, data, train_epoch, settings, desc=f"LightGCN+FACE seed {seed}")
+    model.map_seconds = map_seconds
+    return model
+
+
+# --- Read-out and faithfulness -----------------------------------------------------------------
+
+
+def build_readout(model: LightGCNFACE, data: SplitData, words: list[str], k: int) -> Descriptors:
+    """The serving read-out of a trained model: embeddings, projection, codebook, every entity's words."""
+    user_final, item_final = model.lightgcn.user_item_embeddings()
+    degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
+    readout = Descriptors(
+        k=k,
+        words=words,
+        item_ids=data.items["item_id"].astype(str).tolist(),
+        user_ids=data.users["user_id"].astype(str).tolist(),
+        item_embeddings=item_final.clone(),
+        user_embeddings=user_final.clone(),
+        codebook=model.face.codebook.clone(),
+        projection=model.face.projection,
+        item_words=torch.zeros(0, k, dtype=torch.long),
+        user_words=torch.zeros(0, k, dtype=torch.long),
+        item_weights=degree.clamp_min(1.0).rsqrt(),
+        user_norm=float(user_final.norm(dim=1).median()),
+    )
+    readout.item_words = readout.word_indices(item_final)
+    readout.user_words = readout.word_indices(user_final)
+    return readout
+
+
+def retrieval_metrics(queries: torch.Tensor, profiles: torch.Tensor) -> dict[str, float]:
+    """Query i should retrieve profile i: hit@10 and MRR of its rank among all profiles.
+
+    queries, profiles: [N, D] normalised embeddings. Ties count against the query.
+    """
+    similarity = queries @ profiles.T
+    own = similarity.diagonal()[:, None]
+    rank = (similarity >= own).sum(dim=1) - 1  # 0-based; ties with others rank the own profile lower
+    return {"hit@10": float((rank < 10).float().mean()), "mrr": float((1.0 / (rank + 1).float()).mean())}
+
+
+def faithfulness(
+    text: TextEncoder, described: dict[str, list[list[str]]], profiles: dict[str, torch.Tensor],
+    words: list[str], k: int, seed: int = 0,
+) -> dict[str, Any]:
+    """Does each entity's descriptor text retrieve its own profile among all profiles of its kind?
+
+    described: {"items": words per item, "users": words per user}; profiles: the same
+    kinds' profile embeddings. The baseline gives every entity k distinct random codebook
+    words. Metrics are averaged over all entities of both kinds (and given per kind).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"k": k, "per_kind": {}}
+    totals = {"hit@10": 0.0, "mrr": 0.0, "random_hit@10": 0.0, "random_mrr": 0.0}
+    count = 0
+    for kind, entity_words in described.items():
+        random_words = [
+            [words[i] for i in torch.randperm(len(words), generator=generator)[:k].tolist()] for _ in entity_words
+        ]
+        real = retrieval_metrics(text.encode_texts([" ".join(w) for w in entity_words]), profiles[kind])
+        chance = retrieval_metrics(text.encode_texts([" ".join(w) for w in random_words]), profiles[kind])
+        kind_metrics = {**real, "random_hit@10": chance["hit@10"], "random_mrr": chance["mrr"]}
+        kind_metrics["n"] = len(entity_words)
+        out["per_kind"][kind] = kind_metrics
+        for name in totals:
+            totals[name] += kind_metrics[name] * len(entity_words)
+        count += len(entity_words)
+    out.update({name: value / count for name, value in totals.items()})
+    out["distinct_words"] = len({w for entity_words in described.values() for ws in entity_words for w in ws})
+    return out
+
+
+def report_samples(data: SplitData, n_items: int = 12, n_users: int = 5) -> tuple[list[int], list[int]]:
+    """Entities shown in the report: half the items most popular, half obscure (5-15 training
+    interactions, spread over the catalog); users spread over the index."""
+    counts = data.item_counts()
+    popular = np.argsort(-counts, kind="stable")[: n_items // 2].tolist()
+    obscure_pool = np.flatnonzero((counts >= 5) & (counts <= 15))
+    if len(obscure_pool) < n_items - len(popular):
+        obscure_pool = np.argsort(counts, kind="stable")
+    picks = np.linspace(0, len(obscure_pool) - 1, n_items - len(popular)).round().astype(int)
+    obscure = [int(obscure_pool[p]) for p in picks if int(obscure_pool[p]) not in popular]
+    users = np.linspace(0, data.n_users - 1, n_users).round().astype(int).tolist()
+    return popular + obscure, users
+
+
+# --- Stage `face` -------------------------------------------------------------------------------
+
+
+def run_key(config: Config) -> dict[str, Any]:
+    """What a finished FACE run depends on: data, LightGCN and FACE settings."""
+    return {
+        "data": dataclasses.asdict(config.data),
+        "lightgcn": dataclasses.asdict(config.cf.lightgcn),
+        "face": dataclasses.asdict(config.face),
+    }
+
+
+def load_model(run_dir: Path, data: SplitData, config: Config, codebook: torch.Tensor) -> LightGCNFACE:
+    """Rebuild a trained LightGCN+FACE from `<run_dir>/model.safetensors`, in eval mode."""
+    state = load_file(run_dir / "model.safetensors")
+    lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
+    face = FACE(config.cf.lightgcn.dim, config.face.k, codebook)
+    model = LightGCNFACE(lightgcn, face)
+    model.load_state_dict({**state, "face.codebook": codebook})
+    return model.eval()
+
+
+def face_runs(workdir: Path) -> list[tuple[int, Path]]:
+    """(seed, run directory) of every finished FACE run, by seed."""
+    runs = [(int(p.parent.name.removeprefix("seed")), p.parent) for p in (workdir / "face").glob("seed*/run.json")]
+    return sorted(runs)
+
+
+def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
+    """The eval stage's view of this stage: LightGCN+FACE per seed (none when the stage did not run)."""
+    found = face_runs(workdir)
+    if not found:
+        print(f"[eval] no FACE runs in {workdir / 'face'}; LightGCN+FACE not scored")
+        return
+    codebook = load_file(workdir / "face" / "readout" / "readout.safetensors")["codebook"]
+    for seed, run_dir in found:
+        meta = json.loads((run_dir / "run.json").read_text())
+        yield TrainedRun(MODEL_NAME, seed, load_model(run_dir, data, config, codebook), meta)
+
+
+def run(config: Config, workdir: Path) -> Path:
+    """Stage `face`: LightGCN+FACE per seed, the read-out of the first seed, descriptors and their faithfulness.
+
+    Needs the cf stage's LightGCN runs (`<workdir>/cf/LightGCN/seed<k>/`). Output under
+    `<workdir>/face/`: `seed<k>/{model.safetensors,run.json}` (reused when the settings
+    match), `readout/` (`Descriptors.save`), `descriptors.json` (every item's and user's
+    words), `report_extra.json` (`descriptors` metrics and samples, merged into report.json).
+    """
+    data = SplitData.load(workdir / "data")
+    out = workdir / "face"
+    settings: FACEConfig = config.face
+    words = load_codebook()
+    text = TextEncoder()
+    codebook = text.word_vectors(words)
+    profile_texts = {"users": user_profiles(data), "items": item_profiles(data.items)}
+    profiles = {kind: text.cached_encode(texts) for kind, texts in profile_texts.items()}
+    word_embeddings = text.cached_encode(words) if settings.warm_start else None
+    key = run_key(config)
+    first: LightGCNFACE | None = None
+    for seed in config.cf.seeds:
+        run_dir = out / f"seed{seed}"
+        if (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text()).get("key") == key:
+            print(f"[face] seed {seed}: reusing the finished run in {run_dir}")
+            model = load_model(run_dir, data, config, codebook)
+        else:
+            pretrained_path = workdir / "cf" / "LightGCN" / f"seed{seed}" / "model.safetensors"
+            if not pretrained_path.exists():
+                raise FileNotFoundError(f"FACE starts from LightGCN: no {pretrained_path}; run the cf stage first")
+            start = time.perf_counter()
+            model = train_face(
+                data, config, seed, load_file(pretrained_path), text, codebook, (profiles["users"], profiles["items"]),
+                word_embeddings,
+            )
+            seconds = time.perf_counter() - start
+            run_dir.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != "face.codebook"}
+            save_file(state, run_dir / "model.safetensors")
+            scored = [h for h in model.history if h.get("valid_NDCG@10") is not None]
+            best = max(scored, key=lambda h: h["valid_NDCG@10"], default={})
+            meta = {
+                "model": MODEL_NAME, "seed": seed, "key": key, "seconds": seconds, "map_seconds": model.map_seconds,
+                "best_epoch": best.get("epoch"), "history": model.history,
+            }
+            (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+            best_ndcg = best.get("valid_NDCG@10", float("nan"))
+            print(f"[face] seed {seed}: {seconds:.1f} s, best valid NDCG@10 {best_ndcg:.4f}")
+        first = first or model
+
+    assert first is not None, "config.cf.seeds is empty"
+    readout = build_readout(first, data, words, settings.k)
+    readout.save(out / "readout")
+    described = {
+        "items": [[words[i] for i in row] for row in readout.item_words.tolist()],
+        "users": [[words[i] for i in row] for row in readout.user_words.tolist()],
+    }
+    (out / "descriptors.json").write_text(
+        json.dumps(
+            {
+                "items": dict(zip(readout.item_ids, described["items"], strict=True)),
+                "users": dict(zip(readout.user_ids, described["users"], strict=True)),
+            }
+        )
+    )
+    metrics = faithfulness(text, described, profiles, words, settings.k)
+    sample_items, sample_users = report_samples(data)
+    counts = data.item_counts()
+    samples = {
+        "items": [
+            {
+                "item_id": readout.item_ids[i], "profile": profile_texts["items"][i],
+                "train_interactions": int(counts[i]), "descriptors": described["items"][i],
+            }
+            for i in sample_items
+        ],
+        "users": [
+            {"user_id": readout.user_ids[u], "profile": profile_texts["users"][u], "descriptors": described["users"][u]}
+            for u in sample_users
+        ],
+    }
+    metrics["seed"] = config.cf.seeds[0]
+    extra = {"descriptors": metrics, "descriptor_samples": samples}
+    (out / "report_extra.json").write_text(json.dumps(extra, indent=1))
+    print(
+        f"[face] descriptors: hit@10 {metrics['hit@10']:.4f} (random {metrics['random_hit@10']:.4f}), "
+        f"MRR {metrics['mrr']:.4f} (random {metrics['random_mrr']:.4f}), {metrics['distinct_words']} distinct words"
+    )
+    return out
