@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
 from face_app.index import ItemIndex, PrefixTrie
@@ -120,7 +121,7 @@ class ItemGenerator:
                 logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
         return [(self.trie.leaf(p), float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
-    def prefill(self, input_ids: torch.Tensor):
+    def prefill(self, input_ids: torch.Tensor) -> CausalLMOutputWithPast:
         """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache."""
         n = len(self._header_ids)
         if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
