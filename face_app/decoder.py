@@ -15,6 +15,7 @@ for a tiny random base its weights (`base/`).
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Callable, Collection
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
 from face_app.index import ItemIndex, PrefixTrie
@@ -40,6 +42,11 @@ class ItemGenerator:
         self.beams = beams
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
+        # Every prompt starts with the same chat header: its keys/values are computed once, then copied.
+        first, second = self.prompt_ids("A").flatten().tolist(), self.prompt_ids("B").flatten().tolist()
+        shared = next((n for n, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), 0)
+        self._header_ids = first[:shared]
+        self._header_cache = None
 
     @classmethod
     def load(cls, directory: Path, base_model: str | Path | None = None) -> ItemGenerator:
@@ -87,7 +94,7 @@ class ItemGenerator:
     ) -> list[tuple[str, float]]:
         """Beam search over the trie; returns every finished beam as (item_id, score), best first."""
         excluded = self.trie.excluded_counts(exclude)
-        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        out = self.prefill(input_ids)
         cache = out.past_key_values
         logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
         prefixes: list[tuple[int, ...]] = [()]
@@ -113,6 +120,17 @@ class ItemGenerator:
                 cache = out.past_key_values
                 logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
         return [(self.trie.leaf(p), float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
+
+    def prefill(self, input_ids: torch.Tensor) -> CausalLMOutputWithPast:
+        """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache."""
+        n = len(self._header_ids)
+        if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
+            return self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+        if self._header_cache is None:
+            header = self.model(input_ids=input_ids[:, :n], use_cache=True, logits_to_keep=1)
+            self._header_cache = header.past_key_values
+        cache = copy.deepcopy(self._header_cache)
+        return self.model(input_ids=input_ids[:, n:], past_key_values=cache, use_cache=True, logits_to_keep=1)
 
     def allowed_tokens(
         self, prompt_length: int, exclude: Collection[str] = ()

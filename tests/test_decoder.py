@@ -45,6 +45,16 @@ def test_fast_decoder_matches_generate(generator: ItemGenerator, history: list[s
     assert [s for _, s in fast] == pytest.approx([s for _, s in reference], abs=1e-3)
 
 
+def test_the_cached_chat_header_gives_the_same_scores_as_a_full_prefill(generator: ItemGenerator) -> None:
+    ids = generator.prompt_ids(prompt_for(generator, ["item7", "item8"]))
+    assert 0 < len(generator._header_ids) < ids.shape[1]
+    with torch.no_grad():
+        full = generator.model(input_ids=ids, logits_to_keep=1).logits
+        for _ in range(2):  # first call fills the header cache, the second copies it
+            cached = generator.prefill(ids).logits
+            assert torch.allclose(cached, full, atol=1e-4)
+
+
 def test_exclusions_never_come_back_and_do_not_take_beams(generator: ItemGenerator) -> None:
     prompt = prompt_for(generator, ["item1"])
     first = [item for item, _ in generator.recommend(prompt, k=10)]

@@ -40,3 +40,14 @@ def test_history_words_come_from_the_most_frequent_genres() -> None:
     genres = [["Comedy", "Romance"], ["Comedy", "Romance"], ["Horror"]]
     assert prompts.history_words(genres, k=2) == ["funny", "romantic"]
     assert prompts.item_title("Heat", 1995) == "Heat (1995)" and prompts.item_title("Heat") == "Heat"
+
+
+def test_chat_text_wraps_the_prompt_in_the_chat_template(face_app_cache) -> None:
+    from face_app.llm import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    prompt = "History: <a_1><b_2>\nNext:"
+    messages = [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": prompt}]
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompts.chat_text(tokenizer, prompt) == expected
+    assert expected.endswith("<|im_start|>assistant\n") and "You are a helpful AI assistant" not in expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.config import IndexConfig
-from training.rqvae import RQVAE, build_index, capacity_assign, collision_free_codes, kmeans
+from training.rqvae import RQVAE, build_index, capacity_assign, collision_free_codes, kmeans, text_embeddings
 
 
 def test_kmeans_finds_separated_clusters() -> None:
@@ -58,3 +58,11 @@ def test_build_index_reports_zero_collisions_and_usage() -> None:
     assert len(index.meta["code_usage"]) == 3 and all(0 < u <= 1 for u in index.meta["code_usage"])
     assert index.meta["code_usage"][0] > 0.5  # k-means init spreads the first level
     assert 0.0 < index.meta["recon_loss"] < 2.0
+
+
+def test_text_embeddings_are_normalised_and_cached(face_app_cache) -> None:
+    texts = ["Heat (1995). Action, Crime, Thriller", "Toy Story (1995). Animation, Children's, Comedy"]
+    first = text_embeddings(texts)
+    assert first.shape == (2, 384) and torch.allclose(first.norm(dim=1), torch.ones(2), atol=1e-4)
+    assert len(list((face_app_cache / "embeddings").glob("minilm-*.safetensors"))) >= 1
+    assert torch.equal(text_embeddings(texts), first)

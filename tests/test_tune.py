@@ -108,6 +108,14 @@ def test_interrupted_tuning_resumes_to_the_same_weights(tmp_path: Path, face_app
         assert torch.allclose(value, resumed[key], atol=1e-6), key
 
 
+def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path, face_app_cache, capsys) -> None:
+    workdir = workdir_with_data(tmp_path)
+    tune.run(tiny_config(), workdir, stop_after=2)
+    tune.run(tiny_config(lr=1e-3, max_steps=2), workdir)
+    out = capsys.readouterr().out
+    assert "starting over" in out and "resuming" not in out
+
+
 def test_a_tuned_model_reloads_with_identical_recommendations(tmp_path: Path, face_app_cache) -> None:
     config = tiny_config(max_steps=4)
     data = small_data()

