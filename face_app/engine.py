@@ -31,6 +31,9 @@ from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Requ
 
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
+# Longer messages are answered with a note and change nothing: title search over every run of words
+# grows with the length, and no real request needs more.
+MAX_MESSAGE_CHARS = 2000
 # Descriptor words quoted in a one-line reason.
 REASON_WORDS = 3
 
@@ -248,6 +251,10 @@ class Engine:
     def respond(self, state: ConversationState, message: str, recommender: str | None = None) -> Reply:
         """Parse `message`, update `state`, and recommend (or explain, or start over)."""
         start = time.perf_counter()
+        if len(message) > MAX_MESSAGE_CHARS:
+            return Reply(f"That message is {len(message):,} characters long; I read messages of up to "
+                         f"{MAX_MESSAGE_CHARS:,}. Nothing changed: please send a shorter one.",
+                         seconds=time.perf_counter() - start)
         request = parse(message, self.catalog)
         reply = self._respond(state, request, recommender or self.default)
         reply.request = request

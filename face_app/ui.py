@@ -23,7 +23,7 @@ import gradio as gr
 from matplotlib.figure import Figure
 
 from face_app.dialogue import ConversationState
-from face_app.engine import Engine, Recommendation, Reply
+from face_app.engine import MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
 from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, db_path, normalise_code
 
 # Two vCPUs: two turns at a time, a bounded queue behind them.
@@ -32,6 +32,9 @@ QUEUE_SIZE = 64
 HISTORY_SHOWN = 12
 PROMPT_LOG = 50  # history items logged with each study message
 MAP_GENRES = 8
+ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
+EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
+                      'or ask for "something darker".')
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
@@ -192,11 +195,14 @@ class App:
         """One turn: the visitor's message in, the reply and its cards out."""
         message = (message or "").strip()
         if not message:
+            session.messages.append({"role": "assistant", "content": esc(EMPTY_MESSAGE_HINT)})
             return ("", *self.panel(session))
-        session.messages.append({"role": "user", "content": esc(message)})
+        shown = message if len(message) <= MAX_MESSAGE_CHARS else message[:ECHO_CHARS] + " …"
+        session.messages.append({"role": "user", "content": esc(shown)})
         reply = self.engine.respond(session.state, message, session.recommender)
         self._reply(session, reply)
-        self._event(session, "message", text=message, reply=reply.text, seconds=round(reply.seconds, 3),
+        self._event(session, "message", text=message[:MAX_MESSAGE_CHARS], length=len(message), reply=reply.text,
+                    seconds=round(reply.seconds, 3),
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations],
                     history=list(session.state.history[-PROMPT_LOG:]))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from catalog_fixture import SmallReadout, items_frame
+from safetensors.numpy import load_file
 
 from face_app.catalog import Catalog, display_title, ordered_histories
 from face_app.dialogue import ConversationState, parse
@@ -56,7 +57,7 @@ def test_mentions_finds_several_titles_in_order(catalog: Catalog) -> None:
 
 
 def test_title_embeddings_are_cached_and_reused(catalog: Catalog) -> None:
-    cached = list((catalog.cache / "titles").glob("*.npy"))
+    cached = list((catalog.cache / "titles").glob("*.safetensors"))
     assert len(cached) == 1
     again = Catalog(items_frame(), cache=catalog.cache)
     again.encoder.encode = None  # a cached catalog must not encode titles again
@@ -238,6 +239,29 @@ def test_two_sessions_never_share_state(engine: Engine) -> None:
     assert bob.disliked == [] and alice.disliked == [ids(a)[0]]
     assert set(ids(a)).isdisjoint(ids(b)) or ids(a) != ids(b)
     assert bob.shown == ids(b)
+
+
+def test_an_over_long_message_changes_nothing_and_says_why(engine: Engine) -> None:
+    state = ConversationState()
+    engine.respond(state, "I loved Glass Harbor")
+    before = (list(state.history), list(state.shown), state.turns)
+
+    reply = engine.respond(state, "I loved Kite Club " * 60_000)  # about 1 MB
+
+    assert reply.recommendations == [] and "1,080,000 characters" in reply.text and "2,000" in reply.text
+    assert (state.history, state.shown, state.turns) == before
+
+
+def test_a_corrupt_title_cache_is_rebuilt(catalog: Catalog) -> None:
+    cached = next((catalog.cache / "titles").glob("*.safetensors"))
+    cached.write_bytes(b"not a safetensors file")
+
+    again = Catalog(items_frame(), cache=catalog.cache)
+    again.warm()
+
+    assert again._vectors.shape == (12, 384)
+    assert again.search("glass harbour", 1)[0][0] == "1"
+    assert load_file(cached)["vectors"].shape == (12, 384)
 
 
 def test_an_empty_session_asks_for_titles(engine: Engine) -> None:

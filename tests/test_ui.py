@@ -65,6 +65,19 @@ def test_cards_chips_and_history_escape_dataset_and_visitor_text(served) -> None
     assert session.messages[0]["content"] == "&lt;b&gt;I loved Glass Harbor&lt;/b&gt;"
 
 
+def test_an_empty_message_gets_a_hint_and_a_huge_one_is_echoed_short(served) -> None:
+    app, _ = served
+    session = Session()
+
+    app.chat("   ", session)
+    app.chat("<b>x</b> " * 200_000, session)
+
+    assert "Type a message first" in session.messages[0]["content"]
+    echo, answer = session.messages[1]["content"], session.messages[2]["content"]
+    assert len(echo) < 1000 and echo.startswith("&lt;b&gt;x&lt;/b&gt;") and "<b>" not in echo
+    assert "1,799,999 characters" in answer  # stripped of its trailing space and session.state.history == []
+
+
 def test_hidden_descriptor_arm_shows_no_descriptors(served) -> None:
     app, _ = served
     session = Session(show_descriptors=False)
