@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +434,8 @@ def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLo
 
 def launch(app: App, **kwargs: Any) -> gr.Blocks:
     """Queue sized for 2 vCPUs, then launch (no host or port unless given: a Space sets them)."""
+    # Gradio's queue asks pandas 3 for deprecated options on every event; nothing for us to act on.
+    warnings.filterwarnings("ignore", message=r".*(no_silent_downcasting|copy keyword is deprecated).*")
     demo = build_demo(app)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(theme=gr.themes.Soft(), css=CSS, **kwargs)
