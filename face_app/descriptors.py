@@ -9,7 +9,9 @@ serving LLM (SmolLM2), so every descriptor is a word the LLM reads as one token.
 This module owns what serving needs, and training imports it (one definition each):
 - `codebook_words` / `load_codebook`: the word list and its frozen vectors.
 - `ConceptProjection`: CF embedding [B, d] -> K concept vectors [B, K, D].
-- `assign_words`: nearest codebook word per concept, no word twice per entity.
+- `word_stem` / `stem_groups`: a small suffix-stripping stemmer and the codebook's
+  stem ids, so that one entity never gets two forms of one word.
+- `assign_words`: nearest codebook word per concept, no stem twice per entity.
 - `Descriptors`: the saved read-out (safetensors + JSON): `describe`, `for_item`,
   `for_user`, `fold_in` (a session user's embedding from their history) and
   `describe_history`. Loading it needs neither MiniLM nor SmolLM2.
@@ -104,25 +106,78 @@ class ConceptProjection(nn.Module):
         return torch.einsum("bd,kde->bke", F.normalize(x, dim=-1), self.weight) + self.bias
 
 
-def assign_words(concepts: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Nearest codebook word (cosine) per concept, never the same word twice for one entity.
+# Longest first; each strip must leave at least MIN_STEM letters.
+SUFFIXES = (
+    "ations", "ation", "ings", "ions", "ness", "ment", "ies", "ing", "ion", "ers", "ous", "ive", "est",
+    "ed", "es", "er", "ly", "al", "ic", "s",
+)
+MIN_STEM = 4
 
-    concepts: [B, K, D]; codebook: [V, D] with V >= K. Greedy over the K concepts in
-    order, vectorised over the batch: concept k takes its nearest word not taken by
-    concepts 0..k-1, which is always among its own K nearest, so only those are kept.
+
+def word_stem(word: str) -> str:
+    """A deterministic stem for grouping forms of one word (not a linguistic stemmer).
+
+    Strips the longest suffix of SUFFIXES that leaves at least MIN_STEM letters, again
+    until none applies ("explorations" -> "explor"), then a final "e" ("explore" ->
+    "explor") and a doubled final consonant ("planning" -> "plan"). "ies" becomes "y"
+    ("comedies" -> "comedy"). So explore / exploring / explored / exploration / explores
+    share "explor", warns / warnings share "warn", drama / dramas share "drama". It also
+    merges some unrelated words (series / serious), which costs a word choice, nothing more.
+    """
+    stem, stripped = word, True
+    while stripped:
+        stripped = False
+        for suffix in SUFFIXES:
+            if stem.endswith(suffix) and len(stem) - len(suffix) >= MIN_STEM:
+                stem = stem[: -len(suffix)] + ("y" if suffix == "ies" else "")
+                stripped = True
+                break
+    if stem.endswith("e") and len(stem) > MIN_STEM:
+        stem = stem[:-1]
+    if len(stem) > MIN_STEM and stem[-1] == stem[-2] and stem[-1] not in "aeioulsz":
+        stem = stem[:-1]
+    return stem
+
+
+def stem_groups(words: Sequence[str]) -> torch.Tensor:
+    """int64 [V]: word i's group id, the index of the first word with the same `word_stem`."""
+    first: dict[str, int] = {}
+    return torch.tensor([first.setdefault(word_stem(w), i) for i, w in enumerate(words)], dtype=torch.long)
+
+
+def assign_words(concepts: torch.Tensor, codebook: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Nearest codebook word (cosine) per concept, never two words of one group for one entity.
+
+    concepts: [B, K, D]; codebook: [V, D]; groups: int64 [V] group id of each word (the
+    codebook's `stem_groups`, so no two forms of one word), None for one group per word.
     Cosine rather than L2: it ignores the concept's norm, so words with small vectors do
     not become hubs that every short concept lands on. Returns int64 [B, K]. No gradient
     (the caller applies the straight-through estimator).
     """
-    batch, k = concepts.shape[:2]
     with torch.no_grad():
         similarity = F.normalize(concepts, dim=-1) @ F.normalize(codebook, dim=-1).T  # [B, K, V]
-        candidates = similarity.topk(min(k, codebook.shape[0]), dim=-1).indices  # [B, K, K], best first
-        chosen = torch.empty(batch, k, dtype=torch.long, device=concepts.device)
-        for slot in range(k):
-            taken = (candidates[:, slot, :, None] == chosen[:, None, :slot]).any(-1)  # [B, K]
-            first_free = (~taken).float().argmax(dim=1)  # argmax returns the first maximal position
-            chosen[:, slot] = candidates[:, slot].gather(1, first_free[:, None]).squeeze(1)
+        return pick_distinct(similarity, groups, concepts.shape[1])
+
+
+def pick_distinct(scores: torch.Tensor, groups: torch.Tensor | None, k: int) -> torch.Tensor:
+    """Greedy over k slots, vectorised over the batch: slot j takes its best-scoring word
+    whose group no slot before j took.
+
+    scores: [B, k, V] (each slot its own scores) or [B, 1, V] (one ranking for all slots);
+    groups: int64 [V] or None (every word its own group). Earlier slots take at most
+    k - 1 groups of at most G words, so slot j's pick is among its (k - 1) * G + 1 best
+    words and only those are kept. Returns int64 [B, k] word indices.
+    """
+    vocab = scores.shape[-1]
+    groups = torch.arange(vocab, device=scores.device) if groups is None else groups.to(scores.device)
+    largest = int(torch.bincount(groups).max())
+    candidates = scores.topk(min((k - 1) * largest + 1, vocab), dim=-1).indices.expand(len(scores), k, -1)
+    candidate_groups = groups[candidates]  # [B, k, M], best first
+    chosen = torch.empty(len(scores), k, dtype=torch.long, device=scores.device)
+    for slot in range(k):
+        taken = (candidate_groups[:, slot, :, None] == groups[chosen[:, None, :slot]]).any(-1)  # [B, M]
+        first_free = (~taken).float().argmax(dim=1)  # argmax returns the first maximal position
+        chosen[:, slot] = candidates[:, slot].gather(1, first_free[:, None]).squeeze(1)
     return chosen
 
 
@@ -133,7 +188,9 @@ class Descriptors:
     k: descriptors per entity. words: the codebook words, row i of `codebook`.
     item_ids / user_ids: dataset ids in the split's index order.
     item_embeddings: [n_items, d] final CF item embeddings; user_embeddings likewise.
-    codebook: [V, D] frozen word vectors. projection: the trained `ConceptProjection`.
+    codebook: [V, D] frozen word vectors. word_groups: int64 [V] group of each word
+    (`stem_groups(words)`, or one per word): an entity never gets two words of one group.
+    projection: the trained `ConceptProjection`.
     item_words / user_words: int64 [n, k] precomputed descriptor indices.
     item_weights: [n_items] fold-in weight of each item (LightGCN's 1/sqrt(degree)).
     user_norm: typical norm of a trained user embedding (fold-in output scale).
@@ -146,6 +203,7 @@ class Descriptors:
     item_embeddings: torch.Tensor
     user_embeddings: torch.Tensor
     codebook: torch.Tensor
+    word_groups: torch.Tensor
     projection: ConceptProjection
     item_words: torch.Tensor
     user_words: torch.Tensor
@@ -174,6 +232,7 @@ class Descriptors:
             item_embeddings=tensors["item_embeddings"],
             user_embeddings=tensors["user_embeddings"],
             codebook=tensors["codebook"],
+            word_groups=tensors["word_groups"],
             projection=projection.eval(),
             item_words=tensors["item_words"],
             user_words=tensors["user_words"],
@@ -188,6 +247,7 @@ class Descriptors:
             "item_embeddings": self.item_embeddings,
             "user_embeddings": self.user_embeddings,
             "codebook": self.codebook,
+            "word_groups": self.word_groups,
             "projection.weight": self.projection.weight.detach(),
             "projection.bias": self.projection.bias.detach(),
             "item_words": self.item_words,
@@ -205,12 +265,12 @@ class Descriptors:
         (directory / "readout.json").write_text(json.dumps(meta))
 
     def word_indices(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """[B, d] CF embeddings -> int64 [B, k] codebook rows (distinct within a row)."""
+        """[B, d] CF embeddings -> int64 [B, k] codebook rows (distinct groups within a row)."""
         with torch.no_grad():
-            return assign_words(self.projection(embeddings.float()), self.codebook)
+            return assign_words(self.projection(embeddings.float()), self.codebook, self.word_groups)
 
     def describe(self, embeddings: torch.Tensor) -> list[list[str]]:
-        """[B, d] CF embeddings -> B lists of k distinct words."""
+        """[B, d] CF embeddings -> B lists of k words, no two of one stem (group)."""
         return [[self.words[i] for i in row] for row in self.word_indices(embeddings).tolist()]
 
     def for_item(self, item_id: str) -> list[str]:

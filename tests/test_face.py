@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from face_app.descriptors import ConceptProjection, Descriptors, assign_words, codebook_words
-from training.face import FACE, faithfulness, info_nce, retrieval_metrics
+from face_app.descriptors import ConceptProjection, Descriptors, assign_words, codebook_words, stem_groups, word_stem
+from training.face import FACE, faithfulness, info_nce, keyword_targets, retrieval_metrics
 
 
 def small_face(seed: int = 0, dim: int = 6, k: int = 4, vocab: int = 40, word_dim: int = 12) -> FACE:
@@ -16,14 +17,19 @@ def small_face(seed: int = 0, dim: int = 6, k: int = 4, vocab: int = 40, word_di
     return FACE(dim, k, torch.randn(vocab, word_dim))
 
 
-def greedy_reference(concepts: torch.Tensor, codebook: torch.Tensor) -> list[list[int]]:
-    """The quantizer's rule spelled out slowly: each concept, in order, takes its most similar unused word."""
+def greedy_reference(
+    concepts: torch.Tensor, codebook: torch.Tensor, groups: list[int] | None = None
+) -> list[list[int]]:
+    """The quantizer's rule spelled out slowly: each concept, in order, takes its most similar
+    word whose group (default: the word itself) no earlier concept took."""
+    groups = groups or list(range(len(codebook)))
     similarity = F.normalize(concepts, dim=-1) @ F.normalize(codebook, dim=-1).T
     out = []
     for row in similarity:
         used: list[int] = []
         for concept in row:
-            used.append(next(i for i in concept.argsort(descending=True).tolist() if i not in used))
+            taken = {groups[i] for i in used}
+            used.append(next(i for i in concept.argsort(descending=True).tolist() if groups[i] not in taken))
         out.append(used)
     return out
 
@@ -32,6 +38,66 @@ def test_quantizer_picks_the_nearest_unused_word_for_each_concept() -> None:
     torch.manual_seed(1)
     codebook, concepts = torch.randn(30, 8), torch.randn(16, 5, 8)
     assert assign_words(concepts, codebook).tolist() == greedy_reference(concepts, codebook)
+
+
+def test_quantizer_picks_the_nearest_word_of_an_unused_group_for_each_concept() -> None:
+    torch.manual_seed(3)
+    codebook, concepts = torch.randn(40, 8), torch.randn(32, 6, 8)
+    groups = torch.randint(0, 9, (40,))  # uneven groups, up to ~10 words each
+    chosen = assign_words(concepts, codebook, groups)
+    assert chosen.tolist() == greedy_reference(concepts, codebook, groups.tolist())
+    assert all(len(set(groups[row].tolist())) == 6 for row in chosen)
+
+
+def test_word_stem_groups_forms_of_one_word_and_keeps_short_words_whole() -> None:
+    assert {word_stem(w) for w in ["explore", "exploring", "explored", "exploration", "explores", "explorers"]} == {
+        "explor"
+    }
+    assert word_stem("warns") == word_stem("warnings") == "warn"
+    assert word_stem("drama") == word_stem("dramas") == "drama"
+    assert word_stem("dinosaur") == word_stem("dinosaurs") == "dinosaur"
+    assert word_stem("comedies") == word_stem("comedy") == "comedy"
+    assert word_stem("planning") == word_stem("planned") == "plan"
+    assert word_stem("thing") == "thing" and word_stem("ring") == "ring"  # "-ing" would leave < 4 letters
+    assert word_stem("crime") != word_stem("drama")
+    assert stem_groups(["drama", "explore", "dramas", "comedy", "exploring"]).tolist() == [0, 1, 0, 3, 1]
+
+
+def test_quantizer_gives_one_entity_distinct_stems_when_its_nearest_words_share_one() -> None:
+    words = ["explore", "exploring", "explored", "exploration", "explores", "space", "rocket", "crime"]
+    direction = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    # The five forms of "explore" are the nearest words of every concept, then space, rocket, crime.
+    codebook = torch.stack(
+        [direction + 0.01 * i * torch.tensor([0.0, 1.0, 0.0, 0.0]) for i in range(5)]
+        + [torch.tensor([1.0, 0.3, 0.2, 0.0]), torch.tensor([1.0, 0.0, 0.6, 0.0]), torch.tensor([0.2, 0.0, 0.0, 1.0])]
+    )
+    concepts = direction.expand(2, 3, 4)
+    assert [[words[i] for i in row] for row in assign_words(concepts, codebook).tolist()] == [
+        ["explore", "exploring", "explored"]
+    ] * 2
+    by_stem = assign_words(concepts, codebook, stem_groups(words))
+    assert [[words[i] for i in row] for row in by_stem.tolist()] == [["explore", "space", "rocket"]] * 2
+    # The module's forward uses the same rule.
+    face = FACE(4, 3, codebook, stem_groups(words))
+    with torch.no_grad():
+        face.projection.weight.copy_(torch.eye(4).expand(3, 4, 4))
+        face.projection.bias.zero_()
+    assert face(direction.expand(2, 4))[1].tolist() == by_stem.tolist()
+
+
+def test_warm_start_targets_are_of_distinct_stems() -> None:
+    words = ["explore", "exploring", "explored", "space", "rocket", "crime"]
+    word_embeddings = torch.eye(6)  # word i's sentence embedding is axis i
+    # Item 0's profile is closest to the three forms of "explore", then space, then rocket.
+    profiles = [[1.0, 0.95, 0.9, 0.6, 0.5, 0], [0, 0, 0, 0.2, 0.1, 1], [0.1, 0.1, 0.1, 1, 0, 0], [0, 0, 0, 0, 1, 0.3]]
+    items = F.normalize(torch.tensor(profiles), dim=-1)
+    users, train = items[:2].clone(), [np.array([0]), np.array([1])]
+    embeddings = torch.eye(6)  # 2 users then 4 items, each its own CF direction
+    by_word = keyword_targets(embeddings, word_embeddings, users, items, train, 3)
+    by_stem = keyword_targets(embeddings, word_embeddings, users, items, train, 3, stem_groups(words))
+    assert [words[i] for i in by_word[2].tolist()] == ["explore", "exploring", "explored"]
+    assert [words[i] for i in by_stem[2].tolist()] == ["explore", "space", "rocket"]
+    assert all(len({word_stem(words[i]) for i in row}) == 3 for row in by_stem.tolist())
 
 
 def test_quantizer_never_repeats_a_word_within_an_entity() -> None:
@@ -109,9 +175,10 @@ def two_cluster_readout() -> Descriptors:
     )
     items = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0.1, 0, 0.1]])
     users = torch.tensor([[2.0, 0, 0, 0]])
+    words = ["space", "rocket", "crime", "heist", "dance"]
     readout = Descriptors(
-        k=2, words=["space", "rocket", "crime", "heist", "dance"], item_ids=["a", "b", "c"], user_ids=["u1"],
-        item_embeddings=items, user_embeddings=users, codebook=codebook, projection=projection,
+        k=2, words=words, item_ids=["a", "b", "c"], user_ids=["u1"], item_embeddings=items,
+        user_embeddings=users, codebook=codebook, word_groups=stem_groups(words), projection=projection,
         item_words=torch.zeros(0, 2, dtype=torch.long), user_words=torch.zeros(0, 2, dtype=torch.long),
         item_weights=torch.ones(3), user_norm=2.0,
     )
@@ -147,6 +214,7 @@ def test_readout_survives_save_and_load(tmp_path: Path) -> None:
     loaded = Descriptors.load(tmp_path / "readout")
     assert loaded.words == readout.words and loaded.item_ids == readout.item_ids and loaded.k == 2
     assert torch.equal(loaded.item_embeddings, readout.item_embeddings)
+    assert torch.equal(loaded.word_groups, readout.word_groups)
     assert loaded.for_item("b") == readout.for_item("b")
     assert loaded.describe_history(["a", "b", "b", "b"]) == ["crime", "heist"]
 

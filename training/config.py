@@ -104,9 +104,12 @@ class FACEConfig:
         the CF tables' (FACE: a tenth of the module's, 1e-4).
     vq_weight / recons_weight / align_weight: weights of the commitment, reconstruction
         and InfoNCE alignment losses (FACE: 1, 1, 0.1); temperature: InfoNCE's (FACE: 0.02).
+    distinct_stems: no two descriptors of one entity share a stem (`face_app.descriptors.word_stem`:
+        explore / exploring / exploration are one choice); false: only no word twice.
     """
 
     k: int = 8
+    distinct_stems: bool = True
     warm_start: bool = True
     map_epochs: int = 0
     epochs: int = 6

@@ -4,7 +4,7 @@ The module, top to bottom:
 
     CF embedding e [d]
       -> ConceptProjection: K affine maps -> concept vectors z_e [K, D]   (D = MiniLM's 384)
-      -> quantizer: each concept snaps to its nearest codebook word, no word twice
+      -> quantizer: each concept snaps to its nearest codebook word, no stem twice
          (codebook = MiniLM's frozen word-embedding rows of ~13k whole words that are
          also single SmolLM2 tokens; straight-through estimator: z = z_e + sg(z_q - z_e))
       -> decoder: Linear(K * D -> d) reconstructs e
@@ -46,7 +46,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from face_app import sources
-from face_app.descriptors import ConceptProjection, Descriptors, assign_words, load_codebook, minilm_path
+from face_app.descriptors import (
+    ConceptProjection,
+    Descriptors,
+    assign_words,
+    load_codebook,
+    minilm_path,
+    pick_distinct,
+    stem_groups,
+)
 from training.cf import LightGCN, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.config import Config, FACEConfig
 from training.data import SplitData
@@ -152,14 +160,17 @@ class TextEncoder:
 class FACE(nn.Module):
     """Projection -> frozen-codebook quantizer (STE, no repeats) -> decoder, with its losses.
 
-    codebook: [V, D] frozen word vectors (a buffer: never trained). `forward(e)` returns
-    the straight-through concept vectors [B, K, D], the chosen word indices [B, K] and
-    the commitment and reconstruction losses.
+    codebook: [V, D] frozen word vectors (a buffer: never trained). word_groups: int64 [V]
+    word groups no entity takes twice (`stem_groups`; None: one group per word). `forward(e)`
+    returns the straight-through concept vectors [B, K, D], the chosen word indices [B, K]
+    and the commitment and reconstruction losses.
     """
 
-    def __init__(self, dim: int, k: int, codebook: torch.Tensor) -> None:
+    def __init__(self, dim: int, k: int, codebook: torch.Tensor, word_groups: torch.Tensor | None = None) -> None:
         super().__init__()
         self.register_buffer("codebook", codebook.clone())
+        groups = torch.arange(len(codebook)) if word_groups is None else word_groups.clone()
+        self.register_buffer("word_groups", groups, persistent=False)  # derived from the words, not saved
         self.projection = ConceptProjection(dim, k, codebook.shape[1])
         self.decoder = nn.Linear(k * codebook.shape[1], dim)
 
@@ -180,7 +191,7 @@ class FACE(nn.Module):
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         z_e = self.projection(e)
-        chosen = assign_words(z_e, self.codebook)
+        chosen = assign_words(z_e, self.codebook, self.word_groups)
         z_q = self.codebook[chosen]
         z = z_e + (z_q - z_e).detach()  # straight-through: forward z_q, backward to z_e
         commitment = F.mse_loss(z_e, z_q)
@@ -190,13 +201,15 @@ class FACE(nn.Module):
 
 def keyword_targets(
     embeddings: torch.Tensor, word_embeddings: torch.Tensor, user_profiles: torch.Tensor,
-    item_profiles: torch.Tensor, train: list[np.ndarray], k: int, ridge: float = 1e-2,
+    item_profiles: torch.Tensor, train: list[np.ndarray], k: int, word_groups: torch.Tensor | None = None,
+    ridge: float = 1e-2,
 ) -> torch.Tensor:
     """Warm-start targets: the k words a CF embedding predicts best for its profile, best first.
 
     embeddings: [U + I, d] CF embeddings, users first; word_embeddings: [V, D] sentence
     embeddings of the codebook words alone; *_profiles: [U, D] / [I, D]; train: each
-    user's training items. Returns int64 [U + I, k] codebook rows.
+    user's training items; word_groups: as the quantizer's, so the k targets are of k
+    different groups (stems). Returns int64 [U + I, k] codebook rows.
 
     1. A word's score for a profile is their similarity minus the word's mean similarity to
        every profile of that kind (so "movie" does not win everywhere). A user's scores are
@@ -216,7 +229,7 @@ def keyword_targets(
     x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()
     gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
     coefficients = torch.linalg.solve(gram, x.T @ scores.double()).float()
-    return (x.float() @ coefficients).topk(k, dim=1).indices
+    return pick_distinct((x.float() @ coefficients)[:, None], word_groups, k)
 
 
 def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -239,12 +252,14 @@ class LightGCNFACE(nn.Module):
 def train_face(
     data: SplitData, config: Config, seed: int, pretrained: dict[str, torch.Tensor], text: TextEncoder,
     codebook: torch.Tensor, profiles: tuple[torch.Tensor, torch.Tensor], word_embeddings: torch.Tensor | None = None,
+    word_groups: torch.Tensor | None = None,
 ) -> LightGCNFACE:
     """Fit FACE on a trained LightGCN (`pretrained` state), then train both jointly.
 
     profiles: (user profile embeddings [U, D], item profile embeddings [I, D]), normalised.
     word_embeddings: [V, D] sentence embeddings of the codebook words, to warm-start the
         projection on `keyword_targets`; None keeps FACE's orthogonal initialisation.
+    word_groups: int64 [V] word groups no entity takes twice (`word_groups(words, config)`).
     Returns the model in eval mode with the best weights (valid NDCG@10); `.history` holds
     the per-epoch log of the joint phase, `.map_seconds` the time of the map phase.
     """
@@ -254,13 +269,15 @@ def train_face(
     lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, (users, items))
     lightgcn.load_state_dict(pretrained)
     user_final, item_final = lightgcn.user_item_embeddings()
-    face = FACE(config.cf.lightgcn.dim, settings.k, codebook)
+    face = FACE(config.cf.lightgcn.dim, settings.k, codebook, word_groups)
     user_profiles_, item_profiles_ = profiles
     if word_embeddings is not None:
         entities = torch.cat([user_final, item_final])
         face.warm_start(
             entities,
-            keyword_targets(entities, word_embeddings, user_profiles_, item_profiles_, data.train, settings.k),
+            keyword_targets(
+                entities, word_embeddings, user_profiles_, item_profiles_, data.train, settings.k, face.word_groups
+            ),
         )
     model = LightGCNFACE(lightgcn, face)
 
@@ -334,6 +351,7 @@ def build_readout(model: LightGCNFACE, data: SplitData, words: list[str], k: int
         item_embeddings=item_final.clone(),
         user_embeddings=user_final.clone(),
         codebook=model.face.codebook.clone(),
+        word_groups=model.face.word_groups.clone(),
         projection=model.face.projection,
         item_words=torch.zeros(0, k, dtype=torch.long),
         user_words=torch.zeros(0, k, dtype=torch.long),
@@ -413,11 +431,18 @@ def run_key(config: Config) -> dict[str, Any]:
     }
 
 
-def load_model(run_dir: Path, data: SplitData, config: Config, codebook: torch.Tensor) -> LightGCNFACE:
+def word_groups(words: Sequence[str], config: Config) -> torch.Tensor | None:
+    """The groups no entity takes two words of: stems (`face.distinct_stems`), or None (words)."""
+    return stem_groups(words) if config.face.distinct_stems else None
+
+
+def load_model(
+    run_dir: Path, data: SplitData, config: Config, codebook: torch.Tensor, groups: torch.Tensor | None
+) -> LightGCNFACE:
     """Rebuild a trained LightGCN+FACE from `<run_dir>/model.safetensors`, in eval mode."""
     state = load_file(run_dir / "model.safetensors")
     lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
-    face = FACE(config.cf.lightgcn.dim, config.face.k, codebook)
+    face = FACE(config.cf.lightgcn.dim, config.face.k, codebook, groups)
     model = LightGCNFACE(lightgcn, face)
     model.load_state_dict({**state, "face.codebook": codebook})
     return model.eval()
@@ -435,10 +460,11 @@ def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[T
     if not found:
         print(f"[eval] no FACE runs in {workdir / 'face'}; LightGCN+FACE not scored")
         return
-    codebook = load_file(workdir / "face" / "readout" / "readout.safetensors")["codebook"]
+    readout = load_file(workdir / "face" / "readout" / "readout.safetensors")
     for seed, run_dir in found:
         meta = json.loads((run_dir / "run.json").read_text())
-        yield TrainedRun(MODEL_NAME, seed, load_model(run_dir, data, config, codebook), meta)
+        model = load_model(run_dir, data, config, readout["codebook"], readout["word_groups"])
+        yield TrainedRun(MODEL_NAME, seed, model, meta)
 
 
 def run(config: Config, workdir: Path) -> Path:
@@ -455,6 +481,7 @@ def run(config: Config, workdir: Path) -> Path:
     words = load_codebook()
     text = TextEncoder()
     codebook = text.word_vectors(words)
+    groups = word_groups(words, config)
     profile_texts = {"users": user_profiles(data), "items": item_profiles(data.items)}
     profiles = {kind: text.cached_encode(texts) for kind, texts in profile_texts.items()}
     word_embeddings = text.cached_encode(words) if settings.warm_start else None
@@ -464,7 +491,7 @@ def run(config: Config, workdir: Path) -> Path:
         run_dir = out / f"seed{seed}"
         if (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text()).get("key") == key:
             print(f"[face] seed {seed}: reusing the finished run in {run_dir}")
-            model = load_model(run_dir, data, config, codebook)
+            model = load_model(run_dir, data, config, codebook, groups)
         else:
             pretrained_path = workdir / "cf" / "LightGCN" / f"seed{seed}" / "model.safetensors"
             if not pretrained_path.exists():
@@ -472,7 +499,7 @@ def run(config: Config, workdir: Path) -> Path:
             start = time.perf_counter()
             model = train_face(
                 data, config, seed, load_file(pretrained_path), text, codebook, (profiles["users"], profiles["items"]),
-                word_embeddings,
+                word_embeddings, groups,
             )
             seconds = time.perf_counter() - start
             run_dir.mkdir(parents=True, exist_ok=True)
