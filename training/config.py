@@ -160,6 +160,8 @@ class TuneConfig:
     target_modules/layers: where LoRA goes (layers: decoder layer numbers, None: all).
     max_steps: stop after this many optimizer steps (None: `epochs` passes over the task data).
     checkpoint_every: steps between checkpoints (resume after an interruption).
+    precision: `fp32`, or `bf16` (autocast through accelerate: about 1.6x faster on a CPU with
+        AVX512-BF16, and on any recent GPU; the trainable weights and the optimizer stay fp32).
     eval_beams: beam width when the eval stage scores the LLM (>= 20, so Recall@20 counts only generated items).
     """
 
@@ -181,6 +183,7 @@ class TuneConfig:
     epochs: int = 1
     max_steps: int | None = None
     checkpoint_every: int = 100
+    precision: str = "fp32"
     log_every: int = 10
     eval_beams: int = 20
     seed: int = 0

@@ -242,7 +242,8 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def run_fingerprint(config: TuneConfig, encoded: list) -> str:
     """What a checkpoint's trajectory depends on: the tokenized task data and the training settings."""
     settings = dataclasses.asdict(config)
-    for key in ("checkpoint_every", "log_every", "eval_beams", "threads"):
+    # how the arithmetic is done, not what is learnt: a run may continue in another precision or thread count
+    for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision"):
         settings.pop(key)
     text = json.dumps([settings, encoded], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -293,7 +294,10 @@ def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig
     """The training loop; returns the loss history. `stop_after`: stop (as if interrupted) after that many steps."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if config.precision not in ("fp32", "bf16"):
+        raise ValueError(f"tune.precision must be fp32 or bf16, not {config.precision!r}")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision="bf16" if config.precision == "bf16" else "no")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     per_epoch = math.ceil(len(encoded) / config.batch_size)
