@@ -242,8 +242,9 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def run_fingerprint(config: TuneConfig, encoded: list) -> str:
     """What a checkpoint's trajectory depends on: the tokenized task data and the training settings."""
     settings = dataclasses.asdict(config)
-    # how the arithmetic is done, not what is learnt: a run may continue in another precision or thread count
-    for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision"):
+    # Left out: how the arithmetic is done (a run may continue in another precision or thread count) and
+    # the run's length (a run may be shortened or extended from a checkpoint; the schedule re-stretches).
+    for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision", "max_steps"):
         settings.pop(key)
     text = json.dumps([settings, encoded], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
