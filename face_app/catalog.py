@@ -155,6 +155,11 @@ class Catalog:
         ]
         self._keys = [normalise(item.title) for item in self._items]
         self._grams = [_trigrams(key) for key in self._keys]
+        # The same film listed under two ids (ML-100k has a few): shown once, excluded together.
+        groups: dict[tuple[str, int | None], list[str]] = {}
+        for key, item in zip(self._keys, self._items, strict=True):
+            groups.setdefault((key, item.year), []).append(item.item_id)
+        self._twins = {i: [j for j in ids if j != i] for ids in groups.values() if len(ids) > 1 for i in ids}
         if self.popularity is None:
             self.popularity = np.zeros(len(self.ids), dtype=np.int64)
         self._index = None
@@ -167,6 +172,10 @@ class Catalog:
 
     def item(self, item_id: str) -> Item:
         return self._items[self.position[item_id]]
+
+    def twins(self, item_id: str) -> list[str]:
+        """Other ids of the same film (same title and year), usually none."""
+        return self._twins.get(item_id, [])
 
     def raw_title(self, item_id: str) -> str:
         """The title as the dataset spells it ("Usual Suspects, The"): what training prompts show."""

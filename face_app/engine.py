@@ -331,11 +331,12 @@ class Engine:
     # --- ranking ----------------------------------------------------------------------------------------------
 
     def excluded(self, state: ConversationState, again: bool = False) -> set[str]:
-        """Never: the history and what was disliked; not again: what was shown before (unless asked)."""
+        """Never: the history and what was disliked; not again: what was shown before (unless asked).
+        Another id of the same film counts as that film."""
         out = set(state.history) | set(state.disliked)
         if not again:
             out |= set(state.shown)
-        return out
+        return out | {twin for item_id in out for twin in self.catalog.twins(item_id)}
 
     def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
                   anchor: str | None = None, again: bool = False) -> list[Recommendation]:
@@ -365,9 +366,18 @@ class Engine:
             have = exclude | {i for i, _ in kept}
             wide = self._cf.rank(state.history, user_words, None, have, len(self._row))
             kept += self._filter(state, self._more_like(anchor, wide, have) if anchor else wide)
-        top = kept[: self.n]
+        top = self._one_per_film(kept)[: self.n]
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
+
+    def _one_per_film(self, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """`ranked` without a later id of a film already in it."""
+        kept, taken = [], set()
+        for item_id, score in ranked:
+            if item_id not in taken:
+                kept.append((item_id, score))
+                taken.update([item_id, *self.catalog.twins(item_id)])
+        return kept
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine of two items' CF embeddings."""

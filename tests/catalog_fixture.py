@@ -31,24 +31,24 @@ ROWS = [
 ]
 
 
-def items_frame() -> pd.DataFrame:
+def items_frame(rows: Sequence[tuple] = tuple(ROWS)) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "item_id": [r[0] for r in ROWS],
-            "title": [r[1] for r in ROWS],
-            "year": pd.array([r[2] for r in ROWS], dtype="Int64"),
-            "genres": [r[3] for r in ROWS],
+            "item_id": [r[0] for r in rows],
+            "title": [r[1] for r in rows],
+            "year": pd.array([r[2] for r in rows], dtype="Int64"),
+            "genres": [r[3] for r in rows],
         }
     )
 
 
 class SmallReadout:
-    """The `Descriptors` calls the engine uses, over the rows above."""
+    """The `Descriptors` calls the engine uses, over the rows above (or other rows of that form)."""
 
-    def __init__(self) -> None:
-        self.item_ids = [r[0] for r in ROWS]
-        self.item_embeddings = torch.tensor([r[4] for r in ROWS], dtype=torch.float32)
-        self._words = {r[0]: list(r[5]) for r in ROWS}
+    def __init__(self, rows: Sequence[tuple] = tuple(ROWS)) -> None:
+        self.item_ids = [r[0] for r in rows]
+        self.item_embeddings = torch.tensor([r[4] for r in rows], dtype=torch.float32)
+        self._words = {r[0]: list(r[5]) for r in rows}
         self.k = 3
 
     def for_item(self, item_id: str) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from catalog_fixture import SmallReadout, items_frame
+from catalog_fixture import ROWS, SmallReadout, items_frame
 from safetensors.numpy import load_file
 
 from face_app.catalog import Catalog, display_title, ordered_histories
@@ -293,3 +293,19 @@ def test_reasons_quote_the_rarest_words_and_skip_words_that_describe_most_items(
     assert engine.telling(["noir", "heist", "rain"], 2) == ["heist", "rain"]  # 3 items each; noir has 4
     engine._word_items["noir"] = 7  # now describes more than half the catalog of 12
     assert engine.telling(["noir", "heist"]) == ["heist"]
+
+
+def test_a_film_listed_under_two_ids_is_shown_once_and_excluded_with_its_twin(tmp_path: Path) -> None:
+    # ML-100k lists a few films twice; here "13" is a second id of Last Train to Marrow (1993).
+    rows = [*ROWS, ("13", "Last Train to Marrow", 1993, ["Thriller"], [0.94, 0.06, 0.0, 0.1], ["train", "noir"])]
+    catalog = Catalog(items_frame(rows), popularity=np.arange(13, 0, -1), cache=tmp_path)
+    assert catalog.twins("12") == ["13"] and catalog.twins("13") == ["12"] and catalog.twins("1") == []
+    readout = SmallReadout(rows)
+    engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}, n=4, pool=13)
+    state = ConversationState()
+    first = ids(engine.respond(state, "I loved Glass Harbor and Iron Verdict"))
+    assert len({"12", "13"} & set(first)) == 1  # both ids rank high; the film is shown once
+    state = ConversationState()
+    engine.add_titles(state, ["13"])
+    for _ in range(3):
+        assert "12" not in ids(engine.respond(state, "more please"))

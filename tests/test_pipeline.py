@@ -126,3 +126,25 @@ def test_report_publishes_results_and_refreshes_the_readme_block(tiny_build: Pat
     published = out.read_text()
     assert command in published and "| LightGCN |" in published
     assert (out.parent / "plots" / "SASRec.png").exists()
+
+
+def test_tiny_bundle_has_a_model_card_from_its_report_and_real_conversations(tiny_build: Path) -> None:
+    from face_app.bundle import Bundle
+    from training.config import ExportConfig
+
+    bundle = tiny_build / "bundle"
+    card = (bundle / "README.md").read_text()
+    report = json.loads((tiny_build / "report.json").read_text())
+    for name, values in report["models"].items():  # the table is the report's, to four decimals
+        assert f"| {name} | {values['HR@1']:.4f} |" in card
+    assert "the tuned LLM at or above SASRec: HR@10" in card and "LightGCN+FACE above LightGCN" in card
+    assert "configs/tiny.yaml" in card and "| tune |" in card and "Harper and Konstan" in card
+    for name, messages in ExportConfig().conversations.items():  # each scripted chat, with its picks
+        section = card.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]
+        for message in messages:
+            assert f"**Visitor:** {message}" in section
+        assert section.count("· by ") == 5 * len(messages)
+    assert "Toy Story (1995)" in card and "<a_" in card
+    machines = json.loads((tiny_build / "machines.json").read_text())
+    assert set(machines) == set(report["timings"]) and all(m["cores"] >= 1 for m in machines.values())
+    Bundle.load(bundle)  # the card is listed in the manifest, so the bundle still verifies

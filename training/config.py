@@ -200,10 +200,20 @@ class ExportConfig:
     """Stage `export`: where the bundle goes and how many test users it offers as personas.
 
     out: output directory; `{name}` is the config name, `{workdir}` the build's workdir.
+    conversations: scripted chats (name -> the visitor's messages) run on the exported bundle and quoted
+        verbatim in its model card (training/card.py).
     """
 
     out: str = "assets/{name}"
     personas: int = 24
+    conversations: dict[str, list[str]] = field(default_factory=lambda: {
+        "Children's animation": ["I loved Toy Story, Aladdin and The Lion King", "more like the first one",
+                                 "something lighter"],
+        "Horror": ["I loved Scream, The Shining and A Nightmare on Elm Street", "something darker",
+                   "from the 80s"],
+        "1940s drama": ["I loved Casablanca, Citizen Kane and The Grapes of Wrath", "from the 40s",
+                        "more like the second one"],
+    })
 
 
 @dataclass

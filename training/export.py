@@ -4,7 +4,8 @@ Copies `<workdir>/face/readout/` (FACE read-out), `<workdir>/index/item_index.js
 `<workdir>/tune/model/` (the tuned LLM) when the build has them, adds a 2-D PCA map of the CF item
 embeddings and the persona list (test users' ids), and writes `manifest.json` (format version, dataset
 and its pinned source with sha256, base model source with sha256, config, the full report, every file
-with its sha256). Layout: `face_app/bundle.py`. No dataset text goes in: titles are read at app start.
+with its sha256), then the model card (`README.md`, training/card.py). Layout: `face_app/bundle.py`.
+No dataset ratings go in (the card quotes a few titles): the app reads the dataset at start.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from face_app import bundle as fmt
 from face_app.descriptors import Descriptors
 from face_app.sources import DATASETS
+from training.card import write_card
 from training.config import Config, config_dict
 from training.data import SplitData
 from training.report import read_report
@@ -90,5 +92,9 @@ def run(config: Config, workdir: Path) -> Path:
         config=config_dict(config),
         report=read_report(workdir) or {},
     )
-    print(f"[export] bundle written to {out}")
+    summaries = write_card(out, config, workdir)
+    for name, summary in summaries.items():
+        print(f"[export] {name}: {summary['share_a_genre']} of {summary['recommended']} recommendations share a "
+              f"genre with the history; {summary['by_llm']} from the LLM")
+    print(f"[export] bundle and its model card written to {out}")
     return out

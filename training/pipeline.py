@@ -2,7 +2,8 @@
 
 A finished stage leaves `<workdir>/<stage>/.done` (JSON: config hash, seconds) and is
 skipped on the next build unless forced, so an interrupted build resumes where it
-stopped. A stage's wall time goes to `<workdir>/timings.json` and into the report.
+stopped. A stage's wall time goes to `<workdir>/timings.json` and into the report, and the machine
+that ran it to `<workdir>/machines.json`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from training import cf, data, evaluate, export, face, rqvae, tune
+from training.card import record_machine
 from training.config import Config, config_dict
 from training.report import update_timings
 
@@ -79,5 +81,6 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
         marker.write_text(json.dumps({"config_hash": digest, "seconds": seconds}))
         ran[name] = seconds
         update_timings(workdir, {name: seconds})
+        record_machine(workdir, name)
         print(f"[{name}] finished in {seconds:.1f} s")
     return ran
