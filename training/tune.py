@@ -358,7 +358,9 @@ def save_generator(out: Path, model, tokenizer, index: ItemIndex, config: TuneCo
     """Write what `ItemGenerator.load` reads: adapter, tokenizer, index, generator.json (and tiny base weights)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    model.save_pretrained(out / "adapter")
+    # The index-token rows are saved as peft's trainable-token values, which replace those rows at load
+    # time; the resized embedding matrices themselves (2 x 113 MB for SmolLM2) are the base's, not saved.
+    model.save_pretrained(out / "adapter", save_embedding_layers=False)
     tokenizer.save_pretrained(out / "tokenizer")
     index.save(out / "item_index.json")
     if base_state is not None:  # a random base is part of the model: keep its exact weights
