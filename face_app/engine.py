@@ -98,6 +98,8 @@ class GeneratorRecommender:
     or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
     beams: beam width (None: the generator's default). max_pool: at most this many items are generated
     per turn (beam search costs grow with k); the engine backfills from the CF ranking when filters starve it.
+    user_descriptors: whether the prompt carries the user's FACE descriptors (only for a model tuned with
+    them; otherwise the prompt is the plain history form the model was tuned and evaluated on).
     """
 
     generator: Any
@@ -106,6 +108,7 @@ class GeneratorRecommender:
     history: int = PROMPT_HISTORY
     beams: int | None = None
     max_pool: int = 20
+    user_descriptors: bool = True
     name: str = "llm"
 
     def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
@@ -113,7 +116,8 @@ class GeneratorRecommender:
 
         recent = list(history)[-self.history:] if self.history else []
         titles = [self.titles(i) for i in recent] if self.titles else None
-        return recommend_prompt([self.tokens(i) for i in recent], titles, list(user_descriptors) or None, request)
+        words = list(user_descriptors) if self.user_descriptors else []
+        return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request)
 
     def rank(self, history, user_descriptors, request, exclude, n):
         prompt = self.prompt(history, user_descriptors, request)
@@ -208,7 +212,8 @@ class Engine:
             titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
                 if spec.get("titles_in_history") else None
             recommenders["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles,
-                                                       history=int(spec.get("max_history", PROMPT_HISTORY)))
+                                                       history=int(spec.get("max_history", PROMPT_HISTORY)),
+                                                       user_descriptors=spec.get("user_descriptors") == "face")
         default = "llm" if "llm" in recommenders else "lightgcn"
         catalog.warm()
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,

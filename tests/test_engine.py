@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 from face_app.catalog import Catalog, display_title, ordered_histories
 from face_app.dialogue import ConversationState, parse
-from face_app.engine import EmbeddingRecommender, Engine
+from face_app.engine import EmbeddingRecommender, Engine, GeneratorRecommender
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +309,12 @@ def test_a_film_listed_under_two_ids_is_shown_once_and_excluded_with_its_twin(tm
     engine.add_titles(state, ["13"])
     for _ in range(3):
         assert "12" not in ids(engine.respond(state, "more please"))
+
+
+def test_the_llm_prompt_shows_face_words_only_to_a_model_tuned_with_them() -> None:
+    tuned_with_face = GeneratorRecommender(None, tokens=lambda i: f"<a_{i}>", user_descriptors=True)
+    tuned_without = GeneratorRecommender(None, tokens=lambda i: f"<a_{i}>", user_descriptors=False)
+    with_words = tuned_with_face.prompt(["1", "2"], ["noir", "heist"], None)
+    plain = tuned_without.prompt(["1", "2"], ["noir", "heist"], None)
+    assert "noir, heist" in with_words and "<a_1>" in with_words
+    assert "noir" not in plain and "<a_1><a_2>" in plain.replace(" ", "")

@@ -52,6 +52,10 @@ def test_tiny_build_tunes_a_loadable_llm(tiny_build: Path) -> None:
     from face_app.prompts import recommend_prompt
 
     generator = ItemGenerator.load(tiny_build / "tune" / "model")
+    spec = json.loads((tiny_build / "tune" / "model" / "generator.json").read_text())
+    assert spec["user_descriptors"] == "face"  # the face stage ran first, so the descriptors task used its words
+    adapter = tiny_build / "tune" / "model" / "adapter" / "adapter_model.safetensors"
+    assert adapter.stat().st_size < 2_000_000  # LoRA and the index rows only, not the embedding matrices
     history = generator.index.item_ids[:3]
     prompt = recommend_prompt([generator.index.text(i) for i in history])
     found = generator.recommend(prompt, k=5, exclude=history)

@@ -400,7 +400,10 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
         history = train(model, encoded, tokenizer.pad_token_id, tune, out / "checkpoint", stop_after)
     seconds = time.perf_counter() - start
     meta = {"examples": {k: len(v) for k, v in examples.items()}, "mean_tokens": float(np.mean(lengths)),
-            "train_seconds": seconds, "loss_history": history}
+            "train_seconds": seconds, "loss_history": history,
+            # what the descriptors task showed as the user's words: the serving prompt shows FACE words only
+            # to a model that learnt from them
+            "user_descriptors": "face" if words else "genre words"}
     save_generator(out / "model", model, tokenizer, index, tune, base_state, meta)
     return out / "model"
 
