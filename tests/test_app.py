@@ -1,16 +1,14 @@
 """The app on a real bundle: the tiny config built end to end (tests/conftest.py `tiny_build`), exported,
-verified, loaded, and served on loopback."""
+verified, loaded, and served on loopback. The browser session runs on the shipped bundle (test_shipped.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, browser_session
 
 from face_app import sources
 from face_app.bundle import Bundle, BundleError
@@ -109,23 +107,3 @@ def test_gradio_client_against_the_served_bundle(app) -> None:
         assert "darker" in str(chat[-app.engine.n - 1]["content"])
     finally:
         demo.close()
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
-def test_browser_session_on_the_real_bundle(app, tmp_path: Path) -> None:
-    """FACE_APP_SCREENSHOT=docs/screenshot.png keeps the screenshot (README's)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    shot = Path(os.environ.get("FACE_APP_SCREENSHOT") or tmp_path / "screenshot.png")
-    try:
-        labels = list(app.persona_labels.values())
-        persona = labels[min(1, len(labels) - 1)]  # User 44 of the tiny build: the README's screenshot
-        seen = browser_session(f"http://127.0.0.1:{port}/", persona,
-                               ["something darker", "from the 90s", "more like the second one"], shot,
-                               viewport=(1280, 1250))
-    finally:
-        demo.close()
-    assert seen["cards"] == 4 * app.engine.n and "Noted: you like" in seen["chat"]
-    assert "from the 1990s" in seen["chat"]
