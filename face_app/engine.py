@@ -97,7 +97,8 @@ class GeneratorRecommender:
     titles: item id -> the title as the model was tuned on it (`prompts.item_title` of the dataset's title),
     or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
     beams: beam width (None: the generator's default). max_pool: at most this many items are generated
-    per turn (beam search costs grow with k); the engine backfills from the CF ranking when filters starve it.
+    per turn (top-10 from 10 beams: the serving target's setting; beam search costs grow with the width); the
+    engine backfills from the CF ranking when filters starve it.
     user_descriptors: whether the prompt carries the user's FACE descriptors (only for a model tuned with
     them; otherwise the prompt is the plain history form the model was tuned and evaluated on).
     """
@@ -106,8 +107,8 @@ class GeneratorRecommender:
     tokens: Callable[[str], str]
     titles: Callable[[str], str] | None = None
     history: int = PROMPT_HISTORY
-    beams: int | None = None
-    max_pool: int = 20
+    beams: int | None = 10
+    max_pool: int = 10
     user_descriptors: bool = True
     name: str = "llm"
 
