@@ -30,10 +30,15 @@ def face_app_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory: pytest.TempPathFactory, face_app_cache: Path) -> Path:
-    """The tiny config built end to end once per session (every stage, the bundle in `<workdir>/bundle`)."""
+    """The tiny config built end to end once per session (every stage, the bundle in `<workdir>/bundle`).
+
+    `$FACE_APP_TINY_WORKDIR` names a workdir to build into and reuse across sessions (finished stages
+    are skipped); by default a fresh temporary one.
+    """
     from training.__main__ import main
 
-    workdir = tmp_path_factory.mktemp("tiny")
+    reuse = os.environ.get("FACE_APP_TINY_WORKDIR")
+    workdir = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny")
     config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     assert main(["build", "--config", str(config), "--workdir", str(workdir)]) == 0
     return workdir
