@@ -142,7 +142,7 @@ def test_tiny_bundle_has_a_model_card_from_its_report_and_real_conversations(tin
     for name, values in report["models"].items():  # the table is the report's, to four decimals
         assert f"| {name} | {values['HR@1']:.4f} |" in card
     assert "the tuned LLM at or above SASRec: HR@10" in card and "LightGCN+FACE above LightGCN" in card
-    assert "configs/tiny.yaml" in card and "| tune |" in card and "Harper and Konstan" in card
+    assert "configs/tiny.yaml" in card and "| tune |" in card and "Harper and Joseph A. Konstan" in card
     for name, messages in ExportConfig().conversations.items():  # each scripted chat, with its picks
         section = card.split(f"### {name}\n", 1)[1].split("\n### ", 1)[0]
         for message in messages:

@@ -67,7 +67,7 @@ def test_the_model_card_quotes_the_bundles_own_report(manifest: dict) -> None:
     assert f"HR@10 {llm['HR@10']:.4f} vs {sasrec['HR@10']:.4f}: {verdict}" in card
     for name in manifest["config"]["export"]["conversations"]:
         assert f"### {name}" in card
-    assert "Harper and Konstan" in card and "configs/ml-100k.yaml" in card
+    assert "Harper and Joseph A. Konstan" in card and "configs/ml-100k.yaml" in card
 
 
 def test_three_histories_get_on_theme_picks_from_the_llm(app, manifest: dict) -> None:
