@@ -211,7 +211,7 @@ class ExportConfig:
                                  "something lighter"],
         "Horror": ["I loved Scream, The Shining and A Nightmare on Elm Street", "something darker",
                    "from the 80s"],
-        "1940s drama": ["I loved Casablanca, Citizen Kane and The Grapes of Wrath", "from the 40s",
+        "1940s drama": ["I loved Casablanca, Citizen Kane and It's a Wonderful Life", "from the 40s",
                         "more like the second one"],
     })
 
