@@ -11,7 +11,8 @@ What is measured, on one bundle, in one run:
   k, exclusions and beams) replayed through `transformers.generate` with `prefix_allowed_tokens_fn` and
   through the trie search (`bench.decoder.compare_search`);
 - ready_s: `python app.py --bundle B` started as a process until its first page is served over HTTP;
-  rss_mb: that process's peak resident memory after `--rss-turns` chat turns through `gradio_client`;
+  rss_mb: that process's peak resident memory after `--rss-turns` chat turns through `gradio_client`
+  (served_turn_p50_s: their median, the whole round trip with the UI's outputs);
 - concurrent_*: `--sessions` gradio_client sessions of `--session-turns` turns each, all at once, against
   that process; crossed counts sessions whose history panel showed anything but their own title;
 - train_s: the stage wall times of a build (`--train-workdir`, else the tiny config built into a
@@ -64,6 +65,7 @@ ROWS = (
     ("speedup", "speed-up of the trie search over `generate`", "x"),
     ("same_topk", "calls on which both return the same top-k", "share"),
     ("ready_s", "`python app.py` start to first page served", "s"),
+    ("served_turn_p50_s", "chat turn served, median (gradio_client; the catalog map included)", "s"),
     ("rss_mb", "peak resident memory of the app", "MB"),
     ("concurrent_sessions", "concurrent gradio_client sessions", ""),
     ("concurrent_errors", "sessions with a failed turn", ""),
