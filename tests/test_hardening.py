@@ -118,7 +118,7 @@ def test_the_engine_answers_any_text_clearly(tiny_app, name: str) -> None:
         assert "couldn't find that title" in reply.text and unchanged and not picks
     elif name in ("typo", "control characters", "lone surrogates"):
         assert toy_story(engine) in state.history and "Added Toy Story (1995)" in reply.text
-    elif name == "prompt injection":
+    else:  # markup, other scripts, an injection attempt: nothing recognised, nothing changed, nothing echoed
         assert "didn't find a movie I know or a request I understand" in reply.text and unchanged and not picks
 
 
