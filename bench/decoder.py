@@ -7,7 +7,8 @@ base model with the workdir's index tokens added (`--base smollm2`, the default)
 
     python -m bench.decoder --workdir runs/ml-100k --users 30 --k 10 --beams 10 --threads 2
 
-Prints the median latency of each, their ratio, and whether both returned the same top-k.
+Prints the median latency of each, their ratio, and whether both returned the same top-k. `compare_search`
+is the measurement; `python -m bench` runs it on the prompts of the app's own chat turns.
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from face_app import llm
 from face_app.decoder import ItemGenerator
 from face_app.index import ItemIndex
-from training.data import SplitData
-from training.tune import Catalog
 
 
-def load_generator(args: argparse.Namespace, data: SplitData) -> ItemGenerator:
+def load_generator(args: argparse.Namespace, data: Any) -> ItemGenerator:
+    from training.tune import Catalog
+
     if args.model:
         return ItemGenerator.load(Path(args.model))
     index = ItemIndex.load(Path(args.workdir) / "index" / "item_index.json")
@@ -36,13 +39,33 @@ def load_generator(args: argparse.Namespace, data: SplitData) -> ItemGenerator:
     return ItemGenerator(model, tokenizer, index, beams=args.beams)
 
 
-def median_seconds(call, prompts: list[tuple[str, list[str]]]) -> tuple[float, list]:
+# One search as the app asks for it: (prompt, k, excluded item ids, beams).
+Call = tuple[str, int, Collection[str], int | None]
+
+
+def median_seconds(call: Callable[..., Any], calls: Sequence[tuple]) -> tuple[float, list]:
+    """Median wall seconds of `call(*args)` over `calls`, and the results in order."""
     times, results = [], []
-    for prompt, seen in prompts:
+    for args in calls:
         start = time.perf_counter()
-        results.append(call(prompt, seen))
+        results.append(call(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times), results
+
+
+def compare_search(generator: ItemGenerator, calls: Sequence[Call]) -> dict[str, float]:
+    """The trie beam search (`recommend`) against `transformers.generate` with `prefix_allowed_tokens_fn`
+    (`recommend_with_generate`) on the same calls, after one warm-up of each.
+
+    Returns decoder_p50_s, hf_generate_p50_s, speedup (their ratio) and same_topk (the share of calls on
+    which both return the same top-k, in order).
+    """
+    generator.recommend(*calls[0])
+    generator.recommend_with_generate(*calls[0])
+    fast, fast_out = median_seconds(generator.recommend, calls)
+    slow, slow_out = median_seconds(generator.recommend_with_generate, calls)
+    same = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(fast_out, slow_out, strict=True))
+    return {"decoder_p50_s": fast, "hf_generate_p50_s": slow, "speedup": slow / fast, "same_topk": same / len(calls)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,28 +81,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from training.data import SplitData
+    from training.tune import Catalog
+
     data = SplitData.load(Path(args.workdir) / "data")
     generator = load_generator(args, data)
     catalog = Catalog(data, generator.index)
-    prompts = []
+    calls: list[Call] = []
     for user in range(min(args.users, data.n_users)):
         history = data.history(user, "test")
         seen = [catalog.ids[i] for i in history]
-        prompts.append((catalog.history_prompt(history[-args.history :], False), seen))
-    generator.recommend(*prompts[0][:1])  # warm-up
-    fast, fast_out = median_seconds(lambda p, s: generator.recommend(p, args.k, s, args.beams), prompts)
-    slow, slow_out = median_seconds(lambda p, s: generator.recommend_with_generate(p, args.k, s, args.beams), prompts)
-    same = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(fast_out, slow_out, strict=True))
+        calls.append((catalog.history_prompt(history[-args.history :], False), args.k, seen, args.beams))
+    result = compare_search(generator, calls)
     # The prompt's own forward pass, alone: the part of a request that the search cannot shorten.
     with torch.no_grad():
-        prefill, _ = median_seconds(lambda p, s: generator.prefill(generator.prompt_ids(p)), prompts)
-    lengths = sorted(generator.prompt_ids(p).shape[-1] for p, _ in prompts)
-    print(f"model: {args.model or args.base}; {len(prompts)} prompts, k={args.k}, beams={args.beams}, "
+        prefill, _ = median_seconds(lambda p, *_: generator.prefill(generator.prompt_ids(p)), calls)
+    lengths = sorted(generator.prompt_ids(p).shape[-1] for p, *_ in calls)
+    print(f"model: {args.model or args.base}; {len(calls)} prompts, k={args.k}, beams={args.beams}, "
           f"threads={args.threads}, history={args.history} items")
-    print(f"trie beam search (fast): median {fast:.3f} s, of which the prompt's prefill {prefill:.3f} s "
-          f"(median prompt {lengths[len(lengths) // 2]} tokens, chat header included; its keys/values are cached)")
-    print(f"generate + prefix_allowed_tokens_fn: median {slow:.3f} s")
-    print(f"speed-up: {slow / fast:.2f}x; same top-{args.k} on {same}/{len(prompts)} prompts")
+    print(f"trie beam search (fast): median {result['decoder_p50_s']:.3f} s, of which the prompt's prefill "
+          f"{prefill:.3f} s (median prompt {lengths[len(lengths) // 2]} tokens, chat header included; its "
+          "keys/values are cached)")
+    print(f"generate + prefix_allowed_tokens_fn: median {result['hf_generate_p50_s']:.3f} s")
+    print(f"speed-up: {result['speedup']:.2f}x; same top-{args.k} on {result['same_topk']:.0%} of prompts")
     return 0
 
 

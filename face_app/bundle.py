@@ -12,12 +12,15 @@ Layout of `assets/<name>/` (written by the `export` stage, `training/export.py`)
 
 Everything is safetensors or JSON; MovieLens titles are not in a bundle (the app reads the dataset
 through the pinned sources at start). `Bundle.load(directory)` checks every file against the manifest
-and raises `BundleError` naming the bad file and the command that rebuilds the bundle.
+and raises `BundleError` naming the bad file and the command that rebuilds the bundle; a file that
+matches its manifest entry but still cannot be read (a bundle re-signed after damage) is named the same way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,23 @@ class BundleError(RuntimeError):
 
 def rebuild_command(name: str) -> str:
     return f"python -m training build --config configs/{name}.yaml --workdir runs/{name} --stages export"
+
+
+def _rebuild(name: str) -> str:
+    return f"Rebuild it with: {rebuild_command(name)}"
+
+
+@contextmanager
+def reading(directory: Path, relative: str, name: str) -> Iterator[None]:
+    """Turn any failure to read `relative` (of the bundle at `directory`) into a BundleError naming it."""
+    try:
+        yield
+    except BundleError:
+        raise
+    except Exception as error:  # a corrupt file fails in whichever reader (safetensors, json, peft) opened it
+        detail = " ".join(str(error).split())[:300] or type(error).__name__
+        raise BundleError(f"bundle {directory}: {relative} could not be read ({type(error).__name__}: {detail}). "
+                          f"{_rebuild(name)}") from None
 
 
 def file_table(directory: Path) -> dict[str, dict[str, Any]]:
@@ -69,29 +89,50 @@ def verify(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / MANIFEST
     if not path.exists():
-        raise BundleError(f"no bundle at {directory}: {MANIFEST} is missing. Build one with:\n  "
+        raise BundleError(f"no bundle at {directory}: {MANIFEST} is missing. Build one with: "
                           + rebuild_command(directory.name))
     try:
         manifest = json.loads(path.read_text())
-    except ValueError as error:
-        raise BundleError(f"{path} is not valid JSON ({error}); rebuild the bundle with:\n  "
-                          + rebuild_command(directory.name)) from None
+        files = manifest.get("files", {})
+        entries = {relative: (int(entry["bytes"]), str(entry["sha256"])) for relative, entry in files.items()}
+    except (ValueError, AttributeError, KeyError, TypeError) as error:
+        raise BundleError(f"bundle {directory}: {MANIFEST} is not a bundle manifest ({type(error).__name__}: "
+                          f"{error}). {_rebuild(directory.name)}") from None
     name = str(manifest.get("name") or directory.name)
-    again = f"Rebuild it with:\n  {rebuild_command(name)}"
-    if manifest.get("format") != FORMAT_VERSION:
-        raise BundleError(f"{path}: bundle format {manifest.get('format')!r}, this app reads format "
+    again = _rebuild(name)
+    found = manifest.get("format")
+    if found != FORMAT_VERSION:
+        if isinstance(found, int) and found > FORMAT_VERSION:
+            raise BundleError(f"bundle {directory}: {MANIFEST} is format {found}, newer than this app reads "
+                              f"(format {FORMAT_VERSION}). Update face-app (git pull, then pip install -r "
+                              f"requirements.txt) or serve a bundle of format {FORMAT_VERSION}.")
+        raise BundleError(f"bundle {directory}: {MANIFEST} is format {found!r}; this app reads format "
                           f"{FORMAT_VERSION}. {again}")
-    for relative, entry in manifest.get("files", {}).items():
+    for relative, (size, sha256) in entries.items():
         file = directory / relative
         if not file.is_file():
             raise BundleError(f"bundle {directory}: {relative} is missing. {again}")
-        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+        if file.stat().st_size != size or sha256_file(file) != sha256:
             raise BundleError(f"bundle {directory}: {relative} does not match its sha256 in {MANIFEST} "
                               f"(altered or truncated). {again}")
-    unlisted = sorted(set(file_table_names(directory)) - set(manifest.get("files", {})))
+    unlisted = sorted(set(file_table_names(directory)) - set(entries))
     if unlisted:
         raise BundleError(f"bundle {directory}: {unlisted[0]} is not in {MANIFEST}. {again}")
     return manifest
+
+
+def check_readable(directory: Path, manifest: dict[str, Any], name: str) -> None:
+    """Parse every JSON file and open every safetensors header the manifest lists (cheap: no tensor is read),
+    so a damaged file is named before any model is built from it."""
+    from safetensors import safe_open
+
+    for relative in manifest.get("files", {}):
+        with reading(directory, relative, name):
+            if relative.endswith(".json"):
+                json.loads((directory / relative).read_text())
+            elif relative.endswith(".safetensors"):
+                with safe_open(directory / relative, framework="pt") as tensors:
+                    tensors.keys()
 
 
 def file_table_names(directory: Path) -> list[str]:
@@ -122,16 +163,23 @@ class Bundle:
         from face_app.descriptors import Descriptors
 
         bundle = cls(directory=directory, manifest=manifest)
-        bundle.descriptors = Descriptors.load(directory / READOUT_DIR)
+        name = bundle.name
+        check_readable(directory, manifest, name)
+        with reading(directory, f"{READOUT_DIR}/", name):
+            bundle.descriptors = Descriptors.load(directory / READOUT_DIR)
         if (directory / INDEX_FILE).exists():
             from face_app.index import ItemIndex
 
-            bundle.index = ItemIndex.load(directory / INDEX_FILE)
+            with reading(directory, INDEX_FILE, name):
+                bundle.index = ItemIndex.load(directory / INDEX_FILE)
         if (directory / MAP_FILE).exists():
-            data = json.loads((directory / MAP_FILE).read_text())
-            bundle.item_map = {i: (float(x), float(y)) for i, (x, y) in zip(data["item_ids"], data["xy"], strict=True)}
+            with reading(directory, MAP_FILE, name):
+                data = json.loads((directory / MAP_FILE).read_text())
+                bundle.item_map = {i: (float(x), float(y))
+                                   for i, (x, y) in zip(data["item_ids"], data["xy"], strict=True)}
         if (directory / PERSONAS_FILE).exists():
-            bundle.personas = [str(u) for u in json.loads((directory / PERSONAS_FILE).read_text())["user_ids"]]
+            with reading(directory, PERSONAS_FILE, name):
+                bundle.personas = [str(u) for u in json.loads((directory / PERSONAS_FILE).read_text())["user_ids"]]
         return bundle
 
     @property
@@ -161,7 +209,8 @@ class Bundle:
                                   f"rebuild it with the tune stage: {rebuild_command(self.name)}")
             from face_app.decoder import ItemGenerator
 
-            self._generator = ItemGenerator.load(self.directory / MODEL_DIR)
+            with reading(self.directory, f"{MODEL_DIR}/", self.name):
+                self._generator = ItemGenerator.load(self.directory / MODEL_DIR)
         return self._generator
 
     def tokens(self, item_id: str) -> str:

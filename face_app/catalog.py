@@ -92,8 +92,8 @@ class TitleEncoder:
     def __init__(self) -> None:
         self._model = None
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 [len(texts), 384], unit length."""
+    def load(self) -> None:
+        """Load the model now (it is otherwise loaded by the first `encode`)."""
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
@@ -101,6 +101,10 @@ class TitleEncoder:
 
             hf_logging.disable_progress_bar()
             self._model = SentenceTransformer(str(minilm_path()), device="cpu")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [len(texts), 384], unit length."""
+        self.load()
         vectors = self._model.encode(list(texts), batch_size=128, normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
@@ -203,8 +207,10 @@ class Catalog:
         return cached_embeddings(self.encoder, self._keys, (self.cache or sources.cache_dir()) / "titles")
 
     def warm(self) -> None:
-        """Build the title index now (at start-up) rather than on the first search."""
+        """Build the title index and load the title encoder now (at start-up), so that the first visitor's first
+        message does not wait for them (the encoder is otherwise loaded by the first search)."""
         self._faiss_index()
+        self.encoder.load()
 
     def search(self, query: str, k: int = 5) -> list[tuple[str, float]]:
         """Items whose title best matches `query`: (item_id, score in [0, 1]), best first.

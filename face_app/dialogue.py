@@ -5,6 +5,8 @@
 the engine understands: "more like the second one", "something darker/lighter", "from the 90s",
 "a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Control phrases
 are taken out of the text before titles are looked for, so "something darker" never names a film.
+`clean_message` is what every message goes through first: control characters, lone surrogates and
+bidirectional overrides out, whitespace collapsed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ _MORE_LIKE = re.compile(r"\b(more like|similar to|something like|like the|in the
 _AGAIN = re.compile(r"\b(again|show (?:them|those|me those) (?:again|once more)|repeat)\b")
 _CONTROL = [_START_OVER, _WHY, _SEEN, _REJECT, _MORE_LIKE, _AGAIN, _DARKER, _LIGHTER, _DECADE, _BEFORE, _AFTER, _YEAR,
             _ANY_TIME, _GENRE, _ORDINAL]
+# A plain request for (more) picks: understood, though it names nothing.
+_ASK = re.compile(r"\b(recommend\w*|suggest\w*|picks?|more|next|another|others?|ideas?|what (?:should|could|can|"
+                  r"shall) i (?:watch|see)|watch|show me|give me|anything|something|surprise me|go on|go ahead)\b")
+# Words that announce a title ("I loved ..."): when nothing after them is found, the reply says so.
+_NAMING = re.compile(r"\b(lov(?:e|ed|ing)|lik(?:e|ed|ing)|enjoy(?:ed)?|adored?|watched|saw|seen|favou?rites?|fan of)\b")
+# Control characters (Unicode category Cc) read as spaces; lone surrogates (no UTF-8 encoder accepts them) and
+# the characters that change how the rest of a line is displayed (bidirectional overrides, isolates) are dropped.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_DROPPED = re.compile("[\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 _FILLER = re.compile(r"\b(that one|this one|that|this|one|ones|it|something|anything|movie|movies|film|films|"
                      r"please|show me|give me|recommend|i want|i'd like|i would like|what about|how about)\b")
 
@@ -138,17 +149,34 @@ class Request:
     clear_years: bool = False
     genres: tuple[str, ...] = ()
 
+    asks: bool = False  # a plain request for picks ("recommend", "more please")
+    naming: bool = False  # announces a title ("I loved ..."), found or not
+
     @property
     def is_follow_up(self) -> bool:
         return any([self.why, self.seen, self.reject, self.more_like, self.again, self.mood, self.years,
                     self.genres, self.clear_years, self.ordinal is not None])
 
+    @property
+    def understood(self) -> bool:
+        """Whether anything in the message was recognised: a title, a follow-up, a reset or a plain ask."""
+        return bool(self.titles) or self.is_follow_up or self.start_over or self.asks
+
+
+def clean_message(message: str) -> str:
+    """`message` as the app reads, logs and shows it: control characters become spaces, lone surrogates
+    (which no UTF-8 encoder accepts) and bidirectional overrides are dropped, whitespace is collapsed.
+    Letters, marks and symbols of every script, emoji sequences included, are kept."""
+    return " ".join(_CONTROL_CHARS.sub(" ", _DROPPED.sub("", message)).split())
+
 
 def parse(message: str, catalog: Catalog) -> Request:
     """Parse one visitor message (see the module docstring for what is understood)."""
-    text = " ".join(message.strip().split())
+    text = clean_message(message)
     low = text.lower()
     request = Request(text=text)
+    request.asks = bool(_ASK.search(low))
+    request.naming = bool(_NAMING.search(low))
     request.start_over = bool(_START_OVER.search(low))
     request.why = bool(_WHY.search(low))
     request.seen = bool(_SEEN.search(low))

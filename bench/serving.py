@@ -1,0 +1,170 @@
+"""The app as visitors meet it: `python app.py --bundle B` as a process on a loopback port (`AppProcess`), or
+an `App` served from this process (`serve`), and many `gradio_client` sessions chatting with it at once
+(`chat_sessions`). Used by `python -m bench` and by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# gradio_client's HTTP calls time out after 5-20 s by default: too short for a busy 2-core machine serving
+# 16 sessions; a turn that takes longer than this counts as failed.
+CLIENT_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def page_served(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Launch a `face_app.ui.App` on a free loopback port in this process; yields its URL, closes it after."""
+    from face_app.ui import launch
+
+    port = free_port()
+    demo = launch(app, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+class AppProcess:
+    """`python app.py --bundle B [args]` in its own process, on a free loopback port (Gradio's
+    `GRADIO_SERVER_NAME` / `GRADIO_SERVER_PORT`, since `app.py` launches with no host or port, as on a Space).
+
+    Its output goes to a file (`output()`); `wait_until_served()` returns the seconds from process start to
+    the first page served; `peak_rss_mb()` is its peak resident memory so far (Linux `VmHWM`).
+    """
+
+    def __init__(self, bundle: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.command = [sys.executable, str(ROOT / "app.py"), "--bundle", str(bundle), *args]
+        self.env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
+                    "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._log = tempfile.NamedTemporaryFile(prefix="face-app-", suffix=".log", delete=False)
+        self.process: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def start(self) -> AppProcess:
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def wait_until_served(self, timeout: float = 900.0) -> float:
+        """Seconds from `start()` to the first page served over HTTP; RuntimeError (with the app's output)
+        when the process exits first or `timeout` passes."""
+        assert self.process is not None, "start() first"
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            if page_served(self.url):
+                return time.perf_counter() - self.started
+            if self.process.poll() is not None:
+                raise RuntimeError(f"app exited with {self.process.returncode} before serving:\n{self.output()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"app not serving {self.url} after {timeout:.0f} s:\n{self.output()}")
+
+    def run_to_exit(self, timeout: float = 900.0) -> int:
+        """Run until the process exits by itself (an app that refuses to start); its exit status."""
+        assert self.process is not None, "start() first"
+        return self.process.wait(timeout=timeout)
+
+    def peak_rss_mb(self) -> float:
+        assert self.process is not None, "start() first"
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    def output(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no handler runs, nothing is flushed or closed (a crash, an OOM kill, a pulled plug)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def close(self) -> None:
+        self.stop()
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> AppProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class SessionRun:
+    """One gradio_client session: what it sent, how long each turn took, and what it saw last."""
+
+    messages: list[str]
+    seconds: list[float] = field(default_factory=list)
+    error: str | None = None
+    chat: list[dict[str, Any]] = field(default_factory=list)
+    descriptors: str = ""
+    history: str = ""
+
+
+def client(url: str) -> Any:
+    """A `gradio_client.Client` on `url`: a new session, with `CLIENT_TIMEOUT_S` on every HTTP call."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+
+
+def chat_session(url: str, messages: Sequence[str]) -> SessionRun:
+    """A fresh gradio_client session (its own server-side state) sending `messages` to `/chat` one at a time."""
+    run = SessionRun(list(messages))
+    try:
+        session = client(url)
+        for message in messages:
+            start = time.perf_counter()
+            _, run.chat, run.descriptors, run.history, _ = session.predict(message, api_name="/chat")
+            run.seconds.append(time.perf_counter() - start)
+    except Exception as error:  # a failed turn is what is being counted
+        run.error = f"{type(error).__name__}: {error}"
+    return run
+
+
+def chat_sessions(url: str, scripts: Sequence[Sequence[str]]) -> list[SessionRun]:
+    """One concurrent session (a thread and a client each) per script, all started at once."""
+    with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
+        return list(pool.map(lambda script: chat_session(url, script), scripts))

@@ -1,0 +1,101 @@
+"""`python -m bench` on the tiny bundle, scaled down (a few turns, two sessions, training times read from the
+tiny build): every measure present, numeric and sane, each target judged, and `--readme` rewriting only
+the performance block."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import README_END, README_START, TARGETS, main
+from training.report import README_END as RESULTS_END
+from training.report import README_START as RESULTS_START
+from training.report import read_timings
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURES = ("turn_p50_s", "turn_p95_s", "decoder_p50_s", "hf_generate_p50_s", "speedup", "same_topk", "ready_s",
+            "served_turn_p50_s", "rss_mb", "concurrent_sessions", "concurrent_errors", "concurrent_crossed",
+            "concurrent_p95_s", "train_total_s")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_build: Path, tiny_bundle: Path, tmp_path_factory) -> tuple[dict, Path, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    readme = out / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    args = ["--bundle", str(tiny_bundle), "--out", str(out / "results.json"), "--readme", str(readme),
+            "--turns", "6", "--generate-prompts", "2", "--rss-turns", "2", "--sessions", "2", "--session-turns", "2",
+            "--skip-train", "--train-workdir", str(tiny_build)]
+    assert main(args) == 0
+    return json.loads((out / "results.json").read_text()), readme, out / "results.json"
+
+
+def outside(text: str, start: str, end: str) -> tuple[str, str]:
+    head, _, rest = text.partition(start)
+    return head, rest.partition(end)[2]
+
+
+def inside(text: str, start: str, end: str) -> str:
+    return text.partition(start)[2].partition(end)[0]
+
+
+def test_every_measure_is_present_numeric_and_sane(run, tiny_build: Path) -> None:
+    results, _, _ = run
+    for key in MEASURES:
+        value = results[key]
+        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (key, value)
+    assert results["arm"] == "llm" and results["turns"] == 6 and results["search_calls"] == 2
+    assert 0 < results["turn_p50_s"] <= results["turn_p95_s"]
+    assert results["speedup"] == pytest.approx(results["hf_generate_p50_s"] / results["decoder_p50_s"])
+    assert results["k"] == 10 and results["beams"] == 10 and 0 <= results["same_topk"] <= 1
+    assert 0 < results["ready_s"] < 600 and results["rss_turns"] == 2
+    assert 200 < results["rss_mb"] < results["machine"]["memory_mb"]
+    assert results["concurrent_sessions"] == 2 and results["concurrent_errors"] == 0
+    assert results["concurrent_crossed"] == 0 and results["concurrent_p95_s"] > 0
+    timings = read_timings(tiny_build)
+    assert results["train_config"] == "tiny" and set(results["train_s"]) == set(timings)
+    assert results["train_total_s"] == pytest.approx(sum(timings.values()))
+
+
+def test_the_run_records_where_and_on_what_it_ran(run) -> None:
+    results, _, _ = run
+    machine = results["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["torch_threads"] >= 1
+    assert results["bundle"] == "tiny" and results["items"] > 1000
+    assert len(results["commit"].removesuffix("+dirty")) == 40
+    assert results["command"].startswith("python -m bench --bundle ")
+
+
+def test_each_design_target_is_judged_against_its_value(run) -> None:
+    results, _, _ = run
+    targets = results["targets"]
+    assert set(targets) == {*TARGETS, "train_total_s"}
+    for key, target in targets.items():
+        value, limit = results[key], target["limit"]
+        assert target["value"] == value
+        assert target["met"] is (value <= limit if target["op"] == "<=" else value >= limit)
+    assert targets["train_total_s"]["limit"] == 120.0  # the tiny config: two minutes
+    assert targets["concurrent_sessions"]["met"] is False  # 2 sessions here, 16 asked
+
+
+def test_readme_rewrites_only_the_performance_block(run) -> None:
+    results, readme, _ = run
+    original, written = (ROOT / "README.md").read_text(), readme.read_text()
+    assert outside(written, README_START, README_END) == outside(original, README_START, README_END)
+    assert inside(written, RESULTS_START, RESULTS_END) == inside(original, RESULTS_START, RESULTS_END)
+    assert inside(original, README_START, README_END) != inside(written, README_START, README_END)
+    block = inside(written, README_START, README_END)
+    assert "| chat turn, median (engine, top-10 from the LLM arm) |" in block and results["command"] in block
+    assert results["machine"]["cpu"] in block and results["commit"] in block
+
+
+def test_render_only_rerenders_the_same_block_from_results_json(run, tmp_path: Path) -> None:
+    _, readme, results_json = run
+    again = tmp_path / "README.md"
+    again.write_text((ROOT / "README.md").read_text())
+    assert main(["--render-only", "--out", str(results_json), "--readme", str(again)]) == 0
+    assert again.read_text() == readme.read_text()
+    assert main(["--render-only", "--out", str(tmp_path / "none.json")]) == 2
