@@ -71,9 +71,10 @@ def test_the_model_card_quotes_the_bundles_own_report(manifest: dict) -> None:
 
 
 def test_three_histories_replay_as_the_model_card_quotes_them(app, manifest: dict) -> None:
-    """Each scripted chat: 5 new picks a turn, the three named titles found, and the card's verbatim transcript reproduced (the picks and their genre-share line).
-    How many picks are on theme is measured and quoted, not asserted: the 700-step LLM misses it for
-    the children's-animation history (see the card's limitations)."""
+    """Each scripted chat: 5 new picks a turn, the three named titles found, and the card's verbatim
+    transcript reproduced (the picks, the visitor's descriptors, the genre-share line). How many picks are
+    on theme is measured and quoted, not asserted: the 700-step LLM misses it for the children's-animation
+    history (docs/lcrec.md)."""
     engine = app.engine
     assert engine.default == "llm"
     card = (SHIPPED / "README.md").read_text()
