@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import ranking
 from bench.__main__ import README_END, README_START, TARGETS, main
 from training.report import README_END as RESULTS_END
 from training.report import README_START as RESULTS_START
@@ -99,3 +100,29 @@ def test_render_only_rerenders_the_same_block_from_results_json(run, tmp_path: P
     assert main(["--render-only", "--out", str(results_json), "--readme", str(again)]) == 0
     assert again.read_text() == readme.read_text()
     assert main(["--render-only", "--out", str(tmp_path / "none.json")]) == 2
+
+
+def test_ranking_scores_the_engines_top10_for_every_arm_and_setting(tiny_build: Path, tiny_bundle: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "ranking.json"
+    args = ["--bundle", str(tiny_bundle), "--workdir", str(tiny_build), "--split", "valid", "--users", "6",
+            "--recent", "0,2", "--weights", "0,0.5", "--threads", "1", "--out", str(out)]
+    assert ranking.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["users"] == 6 and result["split"] == "valid"
+    rows = {(r["arm"], r["recent"], r["weight"]): r for r in result["rows"]}
+    assert set(rows) == {(arm, recent, weight) for arm in ("llm", "lightgcn")
+                         for recent, weight in ((0, None), (2, 0.0), (2, 0.5))}
+    for row in rows.values():
+        assert 0.0 <= row["NDCG@10"] <= row["HR@10"] <= 1.0
+    # each row is the engine's own top-10 for those sessions, scored as the protocol does
+    from face_app.bundle import Bundle
+    from face_app.engine import Engine
+    from training.data import SplitData
+
+    histories, targets = ranking.sessions(SplitData.load(tiny_build / "data"), "valid", 6)
+    engine = Engine.from_bundle(Bundle.load(tiny_bundle), n=10)
+    engine.recent_items, engine.model_weight = 2, 0.5
+    expected = ranking.score(engine, "lightgcn", histories, targets)
+    assert expected["HR@10"] == rows[("lightgcn", 2, 0.5)]["HR@10"]
+    assert expected["NDCG@10"] == pytest.approx(rows[("lightgcn", 2, 0.5)]["NDCG@10"])

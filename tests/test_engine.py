@@ -150,6 +150,48 @@ def test_more_like_the_second_one_reranks_around_that_item(engine: Engine) -> No
     assert "1" not in ids(reply)
 
 
+class FixedArm:
+    """A model arm that proposes the same items every turn, whatever the history."""
+
+    name = "llm"
+
+    def __init__(self, proposals: list[str]) -> None:
+        self.proposals = proposals
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        return [(item_id, 0.0) for item_id in self.proposals if item_id not in exclude][:n]
+
+
+def engine_with_arm(catalog: Catalog, proposals: list[str]) -> Engine:
+    readout = SmallReadout()
+    arms = {"llm": FixedArm(proposals), "lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
+    return Engine(catalog, readout, arms, default="llm", n=3, pool=12)
+
+
+def test_off_taste_model_picks_give_way_to_the_historys_nearest_items(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["5", "7", "11"])  # light comedies, for a dark history
+    reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
+    assert ids(reply) == ["12", "4", "3"]  # the dark films nearest the history, by closeness
+    assert {r.source for r in reply.recommendations} == {"lightgcn"}
+
+
+def test_a_model_pick_close_to_the_history_keeps_its_lead_and_its_label(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["4", "5"])
+    reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
+    assert ids(reply)[0] == "4" and reply.recommendations[0].source == "llm"
+    assert "5" not in ids(reply)
+
+
+def test_picks_follow_the_newest_items_of_a_long_history(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, [])
+    state = ConversationState()
+    state.add_history(["5", "7", "11", "1", "2", "12"])  # light films first, then three dark ones
+    assert engine.recent(state) == ["1", "2", "12"]
+    assert set(ids(engine.respond(state, "recommend something"))) <= {"4", "3", "10"}
+    engine.recent_items = 0  # the arm's own order, then the CF ranking of the whole catalog
+    assert engine.recent(state) == []
+
+
 def test_darker_and_lighter_change_the_result(engine: Engine) -> None:
     state = ConversationState()
     engine.respond(state, "I loved Winter Orchard")

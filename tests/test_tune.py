@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from face_app.decoder import ItemGenerator
+from face_app.decoder import GENERATOR_FILE, ItemGenerator
 from face_app.index import ItemIndex
 from face_app.prompts import recommend_prompt
 from training import tune
 from training.config import Config, TuneConfig
 from training.data import SplitData
+from training.report import EARLIER_SECONDS
 
 GENRES = ["Comedy", "Drama", "Horror", "Romance"]
 TASKS = {"next": 0.5, "followup": 0.2, "descriptors": 0.2, "index_to_title": 0.5, "title_to_index": 0.5,
@@ -106,6 +108,14 @@ def test_interrupted_tuning_resumes_to_the_same_weights(tmp_path: Path, face_app
     assert expected.keys() == resumed.keys() and any("trainable_tokens" in k for k in expected)
     for key, value in expected.items():
         assert torch.allclose(value, resumed[key], atol=1e-6), key
+    # the resumed run's record covers the whole run, not just the steps after the resume
+    spec = {name: json.loads((run / "tune" / "model" / GENERATOR_FILE).read_text()) for name, run in
+            (("straight", straight), ("resumed", interrupted))}
+    assert [h["step"] for h in spec["resumed"]["loss_history"]] == [h["step"] for h in spec["straight"]["loss_history"]]
+    assert spec["resumed"]["train_seconds"] > 0
+    # and the stage's recorded time counts the interrupted run's training
+    assert json.loads((interrupted / "tune" / EARLIER_SECONDS).read_text())["seconds"] > 0
+    assert not (straight / "tune" / EARLIER_SECONDS).exists()
 
 
 def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path, face_app_cache, capsys) -> None:
@@ -123,7 +133,7 @@ def test_a_tuned_model_reloads_with_identical_recommendations(tmp_path: Path, fa
     catalog = tune.Catalog(data, index)
     model, tokenizer, base_state = tune.prepare_model(config.tune, index, catalog)
     examples = [e for rows in tune.build_examples(data, catalog, config.tune).values() for e in rows]
-    history = tune.train(model, tune.encode(tokenizer, examples, 256), tokenizer.pad_token_id, config.tune,
+    history, _ = tune.train(model, tune.encode(tokenizer, examples, 256), tokenizer.pad_token_id, config.tune,
                          tmp_path / "checkpoint")
     assert [h["step"] for h in history] == [2, 4]
     tune.save_generator(tmp_path / "model", model, tokenizer, index, config.tune, base_state, {})

@@ -156,7 +156,11 @@ def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list
     engine = Engine.from_bundle(Bundle.load(bundle_dir))
     lines = ["", "## Conversations", "",
              f"Verbatim, from the app's engine on this bundle (recommender: {engine.default}); each card line is "
-             "title, genres, index tokens, the item's descriptors and the recommender that proposed it."]
+             "title, genres, index tokens, the item's descriptors and the recommender that proposed it. The "
+             f"engine orders the recommender's pool and the CF neighbours of the newest {engine.recent_items} "
+             "history items (or of the item asked \"more like\") by closeness to them, plus "
+             f"{engine.model_weight:g} times the recommender's own order; a pick \"by lightgcn\" is such a "
+             "neighbour, not one the LLM proposed."]
     summaries = {}
     for name, messages in scripts.items():
         transcript, summaries[name] = conversation_lines(engine, name, messages)
@@ -171,6 +175,9 @@ LIMITATIONS = [
     "what that budget bought.",
     "Follow-ups such as \"darker\" act through the catalog's genres and the CF embeddings as well as the prompt, "
     "so the model's own reading of free text is only part of each answer.",
+    "The chat does not show the LLM's ranking as it is: it orders the LLM's picks together with the CF neighbours "
+    "of the newest history items by closeness to them, because the LLM alone ranks below popularity here "
+    "(`python -m bench.ranking` measures that order under the same protocol). The table above is the LLM alone.",
     "The descriptors summarise collaborative-filtering embeddings; they can be wrong or odd for items with few "
     "ratings, and they say nothing about an item's content beyond what raters' behaviour reflects.",
 ]

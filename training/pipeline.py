@@ -1,6 +1,7 @@
 """The build: stages in order, each `run(config, workdir) -> artifact path`.
 
-A finished stage leaves `<workdir>/<stage>/.done` (JSON: config hash, seconds) and is
+A finished stage leaves `<workdir>/<stage>/.done` (JSON: config hash, seconds, counting the earlier
+runs a resumed stage continued) and is
 skipped on the next build unless forced, so an interrupted build resumes where it
 stopped. A stage's wall time goes to `<workdir>/timings.json` and into the report, and the machine
 that ran it to `<workdir>/machines.json`.
@@ -19,7 +20,7 @@ import torch
 from training import cf, data, evaluate, export, face, rqvae, tune
 from training.card import record_machine
 from training.config import Config, config_dict
-from training.report import update_timings
+from training.report import EARLIER_SECONDS, update_timings
 
 Stage = Callable[[Config, Path], Path]
 STAGES: dict[str, Stage] = {
@@ -75,8 +76,12 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
             continue
         print(f"[{name}] running")
         start = time.perf_counter()
+        earlier = workdir / name / EARLIER_SECONDS
+        earlier.unlink(missing_ok=True)
         STAGES[name](config, workdir)
         seconds = time.perf_counter() - start
+        if earlier.exists():
+            seconds += float(json.loads(earlier.read_text())["seconds"])
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"config_hash": digest, "seconds": seconds}))
         ran[name] = seconds

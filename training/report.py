@@ -16,6 +16,9 @@ from training.evaluate import METRICS
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+# A stage that resumed work an earlier run left (the tune stage, from its checkpoint) writes the seconds that
+# work took to `<workdir>/<stage>/earlier_seconds.json`; the pipeline adds them to the stage's time.
+EARLIER_SECONDS = "earlier_seconds.json"
 
 
 def read_report(workdir: Path) -> dict[str, Any]:

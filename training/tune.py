@@ -48,6 +48,7 @@ from face_app.index import ItemIndex
 from training.config import Config, TuneConfig, torch_threads
 from training.data import SplitData
 from training.evaluate import TrainedRun
+from training.report import EARLIER_SECONDS
 
 Example = tuple[str, str]  # (prompt, response)
 
@@ -251,9 +252,11 @@ def run_fingerprint(config: TuneConfig, encoded: list) -> str:
 
 
 def save_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, fingerprint: str
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, fingerprint: str,
+    record: dict | None = None,
 ) -> None:
-    """Trainable weights and AdamW state as safetensors, the step as JSON; replaced atomically."""
+    """Trainable weights and AdamW state as safetensors; the step and `record` (the loss history and training
+    seconds so far, so a resumed or extended run reports its whole course) as JSON; replaced atomically."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -262,7 +265,7 @@ def save_checkpoint(
     tensors = {f"{pid}/{key}": torch.as_tensor(value).contiguous()
                for pid, slots in state["state"].items() for key, value in slots.items()}
     save_file(tensors, partial / "optimizer.safetensors")
-    meta = {"step": step, "fingerprint": fingerprint, "param_groups": state["param_groups"]}
+    meta = {"step": step, "fingerprint": fingerprint, **(record or {}), "param_groups": state["param_groups"]}
     (partial / "state.json").write_text(json.dumps(meta))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
@@ -291,8 +294,9 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
 
 
 def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig, checkpoint: Path,
-          stop_after: int | None = None) -> list[dict]:
-    """The training loop; returns the loss history. `stop_after`: stop (as if interrupted) after that many steps."""
+          stop_after: int | None = None) -> tuple[list[dict], float]:
+    """The training loop; returns (loss history, training seconds), both counting the runs it resumed from.
+    `stop_after`: stop (as if interrupted) after that many steps."""
     from accelerate import Accelerator
 
     if config.precision not in ("fp32", "bf16"):
@@ -304,15 +308,19 @@ def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig
     per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = config.max_steps or per_epoch * config.epochs
     fingerprint = run_fingerprint(config, encoded)
-    step = 0
+    step, history, earlier = 0, [], 0.0
     if (checkpoint / "state.json").exists():
-        if json.loads((checkpoint / "state.json").read_text()).get("fingerprint") == fingerprint:
+        saved = json.loads((checkpoint / "state.json").read_text())
+        if saved.get("fingerprint") == fingerprint:
             step = load_checkpoint(checkpoint, model, optimizer)
+            history = [h for h in saved.get("history", []) if h["step"] <= step]
+            earlier = float(saved.get("seconds", 0.0))
             print(f"[tune] resuming from step {step} ({checkpoint})")
         else:
             print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; starting over")
     model.train()
-    history, running = [], []
+    start = time.perf_counter()
+    running = []
     progress = tqdm(total=total, initial=step, desc="tune", mininterval=10)
     while step < total:
         epoch, position = divmod(step, per_epoch)
@@ -336,11 +344,12 @@ def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig
             progress.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         if step % config.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint)
+            record = {"history": history, "seconds": earlier + time.perf_counter() - start}
+            save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint, record)
         if stop_after is not None and step >= stop_after:
             break
     progress.close()
-    return history
+    return history, earlier + time.perf_counter() - start
 
 
 def face_words(workdir: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]] | None:
@@ -397,8 +406,10 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     out = workdir / "tune"
     start = time.perf_counter()
     with torch_threads(tune.threads):
-        history = train(model, encoded, tokenizer.pad_token_id, tune, out / "checkpoint", stop_after)
-    seconds = time.perf_counter() - start
+        history, seconds = train(model, encoded, tokenizer.pad_token_id, tune, out / "checkpoint", stop_after)
+    earlier = seconds - (time.perf_counter() - start)
+    if earlier > 0:  # resumed: the pipeline counts the earlier runs' training in the stage's time
+        (out / EARLIER_SECONDS).write_text(json.dumps({"seconds": earlier}))
     meta = {"examples": {k: len(v) for k, v in examples.items()}, "mean_tokens": float(np.mean(lengths)),
             "train_seconds": seconds, "loss_history": history,
             # what the descriptors task showed as the user's words: the serving prompt shows FACE words only

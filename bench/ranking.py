@@ -1,0 +1,110 @@
+"""How the chat orders its picks, scored under the evaluation protocol: the engine's top-10 for dataset users.
+
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid --users 300 \\
+        --recent 0,1,3,5 --weights 0,0.1,0.25,0.5 --out bench/ranking-valid.json
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split test --recent 3 --weights 0.25 \\
+        --out bench/ranking-test.json
+
+Each user of the split (or a seeded sample of `--users`) becomes a session whose history is everything they
+saw before the target, and `Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
+does: the arm's pool, ordered by closeness to the newest `recent` history items plus `weight` times the arm's
+own order (`Engine._closest_first`), history and twins excluded. `recent` 0 is the arm's own order. The arm's
+pool does not depend on (recent, weight), so it is computed once per user and reused across the grid.
+`<workdir>/data` is the build's split (`python -m training build --config C --workdir W --stages data`).
+Prints and writes HR@10 and NDCG@10 per (arm, recent, weight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from face_app.bundle import Bundle
+from face_app.dialogue import ConversationState
+from face_app.engine import Engine
+from training.data import SplitData
+
+
+class PoolCache:
+    """An arm whose pools are remembered per (history, request, exclusions): the grid re-ranks, never re-asks."""
+
+    def __init__(self, arm) -> None:
+        self.arm, self.name, self.pools = arm, arm.name, {}
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        key = (tuple(history), request, frozenset(exclude), n)
+        if key not in self.pools:
+            self.pools[key] = self.arm.rank(history, user_descriptors, request, exclude, n)
+        return self.pools[key]
+
+
+def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[str]) -> dict[str, float]:
+    """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions."""
+    hits, gains = [], []
+    for history, target in zip(histories, targets, strict=True):
+        state = ConversationState()
+        state.add_history(history)
+        top = [r.item_id for r in engine.recommend(state, arm)]
+        rank = top.index(target) if target in top else None
+        hits.append(rank is not None)
+        gains.append(0.0 if rank is None else 1.0 / np.log2(rank + 2))
+    return {"HR@10": float(np.mean(hits)), "NDCG@10": float(np.mean(gains))}
+
+
+def sessions(data: SplitData, split: str, users: int = 0, seed: int = 0) -> tuple[list[list[str]], list[str]]:
+    """(histories, targets) as item ids: every user with a `split` target, or a seeded sample of `users`."""
+    ids = data.items["item_id"].astype(str).tolist()
+    targets = data.targets(split)
+    chosen = np.flatnonzero(targets >= 0)
+    if users and users < len(chosen):
+        chosen = np.sort(np.random.default_rng(seed).choice(chosen, users, replace=False))
+    return [[ids[i] for i in data.history(int(u), split)] for u in chosen], [ids[targets[u]] for u in chosen]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--workdir", required=True, help="a build's workdir: its data/ split is used")
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    parser.add_argument("--users", type=int, default=0, help="a seeded sample of this many users (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arms", default="llm,lightgcn")
+    parser.add_argument("--recent", default="0,1,3,5,10", help="history items to be close to (0: the arm's order)")
+    parser.add_argument("--weights", default="0,0.1,0.25,0.5", help="weights of the arm's own order")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    histories, targets = sessions(SplitData.load(Path(args.workdir) / "data"), args.split, args.users, args.seed)
+    engine = Engine.from_bundle(Bundle.load(args.bundle), n=10)
+    recents = [int(r) for r in args.recent.split(",")]
+    weights = [float(w) for w in args.weights.split(",")]
+    rows = []
+    for arm in args.arms.split(","):
+        if arm not in engine.recommenders:
+            print(f"the bundle has no {arm!r} arm; skipped", file=sys.stderr)
+            continue
+        engine.recommenders[arm] = PoolCache(engine.recommenders[arm])
+        for recent in recents:
+            for weight in weights if recent else weights[:1]:
+                engine.recent_items, engine.model_weight = recent, weight
+                start = time.perf_counter()
+                row = {"arm": arm, "recent": recent, "weight": weight if recent else None,
+                       **score(engine, arm, histories, targets), "seconds": round(time.perf_counter() - start, 1)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    result = {"bundle": args.bundle, "split": args.split, "users": len(targets), "seed": args.seed, "rows": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
