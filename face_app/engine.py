@@ -405,7 +405,7 @@ class Engine:
     def recent(self, state: ConversationState) -> list[str]:
         """The newest `recent_items` items of the history (none when `recent_items` is 0)."""
         known = [i for i in state.history if i in self._row]
-        return known[len(known) - self.recent_items:] if self.recent_items else []
+        return known[-self.recent_items:] if self.recent_items > 0 else []
 
     def _one_per_film(self, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """`ranked` without a later id of a film already in it."""

@@ -187,6 +187,9 @@ def test_picks_follow_the_newest_items_of_a_long_history(catalog: Catalog) -> No
     state = ConversationState()
     state.add_history(["5", "7", "11", "1", "2", "12"])  # light films first, then three dark ones
     assert engine.recent(state) == ["1", "2", "12"]
+    short = ConversationState()
+    short.add_history(["5", "1"])
+    assert engine.recent(short) == ["5", "1"]
     assert set(ids(engine.respond(state, "recommend something"))) <= {"4", "3", "10"}
     engine.recent_items = 0  # the arm's own order, then the CF ranking of the whole catalog
     assert engine.recent(state) == []
