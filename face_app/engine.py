@@ -43,7 +43,7 @@ MAX_MESSAGE_CHARS = 500
 # model's own order counts MODEL_WEIGHT on top (see `Engine._closest_first`; both chosen on the valid split by
 # `python -m bench.ranking`).
 RECENT_ITEMS = 3
-MODEL_WEIGHT = 0.25
+MODEL_WEIGHT = 0.1
 # Descriptor words quoted in a one-line reason.
 REASON_WORDS = 3
 EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '

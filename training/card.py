@@ -139,13 +139,20 @@ def conversation_lines(engine, name: str, messages: list[str]) -> tuple[list[str
         if reply.user_descriptors:
             lines += ["", f"Visitor's descriptors: {', '.join(reply.user_descriptors)}"]
         lines.append("")
-    history_genres = {g for item in state.history for g in engine.catalog.item(item).genres}
-    sharing = sum(bool(set(rec.genres) & history_genres) for rec in shown)
+    history = [engine.catalog.item(i) for i in state.history]
+    genres, decades = {g for item in history for g in item.genres}, {decade(item.year) for item in history}
+    sharing = sum(bool(set(rec.genres) & genres) for rec in shown)
+    on_theme = sum(bool(set(rec.genres) & genres) or decade(rec.year) in decades - {None} for rec in shown)
     by_llm = sum(rec.source == "llm" for rec in shown)
-    summary = {"history": len(state.history), "recommended": len(shown), "share_a_genre": sharing, "by_llm": by_llm}
-    lines.append(f"{sharing} of {len(shown)} recommendations share a genre with the visitor's history; "
-                 f"{by_llm} came from the LLM.")
+    summary = {"history": len(state.history), "recommended": len(shown), "share_a_genre": sharing,
+               "genre_or_decade": on_theme, "by_llm": by_llm}
+    lines.append(f"{sharing} of {len(shown)} recommendations share a genre with the visitor's history, {on_theme} a "
+                 f"genre or a decade; {by_llm} came from the LLM.")
     return lines, summary
+
+
+def decade(year: int | None) -> int | None:
+    return None if year is None else year // 10 * 10
 
 
 def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list[str], dict[str, Any]]:

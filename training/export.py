@@ -95,6 +95,7 @@ def run(config: Config, workdir: Path) -> Path:
     summaries = write_card(out, config, workdir)
     for name, summary in summaries.items():
         print(f"[export] {name}: {summary['share_a_genre']} of {summary['recommended']} recommendations share a "
-              f"genre with the history; {summary['by_llm']} from the LLM")
+              f"genre with the history, {summary['genre_or_decade']} a genre or a decade; {summary['by_llm']} from the "
+              "LLM")
     print(f"[export] bundle and its model card written to {out}")
     return out
