@@ -9,7 +9,7 @@ puts matching genres first and drops the opposite mood. Nothing in the history, 
 nothing shown before (unless asked "again") is ever recommended. Each pick says which recommender
 proposed it. Why closeness to the newest items: on ML-100k the tuned LLM alone ranks below popularity, and
 this order, measured under the evaluation protocol by `python -m bench.ranking`, is what keeps a chat
-about Toy Story on children's films (docs/results.md).
+about Toy Story on children's films (docs/lcrec.md, "What the chat shows").
 
 Two recommenders answer behind one interface (`Recommender.rank`), so a study can compare them:
 - `EmbeddingRecommender` (LightGCN+FACE): `Descriptors.fold_in(history) @ item_embeddings.T`;
