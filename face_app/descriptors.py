@@ -231,7 +231,7 @@ class Descriptors:
             user_ids=meta["user_ids"],
             item_embeddings=tensors["item_embeddings"],
             user_embeddings=tensors["user_embeddings"],
-            codebook=tensors["codebook"],
+            codebook=tensors["codebook"].float(),
             word_groups=tensors["word_groups"],
             projection=projection.eval(),
             item_words=tensors["item_words"],
@@ -246,7 +246,8 @@ class Descriptors:
         tensors = {
             "item_embeddings": self.item_embeddings,
             "user_embeddings": self.user_embeddings,
-            "codebook": self.codebook,
+            # the frozen word vectors are most of the file (13k x 384); half precision halves the bundle's read-out
+            "codebook": self.codebook.half(),
             "word_groups": self.word_groups,
             "projection.weight": self.projection.weight.detach(),
             "projection.bias": self.projection.bias.detach(),

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from face_app.descriptors import ConceptProjection, Descriptors, assign_words, codebook_words, stem_groups, word_stem
 from training.face import FACE, faithfulness, info_nce, keyword_targets, retrieval_metrics
@@ -215,6 +216,10 @@ def test_readout_survives_save_and_load(tmp_path: Path) -> None:
     assert loaded.words == readout.words and loaded.item_ids == readout.item_ids and loaded.k == 2
     assert torch.equal(loaded.item_embeddings, readout.item_embeddings)
     assert torch.equal(loaded.word_groups, readout.word_groups)
+    # the frozen codebook is stored in half precision and read back as float32
+    stored = load_file(tmp_path / "readout" / "readout.safetensors")["codebook"]
+    assert stored.dtype == torch.float16 and loaded.codebook.dtype == torch.float32
+    assert torch.allclose(loaded.codebook, readout.codebook, rtol=1e-3, atol=1e-4)
     assert loaded.for_item("b") == readout.for_item("b")
     assert loaded.describe_history(["a", "b", "b", "b"]) == ["crime", "heist"]
 

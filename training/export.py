@@ -1,6 +1,6 @@
 """Stage `export`: gather a build's servable pieces into a bundle the app loads with one call.
 
-Copies `<workdir>/face/readout/` (FACE read-out), `<workdir>/index/item_index.json` and
+Writes `<workdir>/face/readout/` (FACE read-out; its codebook in fp16), copies `<workdir>/index/item_index.json` and
 `<workdir>/tune/model/` (the tuned LLM) when the build has them, adds a 2-D PCA map of the CF item
 embeddings and the persona list (test users' ids), and writes `manifest.json` (format version, dataset
 and its pinned source with sha256, base model source with sha256, config, the full report, every file
@@ -67,7 +67,7 @@ def run(config: Config, workdir: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    shutil.copytree(readout, out / fmt.READOUT_DIR)
+    Descriptors.load(readout).save(out / fmt.READOUT_DIR)  # in the current format (the codebook in fp16)
     index = workdir / "index" / "item_index.json"
     if index.exists():
         shutil.copyfile(index, out / fmt.INDEX_FILE)
