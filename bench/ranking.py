@@ -1,9 +1,9 @@
 """How the chat orders its picks, scored under the evaluation protocol: the engine's top-10 for dataset users.
 
-    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid --users 300 \\
-        --recent 0,1,3,5 --weights 0,0.1,0.25,0.5 --out bench/ranking-valid.json
-    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split test --recent 3 --weights 0.25 \\
-        --out bench/ranking-test.json
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid \\
+        --recent 0,1,2,3,5,10 --weights 0,0.05,0.1,0.25,0.5,1 --out bench/ranking-valid.json
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split test --recent 0,3 \\
+        --weights 0,0.1 --out bench/ranking-test.json
 
 Each user of the split (or a seeded sample of `--users`) becomes a session whose history is everything they
 saw before the target, and `Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
