@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 from training.data import SplitData
+from training.evaluate import metrics_from_ranks
 
 
 class PoolCache:
@@ -45,16 +47,16 @@ class PoolCache:
 
 
 def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[str]) -> dict[str, float]:
-    """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions."""
-    hits, gains = [], []
+    """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions, by the evaluation's own
+    metric (`training.evaluate.metrics_from_ranks`; a target outside the top-10 counts as never ranked)."""
+    ranks = []
     for history, target in zip(histories, targets, strict=True):
         state = ConversationState()
         state.add_history(history)
         top = [r.item_id for r in engine.recommend(state, arm)]
-        rank = top.index(target) if target in top else None
-        hits.append(rank is not None)
-        gains.append(0.0 if rank is None else 1.0 / np.log2(rank + 2))
-    return {"HR@10": float(np.mean(hits)), "NDCG@10": float(np.mean(gains))}
+        ranks.append(top.index(target) if target in top else math.inf)
+    metrics = metrics_from_ranks(np.array(ranks, dtype=np.float64))
+    return {"HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]}
 
 
 def sessions(data: SplitData, split: str, users: int = 0, seed: int = 0) -> tuple[list[list[str]], list[str]]:
