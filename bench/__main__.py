@@ -26,7 +26,6 @@ import datetime as dt
 import html
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -79,29 +78,18 @@ ROWS = (
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, torch threads, memory, load, library versions."""
+    """CPU model and capability (`face_app.hardware`), cores, torch threads, memory, load, library versions."""
     import gradio
-    import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        cpu = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    memory = Path("/proc/meminfo")
-    total_mb = None
-    if memory.exists():
-        total_mb = round(int(memory.read_text().split("MemTotal:")[1].split()[0]) / 1024)
+    from face_app import hardware
+    from training.card import describe_machine
+
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        **describe_machine(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_mb": total_mb,
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "native_bf16": hardware.native_bf16(),
         "transformers": transformers.__version__,
         "gradio": gradio.__version__,
     }
@@ -348,7 +336,8 @@ def summary(results: dict[str, Any]) -> str:
                + (f", {results['search_calls']} of its calls replayed with k={results['k']} and "
                   f"{results['beams']} beams" if results.get("search_calls") else ""))
     return (f"Bundle `{results.get('bundle')}` ({results.get('items')} items), commit `{results.get('commit')}`, "
-            f"{results.get('date')}: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch_threads')} threads, "
+            f"{results.get('date')}: {m.get('cpu')} ({m.get('capability')}), {m.get('cores')} cores, "
+            f"torch {m.get('torch_threads')} threads, "
             f"load average {m.get('load_average', ['?'])[0]} at the start; {setting}.")
 
 

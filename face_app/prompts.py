@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from transformers import PreTrainedTokenizerBase
 
 SYSTEM = "You recommend movies by their index."
+# A prompt position whose embedding is replaced by the visitor's history as a collaborative model sees it
+# (`face_app.decoder.TastePrompt`); added to the tokenizer as a whole token, like the index tokens.
+TASTE_TOKEN = "<taste>"
 
 # Genre -> a word a person might ask for ("something scary"); MovieLens genres.
 MOOD_WORDS = {
@@ -75,6 +78,7 @@ def recommend_prompt(
     titles: Sequence[str] | None = None,
     user_descriptors: Sequence[str] | None = None,
     request: str | None = None,
+    taste: bool = False,
 ) -> str:
     """The recommendation prompt of one turn.
 
@@ -82,10 +86,13 @@ def recommend_prompt(
     titles: the same items' titles, to show next to their indices (None: indices only).
     user_descriptors: words describing the user (FACE descriptors), or None.
     request: the user's free text on a follow-up turn, None on the first.
+    taste: a `Taste: <taste>` line, for a model that reads the history as a collaborative soft token.
     """
     if titles is not None and len(titles) != len(history):
         raise ValueError(f"{len(history)} history items but {len(titles)} titles")
     lines = []
+    if taste:
+        lines.append("Taste: " + TASTE_TOKEN)
     if user_descriptors:
         lines.append("User: " + ", ".join(user_descriptors))
     if titles is None:

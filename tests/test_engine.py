@@ -151,35 +151,53 @@ def test_more_like_the_second_one_reranks_around_that_item(engine: Engine) -> No
 
 
 class FixedArm:
-    """A model arm that proposes the same items every turn, whatever the history."""
+    """A model arm that proposes the same items every turn, whatever the history; it remembers what it was told
+    to exclude. generative: its order is final (as the LLM's), or the engine re-orders its pool by CF closeness."""
 
     name = "llm"
 
-    def __init__(self, proposals: list[str]) -> None:
-        self.proposals = proposals
+    def __init__(self, proposals: list[str], generative: bool = True) -> None:
+        self.proposals, self.generative = proposals, generative
+        self.excluded: set[str] = set()
 
     def rank(self, history, user_descriptors, request, exclude, n):
+        self.excluded = set(exclude)
         return [(item_id, 0.0) for item_id in self.proposals if item_id not in exclude][:n]
 
 
-def engine_with_arm(catalog: Catalog, proposals: list[str]) -> Engine:
+def engine_with_arm(catalog: Catalog, proposals: list[str], generative: bool = True) -> Engine:
     readout = SmallReadout()
-    arms = {"llm": FixedArm(proposals), "lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
+    arms = {"llm": FixedArm(proposals, generative), "lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
     return Engine(catalog, readout, arms, default="llm", n=3, pool=12)
 
 
-def test_off_taste_model_picks_give_way_to_the_historys_nearest_items(catalog: Catalog) -> None:
+def test_a_generative_arms_picks_are_its_own_in_its_own_order(catalog: Catalog) -> None:
     engine = engine_with_arm(catalog, ["5", "7", "11"])  # light comedies, for a dark history
+    reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
+    assert ids(reply) == ["5", "7", "11"]  # nothing swapped in by CF closeness
+    assert {r.source for r in reply.recommendations} == {"llm"}
+
+
+def test_filters_reach_a_generative_arm_as_exclusions_inside_its_search(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, [str(i) for i in range(1, 13)])
+    state = ConversationState()
+    engine.respond(state, "I loved Kite Club")
+    reply = engine.respond(state, "something from the 90s")
+    arm = engine.recommenders["llm"]
+    nineties = {r[0] for r in ROWS if r[2] is not None and 1990 <= r[2] <= 1999}
+    assert arm.excluded >= {str(i) for i in range(1, 13)} - nineties - set(state.history)  # ruled out up front
+    assert all(1990 <= r.year <= 1999 for r in reply.recommendations)
+    assert len(reply.recommendations) == 3 and {r.source for r in reply.recommendations} == {"llm"}
+
+
+def test_a_non_generative_pool_gives_way_to_the_historys_nearest_items(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["5", "7", "11"], generative=False)
     reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
     assert ids(reply) == ["12", "4", "3"]  # the dark films nearest the history, by closeness
     assert {r.source for r in reply.recommendations} == {"lightgcn"}
-
-
-def test_a_model_pick_close_to_the_history_keeps_its_lead_and_its_label(catalog: Catalog) -> None:
-    engine = engine_with_arm(catalog, ["4", "5"])
-    reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
-    assert ids(reply)[0] == "4" and reply.recommendations[0].source == "llm"
-    assert "5" not in ids(reply)
+    kept = engine_with_arm(catalog, ["4", "5"], generative=False)
+    reply = kept.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
+    assert ids(reply)[0] == "4" and reply.recommendations[0].source == "llm"  # close to the history: keeps its lead
 
 
 def test_picks_follow_the_newest_items_of_a_long_history(catalog: Catalog) -> None:

@@ -54,11 +54,14 @@ def test_tiny_build_tunes_a_loadable_llm(tiny_build: Path) -> None:
     generator = ItemGenerator.load(tiny_build / "tune" / "model")
     spec = json.loads((tiny_build / "tune" / "model" / "generator.json").read_text())
     assert spec["user_descriptors"] == "face"  # the face stage ran first, so the descriptors task used its words
+    assert spec["taste"] and spec["keep_layers"] == 1  # configs/tiny.yaml: the <taste> token, one layer kept
+    assert [v["step"] for v in spec["training"]["valid_curve"]] == [20, 40]
+    assert spec["training"]["precision"] in ("fp32", "bf16") and spec["training"]["machine"]["cpu"]
     adapter = tiny_build / "tune" / "model" / "adapter" / "adapter_model.safetensors"
     assert adapter.stat().st_size < 2_000_000  # LoRA and the index rows only, not the embedding matrices
     history = generator.index.item_ids[:3]
-    prompt = recommend_prompt([generator.index.text(i) for i in history])
-    found = generator.recommend(prompt, k=5, exclude=history)
+    prompt = recommend_prompt([generator.index.text(i) for i in history], taste=True)
+    found = generator.recommend(prompt, k=5, exclude=history, history=history)
     assert len(found) == 5 and not set(history) & {item for item, _ in found}
 
 
@@ -113,7 +116,16 @@ def test_finished_stages_are_skipped(tiny_build: Path, capsys) -> None:
 def test_changed_config_refuses_to_reuse_stages(tiny_build: Path, capsys) -> None:
     code = main(["build", "--config", str(TINY), "--workdir", str(tiny_build), "--set", "cf.seeds=[1]"])
     assert code == 2
-    assert "another config" in capsys.readouterr().err
+    assert "stage 'cf'" in capsys.readouterr().err
+
+
+def test_a_tune_setting_changes_only_the_stages_that_read_it(tiny_build: Path) -> None:
+    from training.config import load_config
+    from training.pipeline import DEPENDS_ON, config_hash
+
+    before, after = load_config(TINY), load_config(TINY, ["tune.max_steps=80"])
+    changed = {stage for stage in DEPENDS_ON if config_hash(before, stage) != config_hash(after, stage)}
+    assert changed == {"tune", "eval", "export"}  # continuing a tune never re-runs data, cf, face or index
 
 
 def test_report_publishes_results_and_refreshes_the_readme_block(tiny_build: Path, tmp_path: Path) -> None:
@@ -149,6 +161,26 @@ def test_tiny_bundle_has_a_model_card_from_its_report_and_real_conversations(tin
             assert f"**Visitor:** {message}" in section
         assert section.count("· by ") == 5 * len(messages)
     assert "Toy Story (1995)" in card and "<a_" in card
+    # only facts of this build: its own commands and size, no figure of the ML-100k build
+    assert "python -m training build --config " in card and "--workdir " + str(tiny_build) in card
+    assert f"{report['data']['users']} users" in card and "943" not in card and "1,682" not in card
+    assert "tuned for" in card and "first 1 decoder layers" in card
     machines = json.loads((tiny_build / "machines.json").read_text())
     assert set(machines) == set(report["timings"]) and all(m["cores"] >= 1 for m in machines.values())
     Bundle.load(bundle)  # the card is listed in the manifest, so the bundle still verifies
+
+
+def test_no_shipped_file_names_an_absolute_path_of_the_build_machine(tiny_build: Path) -> None:
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+
+    for path in (tiny_build / "bundle").rglob("*.json"):
+        absolute = [s for s in strings(json.loads(path.read_text())) if s.startswith("/") or str(tiny_build) in s]
+        assert not absolute, f"{path.relative_to(tiny_build)}: {absolute[:2]}"

@@ -1,7 +1,9 @@
-"""Stage `tune` on a hand-made catalog: task data, response-only loss, resume, save -> load."""
+"""Stage `tune` on a hand-made catalog: task data, response-only loss, the taste token and distillation, resume,
+the valid curve and best checkpoint, save -> load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from face_app.decoder import GENERATOR_FILE, ItemGenerator
+from face_app.decoder import GENERATOR_FILE, GeneratorSpec, ItemGenerator
 from face_app.index import ItemIndex
-from face_app.prompts import recommend_prompt
-from training import tune
-from training.config import Config, TuneConfig
+from face_app.prompts import TASTE_TOKEN, recommend_prompt
+from face_app.sequential import SASRec
+from training import tasks, tune
+from training.config import Config, SASRecConfig, TuneConfig
 from training.data import SplitData
 from training.report import EARLIER_SECONDS
 
@@ -45,53 +48,102 @@ def small_index(data: SplitData) -> ItemIndex:
     return ItemIndex(data.items["item_id"].tolist(), codes, codebook_size=8)
 
 
+SASREC = SASRecConfig(dim=16, layers=1, heads=1, max_len=10, dropout=0.0)
+
+
 def tiny_config(**overrides) -> Config:
     settings = dict(base_model="tiny-random", tasks=TASKS, max_history=5, batch_size=4, max_steps=6,
-                    warmup_steps=2, checkpoint_every=2, log_every=2, lr=5e-3, threads=1)
-    return Config(tune=TuneConfig(**{**settings, **overrides}))
+                    warmup_steps=2, checkpoint_every=2, log_every=2, lr=5e-3, threads=1, precision="fp32")
+    config = Config(tune=TuneConfig(**{**settings, **overrides}))
+    config.cf.sasrec = SASREC
+    return config
 
 
 def workdir_with_data(root: Path) -> Path:
+    """A workdir as the data, cf (a random SASRec standing for the trained one) and index stages leave it."""
     data = small_data()
     data.save(root / "data")
     small_index(data).save(root / "index" / "item_index.json")
+    torch.manual_seed(0)
+    teacher = SASRec(0, data.n_items, SASREC)
+    (root / "cf" / "SASRec" / "seed0").mkdir(parents=True)
+    save_file(teacher.state_dict(), root / "cf" / "SASRec" / "seed0" / "model.safetensors")
     return root
 
 
 def test_task_data_uses_the_shared_templates() -> None:
     data = small_data()
-    catalog = tune.Catalog(data, small_index(data))
-    examples = tune.build_examples(data, catalog, tiny_config().tune)
+    catalog = tasks.Catalog(data, small_index(data))
+    examples = tasks.build_examples(data, catalog, tiny_config().tune)
     assert set(examples) == set(TASKS)
-    assert examples == tune.build_examples(data, catalog, tiny_config().tune)  # deterministic
-    prompt, response = examples["next"][0]
-    assert prompt.startswith("History: <a_") and prompt.endswith("\nNext:")
-    assert prompt.split("History: ")[1].count("<a_") <= 5  # max_history
-    assert response in catalog.tokens
-    assert all("\nRequest: " in p for p, _ in examples["followup"])
-    assert all(p.startswith("User: ") for p, _ in examples["descriptors"])
-    pairs = set(examples["index_to_title"]) | {(f"Title of {r}?", p[len("Index of "):-1])
-                                               for p, r in examples["title_to_index"]}
+    assert examples == tasks.build_examples(data, catalog, tiny_config().tune)  # deterministic
+    first = examples["next"][0]
+    assert first.prompt.startswith("History: <a_") and first.prompt.endswith("\nNext:")
+    assert first.prompt.split("History: ")[1].count("<a_") <= 5  # max_history
+    assert first.response == catalog.tokens[data.train[first.user][first.at]]  # the example knows its window
+    assert first.prompt.endswith(catalog.tokens[data.train[first.user][first.at - 1]] + "\nNext:")
+    assert all("\nRequest: " in e.prompt for e in examples["followup"])
+    assert all(e.prompt.startswith("User: ") for e in examples["descriptors"])
+    pairs = {(e.prompt, e.response) for e in examples["index_to_title"]} | {
+        (f"Title of {e.response}?", e.prompt[len("Index of "):-1]) for e in examples["title_to_index"]}
     assert pairs <= {(f"Title of {catalog.tokens[i]}?", catalog.titles[i]) for i in range(24)}
     assert "Film 23" in catalog.titles and "Film 0 (1980)" in catalog.titles  # unknown year: title only
-    assert all(p.startswith("History: none\nRequest: ") for p, _ in examples["intention"])
+    assert all(e.prompt.startswith("History: none\nRequest: ") and e.user is None for e in examples["intention"])
     windows = sum(len(t) - 1 for t in data.train)
     assert len(examples["next"]) == round(0.5 * windows) and len(examples["index_to_title"]) == 12
+
+
+def test_taste_prompts_carry_the_token_on_history_tasks_only() -> None:
+    data = small_data()
+    catalog = tasks.Catalog(data, small_index(data))
+    examples = tasks.build_examples(data, catalog, tiny_config(taste=True).tune)
+    for task in tasks.HISTORY_TASKS:
+        assert all(e.prompt.startswith(f"Taste: {TASTE_TOKEN}\n") for e in examples[task])
+    for task in ("index_to_title", "title_to_index", "intention"):
+        assert not any(TASTE_TOKEN in e.prompt for e in examples[task])
 
 
 def test_response_loss_matches_the_full_loss_on_response_tokens(face_app_cache) -> None:
     from face_app import llm
 
+    data = small_data()
+    index = small_index(data)
     model, tokenizer = llm.load_base(llm.TINY_RANDOM)
-    rows = tune.encode(tokenizer, [("History: none\nNext:", "Film 1 (1981)"), ("Index of Film 2?", "Film")], 256)
-    left = tune.collate(rows, tokenizer.pad_token_id)
+    token_ids = llm.add_index_tokens(model, tokenizer, index.vocabulary())
+    examples = [tasks.Example("History: none\nNext:", index.text("101")), tasks.Example("Index of Film 2?", "Film")]
+    rows = tasks.encode(tokenizer, examples, 256)
+    left = tasks.collate(rows, tokenizer.pad_token_id)
+    objective = tune.Objective(data.train, torch.tensor(index.codes), torch.tensor(token_ids).view(3, 8),
+                               len(tokenizer), teacher=None, distill=0.0, temperature=1.0)
     with torch.no_grad():
-        fast = tune.response_loss(model, left)
-        per_row = [model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])) for ids, labels in rows]
-    counts = [sum(label != -100 for label in labels[1:]) for _, labels in rows]
+        fast, parts = objective(tune.TunedLM(model, None, None), rows, tokenizer.pad_token_id)
+        per_row = [model(input_ids=torch.tensor([r.ids]), labels=torch.tensor([r.labels])) for r in rows]
+    counts = [sum(label != -100 for label in r.labels[1:]) for r in rows]
     expected = sum(out.loss * n for out, n in zip(per_row, counts, strict=True)) / sum(counts)
     assert float(fast) == pytest.approx(float(expected), rel=1e-4)
     assert (left["labels"][:, -1] != -100).all()  # responses end every left-padded row
+    assert set(parts) == {"level_1", "level_2", "level_3", "text"}  # the index levels, and EOS / title tokens
+
+
+def test_distillation_targets_are_the_teachers_mass_per_code_under_the_target_prefix() -> None:
+    data = small_data()
+    index = small_index(data)
+    torch.manual_seed(0)
+    teacher = SASRec(0, data.n_items, SASREC).eval()
+    codes = torch.tensor(index.codes)
+    objective = tune.Objective(data.train, codes, torch.arange(3 * 8).view(3, 8) + 100, 200, teacher, 1.0, 1.0)
+    row = tasks.Encoded([1], [1], user=2, at=4)
+    history = data.train[2][:4]
+    soft = objective.soft_targets([row], objective.states([row]))
+    p = teacher.score(torch.zeros(1), [history])[0].softmax(-1)
+    p[torch.as_tensor(history)] = 0.0  # the user's earlier items are never a target
+    gold = codes[int(data.train[2][4])]
+    expected_first = torch.zeros(8).index_add_(0, codes[:, 0], p)
+    assert torch.allclose(soft[0][0], expected_first / expected_first.sum(), atol=1e-6)
+    under = p * (codes[:, 0] == gold[0]) * (codes[:, 1] == gold[1])
+    expected_last = torch.zeros(8).index_add_(0, codes[:, 2], under)
+    assert torch.allclose(soft[2][0], expected_last / expected_last.sum(), atol=1e-6)
+    assert all(torch.allclose(s.sum(-1), torch.ones(1)) for s in soft)
 
 
 def test_interrupted_tuning_resumes_to_the_same_weights(tmp_path: Path, face_app_cache) -> None:
@@ -111,8 +163,9 @@ def test_interrupted_tuning_resumes_to_the_same_weights(tmp_path: Path, face_app
     # the resumed run's record covers the whole run, not just the steps after the resume
     spec = {name: json.loads((run / "tune" / "model" / GENERATOR_FILE).read_text()) for name, run in
             (("straight", straight), ("resumed", interrupted))}
-    assert [h["step"] for h in spec["resumed"]["loss_history"]] == [h["step"] for h in spec["straight"]["loss_history"]]
-    assert spec["resumed"]["train_seconds"] > 0
+    history = {name: [h["step"] for h in spec[name]["training"]["loss_history"]] for name in spec}
+    assert history["resumed"] == history["straight"]
+    assert spec["resumed"]["training"]["train_seconds"] > 0
     # and the stage's recorded time counts the interrupted run's training
     assert json.loads((interrupted / "tune" / EARLIER_SECONDS).read_text())["seconds"] > 0
     assert not (straight / "tune" / EARLIER_SECONDS).exists()
@@ -126,21 +179,77 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path, face_ap
     assert "starting over" in out and "resuming" not in out
 
 
-def test_a_tuned_model_reloads_with_identical_recommendations(tmp_path: Path, face_app_cache) -> None:
-    config = tiny_config(max_steps=4)
-    data = small_data()
-    index = small_index(data)
-    catalog = tune.Catalog(data, index)
-    model, tokenizer, base_state = tune.prepare_model(config.tune, index, catalog)
-    examples = [e for rows in tune.build_examples(data, catalog, config.tune).values() for e in rows]
-    history, _ = tune.train(model, tune.encode(tokenizer, examples, 256), tokenizer.pad_token_id, config.tune,
-                         tmp_path / "checkpoint")
-    assert [h["step"] for h in history] == [2, 4]
-    tune.save_generator(tmp_path / "model", model, tokenizer, index, config.tune, base_state, {})
-    in_memory = ItemGenerator(model.merge_and_unload(), tokenizer, index)
-    loaded = ItemGenerator.load(tmp_path / "model")
-    prompt = recommend_prompt([index.text("100"), index.text("101")])
-    expected = in_memory.recommend(prompt, k=10, exclude=["100"])
-    found = loaded.recommend(prompt, k=10, exclude=["100"])
+def test_a_tuned_taste_model_reloads_with_identical_recommendations(tmp_path: Path, face_app_cache) -> None:
+    config = tiny_config(max_steps=4, taste=True, distill=1.0, keep_layers=1, eval_every=2, eval_users=4)
+    workdir = workdir_with_data(tmp_path)
+    tune.run(config, workdir)
+    spec = GeneratorSpec.load(workdir / "tune" / "model")
+    assert spec.taste and spec.keep_layers == 1
+    assert [v["step"] for v in spec.training["valid_curve"]] == [2, 4]
+    best = spec.training["best"]
+    assert best["NDCG@10"] == max(v["NDCG@10"] for v in spec.training["valid_curve"])
+    assert {"level_1", "level_2", "level_3", "distill"} <= set(spec.training["loss_history"][-1])
+    assert (workdir / "tune" / "curves.png").stat().st_size > 0
+    loaded = ItemGenerator.load(workdir / "tune" / "model")
+    assert loaded.taste is not None and len(loaded.model.get_decoder().layers) == 1
+    index = loaded.index
+    history = ["100", "105", "101"]
+    prompt = recommend_prompt([index.text(i) for i in history], taste=True)
+    found = loaded.recommend(prompt, k=5, exclude=history, history=history)
+    reference = loaded.recommend_with_generate(prompt, k=5, exclude=history, history=history)
+    assert [i for i, _ in found] == [i for i, _ in reference]
+    assert not set(history) & {i for i, _ in found}
+    other = loaded.recommend(prompt, k=5, exclude=history, history=["110", "111"])
+    assert [s for _, s in other] != pytest.approx([s for _, s in found])  # the taste token is read
+    with pytest.raises(ValueError, match="taste"):
+        loaded.recommend(prompt, k=5)  # a taste prompt without a history to fill it
+
+
+def test_an_index_row_and_its_output_logit_train_through_the_tied_head(tmp_path: Path, face_app_cache) -> None:
+    config = tiny_config(taste=True)
+    workdir = workdir_with_data(tmp_path)
+    data = SplitData.load(workdir / "data")
+    index = ItemIndex.load(workdir / "index" / "item_index.json")
+    catalog = tasks.Catalog(data, index)
+    teacher = tune.load_teacher(workdir, config, data.n_items)
+    model, tokenizer, _ = tune.prepare_model(config.tune, index, catalog, teacher)
+    row_id = tokenizer.convert_tokens_to_ids("<a_0>")
+    probe = torch.tensor([[tokenizer.convert_tokens_to_ids("<b_1>")]])
+
+    def row_and_logit() -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            row = model.llm.get_input_embeddings()(torch.tensor([row_id]))[0].clone()
+            return row, float(model.llm(input_ids=probe).logits[0, -1, row_id])
+
+    before = row_and_logit()
+    examples = [e for rows in tasks.build_examples(data, catalog, config.tune).values() for e in rows]
+    encoded = tasks.encode(tokenizer, [e for e in examples if e.response.startswith("<a_0>")], 256)
+    tuning = tune.Tuning(model, tokenizer, index, data, encoded, config.tune, teacher, tmp_path / "tune")
+    tuning.config = dataclasses.replace(config.tune, max_steps=1, warmup_steps=1)
+    tuning.run()
+    after = row_and_logit()
+    assert not torch.allclose(before[0], after[0])  # the input row moved
+    assert before[1] != after[1]  # and the output logit with it (tied head)
+
+
+def test_a_tune_warm_starts_from_a_tuned_model_with_the_same_index(tmp_path: Path, face_app_cache) -> None:
+    config = tiny_config(max_steps=2, taste=True)
+    first = workdir_with_data(tmp_path / "first")
+    tune.run(config, first)
+    warm = dataclasses.replace(config.tune, init_from=str(first / "tune" / "model"))
+    data = SplitData.load(first / "data")
+    index = ItemIndex.load(first / "index" / "item_index.json")
+    catalog = tasks.Catalog(data, index)
+    teacher = tune.load_teacher(first, config, data.n_items)
+    model, tokenizer, _ = tune.prepare_model(warm, index, catalog, teacher)
+    started = ItemGenerator(model.llm.merge_and_unload(), tokenizer, index, taste=model.taste)
+    saved = ItemGenerator.load(first / "tune" / "model")
+    history = ["100", "103"]
+    prompt = recommend_prompt([index.text(i) for i in history], taste=True)
+    expected = saved.recommend(prompt, k=5, exclude=history, history=history)
+    found = started.recommend(prompt, k=5, exclude=history, history=history)
     assert [i for i, _ in found] == [i for i, _ in expected]
     assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-4)
+    shuffled = ItemIndex(index.item_ids, index.codes[1:] + index.codes[:1], index.codebook_size)
+    with pytest.raises(ValueError, match="another item index"):
+        tune.prepare_model(warm, shuffled, tasks.Catalog(data, shuffled), teacher)

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from training.card import record_command
 from training.config import load_config
 from training.pipeline import STAGES, ConfigChanged, build, parse_stages
 from training.report import publish, render_report, update_readme
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     workdir = args.workdir or Path("runs") / config.name
+    record_command(workdir, ["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
     try:
         build(config, workdir, stages, force=args.force)
     except ConfigChanged as error:

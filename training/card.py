@@ -9,20 +9,22 @@ is listed in the bundle's manifest like every other file.
 from __future__ import annotations
 
 import json
-import os
 import platform
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from face_app import bundle as fmt
+from face_app import hardware
 from face_app.dialogue import ConversationState
 from training.config import Config, config_dict
 from training.report import descriptors_section, read_report, read_timings, results_table
 
 CARD_FILE = "README.md"
 MACHINES_FILE = "machines.json"
+COMMANDS_FILE = "commands.json"
 # (model, reference, goal, whether a tie meets it)
 GOALS = (("LLM", "SASRec", "the tuned LLM at or above SASRec", True),
          ("LightGCN+FACE", "LightGCN", "LightGCN+FACE above LightGCN", False))
@@ -30,29 +32,29 @@ FAITHFULNESS_GOAL = 10.0  # descriptors retrieve their own profile this many tim
 
 
 def describe_machine() -> dict[str, Any]:
-    """CPU model, cores, memory, accelerator, Python and torch versions of the machine running this."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    """CPU model and capability, cores, memory, accelerator, Python and torch versions of the machine running this."""
     memory = None
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         total = next((line for line in meminfo.read_text().splitlines() if line.startswith("MemTotal")), "")
         memory = round(int(total.split()[1]) / 2**20, 1) if total else None
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "gpu": gpu,
-            "python": platform.python_version(), "torch": torch.__version__}
+    return {**hardware.machine(), "memory_gib": memory, "python": platform.python_version()}
 
 
 def machine_text(machine: dict[str, Any]) -> str:
     accelerator = machine.get("gpu") or "no GPU"
-    return (f"{machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, {accelerator}; "
-            f"Python {machine.get('python')}, torch {machine.get('torch')}")
+    capability = f" ({machine['capability']})" if machine.get("capability") else ""
+    return (f"{machine.get('cpu')}{capability}, {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, "
+            f"{accelerator}; Python {machine.get('python')}, torch {machine.get('torch')}")
+
+
+def record_command(workdir: Path, argv: list[str]) -> None:
+    """Append a build command, exactly as it was run, to `<workdir>/commands.json` (the card quotes them)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / COMMANDS_FILE
+    commands = json.loads(path.read_text()) if path.exists() else []
+    commands.append(shlex.join(argv))
+    path.write_text(json.dumps(commands, indent=1))
 
 
 def record_machine(workdir: Path, stage: str) -> None:
@@ -107,10 +109,10 @@ def build_lines(config: Config, workdir: Path) -> list[str]:
     timings = read_timings(workdir)
     machines_path = workdir / MACHINES_FILE
     machines = json.loads(machines_path.read_text()) if machines_path.exists() else {}
-    lines = ["## How it was built", "",
-             "```",
-             f"python -m training build --config configs/{config.name}.yaml --workdir runs/{config.name}",
-             "```", "",
+    commands_path = workdir / COMMANDS_FILE
+    commands = json.loads(commands_path.read_text()) if commands_path.exists() else ["(not recorded)"]
+    lines = ["## How it was built", "", "The build commands, as they were run in its workdir:", "",
+             "```", *commands, "```", "",
              "Each stage checkpoints or resumes; a stage finished by an earlier session is not run again, so the "
              "stages below may have run in several sessions. Wall time per stage (the export stage, which writes "
              "this card, is not in it):", "",
@@ -161,13 +163,16 @@ def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list
     from face_app.engine import Engine
 
     engine = Engine.from_bundle(Bundle.load(bundle_dir))
+    generative = engine.recommenders[engine.default].generative
+    order = ("the recommender's own top picks in its own order: the visitor's filters act inside its constrained "
+             "search, and a pick \"by lightgcn\" appears only where they leave too few items") if generative else (
+             f"the recommender's pool and the CF neighbours of the newest {engine.recent_items} history items (or of "
+             f"the item asked \"more like\"), ordered by closeness to them plus {engine.model_weight:g} times the "
+             "recommender's own order")
     lines = ["", "## Conversations", "",
              f"Verbatim, from the app's engine on this bundle (recommender: {engine.default}); each card line is "
-             "title, genres, index tokens, the item's descriptors and the recommender that proposed it. The "
-             f"engine orders the recommender's pool and the CF neighbours of the newest {engine.recent_items} "
-             "history items (or of the item asked \"more like\") by closeness to them, plus "
-             f"{engine.model_weight:g} times the recommender's own order; a pick \"by lightgcn\" is such a "
-             "neighbour, not one the LLM proposed."]
+             "title, genres, index tokens, the item's descriptors and the recommender that generated it. The picks "
+             f"are {order}."]
     summaries = {}
     for name, messages in scripts.items():
         transcript, summaries[name] = conversation_lines(engine, name, messages)
@@ -175,19 +180,37 @@ def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list
     return lines, summaries
 
 
-LIMITATIONS = [
-    "MovieLens-100k is small and old (943 users, 1,682 films up to 1998): the recommendations reflect 1990s "
-    "raters, and the descriptors are words from SmolLM2's vocabulary, not reviewed labels.",
-    "The LLM was tuned on 2 CPU cores for a fraction of what LC-Rec trains on a GPU; its row in the table is "
-    "what that budget bought.",
-    "Follow-ups such as \"darker\" act through the catalog's genres and the CF embeddings as well as the prompt, "
-    "so the model's own reading of free text is only part of each answer.",
-    "The chat does not show the LLM's ranking as it is: it orders the LLM's picks together with the CF neighbours "
-    "of the newest history items by closeness to them, because the LLM alone ranks below popularity here "
-    "(`python -m bench.ranking` measures that order under the same protocol). The table above is the LLM alone.",
-    "The descriptors summarise collaborative-filtering embeddings; they can be wrong or odd for items with few "
-    "ratings, and they say nothing about an item's content beyond what raters' behaviour reflects.",
-]
+def limitations(report: dict[str, Any], workdir: Path) -> list[str]:
+    """What this build cannot do, from its own report and records (no fact of another build)."""
+    data = report.get("data", {})
+    lines = [f"The data set is small: {data.get('users')} users and {data.get('items')} items; the recommendations "
+             "reflect its raters, and the descriptors are words from the LLM's vocabulary, not reviewed labels."]
+    spec_path = workdir / "tune" / "model" / "generator.json"
+    if spec_path.exists():
+        spec = json.loads(spec_path.read_text())
+        training = spec.get("training", {})
+        machine = training.get("machine") or {}
+        where = machine.get("gpu") or f"{machine.get('cores')} CPU cores ({machine.get('cpu')})"
+        minutes = (training.get("train_seconds") or 0) / 60
+        model = spec.get("base_model")
+        if spec.get("keep_layers"):
+            model = f"the first {spec['keep_layers']} decoder layers of {model}"
+        lines.append(f"The LLM ({model}) was tuned for {minutes:.0f} minutes on {where}, in "
+                     f"{training.get('precision')}; its row in the table is what that budget bought.")
+        if spec.get("taste"):
+            lines.append("The LLM reads the visitor's history partly through a `<taste>` token, SASRec's state of the "
+                         "history: it depends on that SASRec, and a history of items SASRec never saw gives it "
+                         "nothing to read.")
+    models = report.get("models", {})
+    if "LLM" in models and "SASRec" in models and models["LLM"]["NDCG@10"] < models["SASRec"]["NDCG@10"]:
+        lines.append(f"The LLM ranks below the project's SASRec (NDCG@10 {models['LLM']['NDCG@10']:.4f} vs "
+                     f"{models['SASRec']['NDCG@10']:.4f}).")
+    lines.append("Follow-ups such as \"darker\" act through the catalog's genres as well as the prompt, so the "
+                 "model's own reading of free text is only part of each answer.")
+    lines.append("The descriptors summarise collaborative-filtering embeddings; they can be wrong or odd for items "
+                 "with few ratings, and say nothing about an item's content beyond what raters' behaviour reflects.")
+    return lines
+
 
 CITATIONS = [
     "F. Maxwell Harper and Joseph A. Konstan. 2015. The MovieLens Datasets: History and Context. ACM Transactions "
@@ -224,8 +247,12 @@ def write_card(bundle_dir: Path, config: Config, workdir: Path) -> dict[str, Any
     if config.export.conversations:
         transcript, summaries = conversations(bundle_dir, config.export.conversations)
         lines += transcript
-    lines += ["", "## Limitations", "", *[f"- {text}" for text in LIMITATIONS],
-              "", "## Data terms and citations", "", TERMS, "", *[f"- {text}" for text in CITATIONS]]
+    lines += ["", "## Limitations", "", *[f"- {text}" for text in limitations(report, workdir)],
+              "", "## Data terms and citations", ""]
+    movielens = config.data.source.startswith(("ml-", "grouplens"))
+    if movielens:
+        lines += [TERMS, ""]
+    lines += [f"- {text}" for text in (CITATIONS if movielens else CITATIONS[1:])]
     (bundle_dir / CARD_FILE).write_text("\n".join(lines) + "\n")
     manifest = json.loads((bundle_dir / fmt.MANIFEST).read_text())
     fmt.write_manifest(bundle_dir, **{k: v for k, v in manifest.items() if k not in ("format", "files")})

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from face_app.sequential import SASRec
 from training.config import Config, LightGCNConfig, SASRecConfig
 from training.data import SplitData
 from training.evaluate import TrainedRun, evaluate
@@ -310,8 +311,6 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
     elif name == "LightGCN":
         model = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
     elif name == "SASRec":
-        from training.sasrec import SASRec
-
         model = SASRec(data.n_users, data.n_items, config.cf.sasrec)
     else:
         raise ValueError(f"unknown model {name!r}; known: Pop, LightGCN, SASRec")

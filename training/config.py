@@ -129,7 +129,8 @@ class FACEConfig:
 class IndexConfig:
     """Stage `index`: the RQ-VAE that gives every item a code (training/rqvae.py).
 
-    embedding: `text` (MiniLM of title, year, genres) or `text+cf` (plus the LightGCN item embedding).
+    embedding: `text` (MiniLM of title, year, genres), `text+cf` (plus the LightGCN item embedding), or a CF
+        model's item embeddings alone: `lightgcn` or `sasrec` (the cf stage's first run).
     levels/codebook_size: code length and codes per level; the last level is re-assigned
         so that no two items share a code (needs at most `codebook_size` items per prefix).
     epochs: passes over the items (mini-batches of `batch_size`).
@@ -154,24 +155,38 @@ class TuneConfig:
     """Stage `tune`: LoRA tuning of the LLM on LC-Rec's tasks (training/tune.py).
 
     base_model: `smollm2` (the pinned GGUF), `tiny-random` (tests), a Hub id or a local directory.
+    keep_layers: cut the base to its first N decoder layers (None: all; SmolLM2-135M has 30).
     tasks: task -> weight; for `next`, `followup`, `descriptors` the fraction of the training
         (user, target) windows used, for `index_to_title`, `title_to_index`, `intention` passes over the catalog.
     max_history: history items in a prompt (index tokens only unless `titles_in_history`).
+    taste: history prompts carry the `<taste>` soft token (the cf stage's SASRec state of the history).
+    distill: weight of the distillation from that SASRec, per index level (0: none); distill_temperature:
+        the temperature of its distribution.
     target_modules/layers: where LoRA goes (layers: decoder layer numbers, None: all).
-    max_steps: stop after this many optimizer steps (None: `epochs` passes over the task data).
+    max_steps: stop after this many optimizer steps (None: `epochs` passes over the task data); the learning
+        rate schedule spans them. max_minutes: also stop once training has taken this long (None: no limit),
+        so levers can be compared at equal CPU time.
     checkpoint_every: steps between checkpoints (resume after an interruption).
-    precision: `fp32`, or `bf16` (autocast through accelerate: about 1.6x faster on a CPU with
-        AVX512-BF16, and on any recent GPU; the trainable weights and the optimizer stay fp32).
-    eval_beams: beam width when the eval stage scores the LLM (>= 20, so Recall@20 counts only generated items).
+    eval_every / eval_users: every N steps, HR@10 / NDCG@10 on the same `eval_users` valid users; the best
+        step by that NDCG@10 is the model kept (None: no curve, the last step is kept).
+    precision: `auto` (bf16 where the hardware computes it natively, else fp32: face_app/hardware.py),
+        `fp32`, or `bf16` (refused on a CPU without native bf16).
+    eval_beams: beam width when scoring the LLM (>= 20, so Recall@20 counts only generated items).
+    init_from: a tuned model directory to start from (e.g. `assets/ml-100k/model`: a shipped bundle's LoRA,
+        index rows and taste projection; the same item index and model shape), so a tune survives a new machine.
     """
 
     base_model: str = "smollm2"
+    keep_layers: int | None = None
     tasks: dict[str, float] = field(
         default_factory=lambda: {"next": 1.0, "followup": 0.1, "descriptors": 0.1, "index_to_title": 1.0,
                                  "title_to_index": 1.0, "intention": 1.0}
     )
     max_history: int = 20
     titles_in_history: bool = False
+    taste: bool = False
+    distill: float = 0.0
+    distill_temperature: float = 1.0
     max_length: int = 256
     lora_r: int = 16
     lora_alpha: int = 32
@@ -182,10 +197,14 @@ class TuneConfig:
     batch_size: int = 16
     epochs: int = 1
     max_steps: int | None = None
+    max_minutes: float | None = None
     checkpoint_every: int = 100
-    precision: str = "fp32"
+    eval_every: int | None = None
+    eval_users: int = 200
+    precision: str = "auto"
     log_every: int = 10
     eval_beams: int = 20
+    init_from: str | None = None
     seed: int = 0
     threads: int | None = None  # torch threads for tuning and LLM decoding in eval (None: the build's `threads`)
 

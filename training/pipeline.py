@@ -1,10 +1,11 @@
 """The build: stages in order, each `run(config, workdir) -> artifact path`.
 
-A finished stage leaves `<workdir>/<stage>/.done` (JSON: config hash, seconds, counting the earlier
-runs a resumed stage continued) and is
-skipped on the next build unless forced, so an interrupted build resumes where it
-stopped. A stage's wall time goes to `<workdir>/timings.json` and into the report, and the machine
-that ran it to `<workdir>/machines.json`.
+A finished stage leaves `<workdir>/<stage>/.done` (JSON: the hash of the config sections the stage
+depends on, seconds, counting the earlier runs a resumed stage continued) and is skipped on the next
+build unless forced, so an interrupted build resumes where it stopped. A change to a later stage's
+settings (say `tune`) leaves the earlier stages' markers valid: continuing a tune never re-runs cf.
+A stage's wall time goes to `<workdir>/timings.json` and into the report, and the machine that ran it
+to `<workdir>/machines.json`.
 """
 
 from __future__ import annotations
@@ -38,9 +39,24 @@ class ConfigChanged(RuntimeError):
     """A finished stage in the workdir was built from a different config."""
 
 
-def config_hash(config: Config) -> str:
-    """Short stable hash of the whole config."""
-    text = json.dumps(config_dict(config), sort_keys=True, default=str)
+# The config sections each stage's output depends on (its own and those of the stages it reads).
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "cf": ("data", "cf"),
+    "face": ("data", "cf", "face"),
+    "index": ("data", "cf", "index"),
+    "tune": ("data", "cf", "face", "index", "tune"),
+    "eval": ("data", "cf", "face", "index", "tune", "eval"),
+    "export": ("name", "data", "cf", "face", "index", "tune", "eval", "export"),
+}
+
+
+def config_hash(config: Config, stage: str | None = None) -> str:
+    """Short stable hash of the config sections `stage` depends on (None: the whole config)."""
+    values = config_dict(config)
+    if stage is not None:
+        values = {key: values[key] for key in DEPENDS_ON[stage]}
+    text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -60,11 +76,11 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
     workdir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    digest = config_hash(config)
     (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
     ran: dict[str, float] = {}
     for name in stages or list(STAGES):
         marker = workdir / name / ".done"
+        digest = config_hash(config, name)
         if marker.exists() and not force:
             done = json.loads(marker.read_text())
             if done.get("config_hash") != digest:

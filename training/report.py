@@ -236,3 +236,29 @@ def plot_history(path: Path, title: str, runs: dict[str, list[dict[str, float]]]
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plot_tune_curves(path: Path, history: list[dict[str, float]], valid: list[dict[str, float]]) -> None:
+    """The LLM tune as PNG: loss per index level (and the distillation term) by step; valid HR@10 / NDCG@10."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, valid_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    names = sorted({name for h in history for name in h if name != "step"})
+    for name in names:
+        points = [(h["step"], h[name]) for h in history if name in h]
+        loss_ax.plot(*zip(*points, strict=True), label=name, linewidth=1)
+    loss_ax.set(title="LLM tune: loss (per index level)", xlabel="step")
+    loss_ax.legend(fontsize=7)
+    for metric in ("HR@10", "NDCG@10"):
+        if valid:
+            valid_ax.plot([v["step"] for v in valid], [v[metric] for v in valid], marker=".", label=metric)
+    valid_ax.set(title="LLM tune: valid sample", xlabel="step")
+    if valid:
+        valid_ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

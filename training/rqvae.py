@@ -2,7 +2,8 @@
 
 1. Item embeddings: MiniLM (all-MiniLM-L6-v2) of "title (year). genres", optionally
    concatenated with the LightGCN item embedding of the cf stage (`index.embedding:
-   text+cf`), each part L2-normalised.
+   text+cf`), each part L2-normalised; or a CF model's item embeddings alone (`lightgcn`,
+   `sasrec`), so that items close in the code are close in who watches them.
 2. RQ-VAE: an MLP encoder to a small latent, `levels` residual codebooks of
    `codebook_size` codes (each initialised by k-means on the residuals the previous
    levels leave), an MLP decoder; loss = reconstruction MSE + per level the codebook
@@ -54,12 +55,18 @@ def text_embeddings(texts: list[str]) -> torch.Tensor:
     return torch.from_numpy(cached_embeddings(TitleEncoder(), texts, cache_dir() / "embeddings"))
 
 
-def cf_item_embeddings(workdir: Path) -> torch.Tensor:
-    """float [N, d]: the ego item embeddings of the cf stage's first LightGCN run, L2-normalised."""
-    runs = sorted((workdir / "cf" / "LightGCN").glob("seed*/model.safetensors"))
+# index.embedding -> (cf model, the weight holding its item embeddings, rows to skip at the top)
+CF_TABLES = {"lightgcn": ("LightGCN", "item_emb.weight", 0), "sasrec": ("SASRec", "item_emb.weight", 1)}
+
+
+def cf_item_embeddings(workdir: Path, model: str = "lightgcn") -> torch.Tensor:
+    """float [N, d]: the item embeddings of the cf stage's first run of `model` (`lightgcn`: its ego embeddings;
+    `sasrec`: its input/output item table, padding row dropped), L2-normalised."""
+    name, key, skip = CF_TABLES[model]
+    runs = sorted((workdir / "cf" / name).glob("seed*/model.safetensors"))
     if not runs:
-        raise FileNotFoundError(f"index.embedding 'text+cf' needs a LightGCN run in {workdir / 'cf'}")
-    return F.normalize(load_file(runs[0])["item_emb.weight"].float(), dim=1)
+        raise FileNotFoundError(f"an index from {model} embeddings needs a {name} run in {workdir / 'cf'}")
+    return F.normalize(load_file(runs[0])[key][skip:].float(), dim=1)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -212,14 +219,19 @@ def train_rqvae(x: torch.Tensor, config: IndexConfig) -> tuple[RQVAE, list[float
     return model.eval(), losses
 
 
+INDEX_EMBEDDINGS = ("text", "text+cf", "lightgcn", "sasrec")
+
+
 def item_embeddings(config: Config, workdir: Path, items: pd.DataFrame) -> torch.Tensor:
-    """The RQ-VAE's input per `config.index.embedding` (`text` or `text+cf`)."""
+    """The RQ-VAE's input per `config.index.embedding`: `text` (MiniLM of title, year, genres), `text+cf` (and
+    the LightGCN item embedding), or a CF model's item embeddings alone (`lightgcn`, `sasrec`)."""
+    kind = config.index.embedding
+    if kind in CF_TABLES:
+        return cf_item_embeddings(workdir, kind)
+    if kind not in ("text", "text+cf"):
+        raise ValueError(f"index.embedding must be one of {INDEX_EMBEDDINGS}, not {kind!r}")
     text = text_embeddings(item_texts(items))
-    if config.index.embedding == "text":
-        return text
-    if config.index.embedding == "text+cf":
-        return torch.cat([text, cf_item_embeddings(workdir)], dim=1)
-    raise ValueError(f"index.embedding must be 'text' or 'text+cf', not {config.index.embedding!r}")
+    return text if kind == "text" else torch.cat([text, cf_item_embeddings(workdir)], dim=1)
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:

