@@ -55,7 +55,8 @@ class GeneratorSpec:
     beams: default beam width. max_history: history items a prompt carries; titles_in_history: whether
     they carry titles; user_descriptors: what the descriptors task showed as the user's words (`face` or
     `genre words`: the serving prompt shows FACE words only to a model that learnt from them).
-    taste: whether prompts carry the `<taste>` soft token (a `TastePrompt` in `taste/`).
+    taste: where a history's `<taste>` soft token stands (`prompt` or `answer`, with a `TastePrompt` in `taste/`),
+        or None.
     training: what the tune stage recorded (examples, seconds, loss and valid curves, precision, machine).
     """
 
@@ -66,7 +67,7 @@ class GeneratorSpec:
     max_history: int = 20
     titles_in_history: bool = False
     user_descriptors: str = "genre words"
-    taste: bool = False
+    taste: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
@@ -79,6 +80,7 @@ class GeneratorSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         spec = cls(**{k: v for k, v in values.items() if k in known})
         spec.training.update({k: v for k, v in values.items() if k not in known})
+        spec.taste = {True: "prompt", False: None}.get(spec.taste, spec.taste)  # an older boolean
         return spec
 
 
@@ -155,12 +157,13 @@ class ItemGenerator:
     """A causal LM that writes item indices, with the trie of the items it may write."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, index: ItemIndex, beams: int = 20,
-                 taste: TastePrompt | None = None):
+                 taste: TastePrompt | None = None, taste_at: str = "prompt"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.index = index
         self.beams = beams
         self.taste = taste.eval() if taste is not None else None
+        self.taste_at = taste_at
         self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
@@ -194,11 +197,16 @@ class ItemGenerator:
         index = ItemIndex.load(directory / "item_index.json")
         hidden = model.get_input_embeddings().weight.shape[1]
         taste = TastePrompt.load(directory / TASTE_DIR, hidden) if spec.taste else None
-        return cls(model, tokenizer, index, beams=spec.beams, taste=taste)
+        return cls(model, tokenizer, index, beams=spec.beams, taste=taste, taste_at=spec.taste or "prompt")
 
-    def prompt_ids(self, prompt: str) -> torch.Tensor:
-        """int64 [1, L]: the prompt in the chat template, tokenized."""
-        text = chat_text(self.tokenizer, prompt)
+    @property
+    def taste_in_prompt(self) -> bool:
+        """Whether a prompt for this model carries the `Taste: <taste>` line (`recommend_prompt(taste=True)`)."""
+        return self.taste is not None and self.taste_at == "prompt"
+
+    def prompt_ids(self, prompt: str, taste_at_answer: bool = False) -> torch.Tensor:
+        """int64 [1, L]: the prompt in the chat template, tokenized (the `<taste>` token last, if asked)."""
+        text = chat_text(self.tokenizer, prompt, taste_at_answer)
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         return ids.to(self.model.device)
 
@@ -213,7 +221,12 @@ class ItemGenerator:
         for the `<taste>` token when the prompt holds one.
         """
         width = max(beams or self.beams, k)
-        return self.beam_search(self.prompt_ids(prompt), width, exclude, self.taste_vector(history))[:k]
+        vector = self.taste_vector(history)
+        return self.beam_search(self.input_ids(prompt, vector), width, exclude, vector)[:k]
+
+    def input_ids(self, prompt: str, taste: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's ids, with the `<taste>` token at the answer for a model that reads it there."""
+        return self.prompt_ids(prompt, taste_at_answer=taste is not None and self.taste_at == "answer")
 
     def taste_vector(self, history: Sequence[str]) -> torch.Tensor | None:
         """float [1, hidden]: the `<taste>` embedding of a history, or None (no taste prompt, or no known item)."""
@@ -298,10 +311,11 @@ class ItemGenerator:
     ) -> list[tuple[str, float]]:
         """The same search through `transformers.generate` (slow reference for tests and benchmarks)."""
         width = max(beams or self.beams, k)
-        input_ids = self.prompt_ids(prompt)
+        vector = self.taste_vector(history)
+        input_ids = self.input_ids(prompt, vector)
         out = self.model.generate(
             input_ids,
-            inputs_embeds=input_embeddings(self.model, input_ids, self.taste_id, self.taste_vector(history)),
+            inputs_embeds=input_embeddings(self.model, input_ids, self.taste_id, vector),
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=self.trie.depth,
             num_beams=width,

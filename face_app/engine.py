@@ -138,7 +138,7 @@ class GeneratorRecommender:
         recent = list(history)[-self.history:] if self.history else []
         titles = [self.titles(i) for i in recent] if self.titles else None
         words = list(user_descriptors) if self.user_descriptors else []
-        taste = getattr(self.generator, "taste", None) is not None and bool(history)
+        taste = bool(getattr(self.generator, "taste_in_prompt", False)) and bool(history)
         return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request, taste=taste)
 
     def rank(self, history, user_descriptors, request, exclude, n):

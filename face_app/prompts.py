@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from transformers import PreTrainedTokenizerBase
 
 SYSTEM = "You recommend movies by their index."
-# A prompt position whose embedding is replaced by the visitor's history as a collaborative model sees it
-# (`face_app.decoder.TastePrompt`); added to the tokenizer as a whole token, like the index tokens.
+# A position whose embedding is replaced by the visitor's history as a collaborative model sees it
+# (`face_app.decoder.TastePrompt`); added to the tokenizer as a whole token, like the index tokens. It stands
+# either in the prompt (a `Taste: <taste>` line) or at the answer: the last input position, right after the
+# chat template's generation prompt, where the first index token is predicted.
 TASTE_TOKEN = "<taste>"
+TASTE_PLACES = ("prompt", "answer")
 
 # Genre -> a word a person might ask for ("something scary"); MovieLens genres.
 MOOD_WORDS = {
@@ -45,10 +48,11 @@ MOOD_WORDS = {
 }
 
 
-def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """The model input for one user turn: chat template, system line, generation prompt."""
+def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: str, taste_at_answer: bool = False) -> str:
+    """The model input for one user turn: chat template, system line, generation prompt (and the `<taste>`
+    token after it, for a model that reads the history there)."""
     before, after = _chat_wrapper(tokenizer.chat_template, tokenizer)
-    return before + prompt + after
+    return before + prompt + after + (TASTE_TOKEN if taste_at_answer else "")
 
 
 _WRAPPERS: dict[str | None, tuple[str, str]] = {}

@@ -3,7 +3,6 @@ verified, loaded, and served on loopback. The browser session runs on the shippe
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -77,14 +76,13 @@ def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
     state = ConversationState()
     engine.use_persona(state, next(iter(engine.personas)))
     words = engine.user_descriptors(state)
-    pool = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.pool)
+    pool = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.n)
     assert pool and all(engine.tokens(item_id).startswith("<a_") for item_id, _ in pool)
     assert not {item_id for item_id, _ in pool} & set(state.history)
-    # without the history's closeness, the chat shows the model's own order, labelled as the model's
-    own_order = dataclasses.replace(engine, recent_items=0)
-    reply = own_order.respond(state, "recommend", "llm")
-    first = reply.recommendations[0]
-    assert (first.item_id, first.source) == (pool[0][0], "llm") and first.tokens == engine.tokens(pool[0][0])
+    # the chat shows the model's own top-N in its own order, each labelled as the model's
+    shown = engine.recommend(state, "llm")
+    assert [(r.item_id, r.source) for r in shown] == [(item_id, "llm") for item_id, _ in pool]
+    assert shown[0].tokens == engine.tokens(pool[0][0])
 
 
 def test_gradio_client_against_the_served_bundle(tiny_app) -> None:

@@ -93,7 +93,9 @@ def test_task_data_uses_the_shared_templates() -> None:
     assert len(examples["next"]) == round(0.5 * windows) and len(examples["index_to_title"]) == 12
 
 
-def test_taste_prompts_carry_the_token_on_history_tasks_only() -> None:
+def test_taste_prompts_carry_the_token_on_history_tasks_only(face_app_cache) -> None:
+    from face_app import llm
+
     data = small_data()
     catalog = tasks.Catalog(data, small_index(data))
     examples = tasks.build_examples(data, catalog, tiny_config(taste=True).tune)
@@ -101,6 +103,17 @@ def test_taste_prompts_carry_the_token_on_history_tasks_only() -> None:
         assert all(e.prompt.startswith(f"Taste: {TASTE_TOKEN}\n") for e in examples[task])
     for task in ("index_to_title", "title_to_index", "intention"):
         assert not any(TASTE_TOKEN in e.prompt for e in examples[task])
+    # at the answer: the prompt is the plain one, and the token is the last input position
+    tokenizer = llm.load_tokenizer(llm.TINY_RANDOM)
+    tokenizer.add_tokens([TASTE_TOKEN])
+    answer = tasks.build_examples(data, catalog, tiny_config(taste="answer").tune)
+    first = answer["next"][0]
+    assert TASTE_TOKEN not in first.prompt and first.taste_at_answer
+    row = tasks.encode(tokenizer, [first], 256)[0]
+    last_prompt_position = row.labels.index(next(label for label in row.labels if label != -100)) - 1
+    assert row.ids[last_prompt_position] == tokenizer.convert_tokens_to_ids(TASTE_TOKEN)
+    with pytest.raises(ValueError, match="tune.taste"):
+        tasks.build_examples(data, catalog, tiny_config(taste="middle").tune)
 
 
 def test_response_loss_matches_the_full_loss_on_response_tokens(face_app_cache) -> None:
@@ -179,12 +192,13 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path, face_ap
     assert "starting over" in out and "resuming" not in out
 
 
-def test_a_tuned_taste_model_reloads_with_identical_recommendations(tmp_path: Path, face_app_cache) -> None:
-    config = tiny_config(max_steps=4, taste=True, distill=1.0, keep_layers=1, eval_every=2, eval_users=4)
+@pytest.mark.parametrize("place", ["prompt", "answer"])
+def test_a_tuned_taste_model_reloads_with_identical_recommendations(tmp_path: Path, face_app_cache, place) -> None:
+    config = tiny_config(max_steps=4, taste=place, distill=1.0, keep_layers=1, eval_every=2, eval_users=4)
     workdir = workdir_with_data(tmp_path)
     tune.run(config, workdir)
     spec = GeneratorSpec.load(workdir / "tune" / "model")
-    assert spec.taste and spec.keep_layers == 1
+    assert spec.taste == place and spec.keep_layers == 1
     assert [v["step"] for v in spec.training["valid_curve"]] == [2, 4]
     best = spec.training["best"]
     assert best["NDCG@10"] == max(v["NDCG@10"] for v in spec.training["valid_curve"])
@@ -194,15 +208,17 @@ def test_a_tuned_taste_model_reloads_with_identical_recommendations(tmp_path: Pa
     assert loaded.taste is not None and len(loaded.model.get_decoder().layers) == 1
     index = loaded.index
     history = ["100", "105", "101"]
-    prompt = recommend_prompt([index.text(i) for i in history], taste=True)
+    assert loaded.taste_in_prompt == (place == "prompt")
+    prompt = recommend_prompt([index.text(i) for i in history], taste=loaded.taste_in_prompt)
     found = loaded.recommend(prompt, k=5, exclude=history, history=history)
     reference = loaded.recommend_with_generate(prompt, k=5, exclude=history, history=history)
     assert [i for i, _ in found] == [i for i, _ in reference]
     assert not set(history) & {i for i, _ in found}
     other = loaded.recommend(prompt, k=5, exclude=history, history=["110", "111"])
     assert [s for _, s in other] != pytest.approx([s for _, s in found])  # the taste token is read
-    with pytest.raises(ValueError, match="taste"):
-        loaded.recommend(prompt, k=5)  # a taste prompt without a history to fill it
+    if place == "prompt":
+        with pytest.raises(ValueError, match="taste"):
+            loaded.recommend(prompt, k=5)  # a taste prompt without a history to fill it
 
 
 def test_an_index_row_and_its_output_logit_train_through_the_tied_head(tmp_path: Path, face_app_cache) -> None:

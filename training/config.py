@@ -16,6 +16,8 @@ from typing import Any, get_type_hints
 import torch
 import yaml
 
+from face_app.sequential import SASRecShape
+
 
 @dataclass
 class DataConfig:
@@ -54,8 +56,10 @@ class LightGCNConfig:
 
 
 @dataclass
-class SASRecConfig:
-    """SASRec (training/sasrec.py); defaults tuned on ML-100k valid NDCG@10 (about 5 min a seed on 2 cores).
+class SASRecConfig(SASRecShape):
+    """SASRec (training/sasrec.py): its shape (`face_app.sequential.SASRecShape`: dim, layers, heads, max_len,
+    dropout, ffn_mult) and how it is trained; defaults tuned on ML-100k valid NDCG@10 (about 5 min a seed on
+    2 cores).
 
     max_len: history items the model sees (longer histories are cut into windows of
         this length for training, and truncated to the newest `max_len` for scoring).
@@ -63,12 +67,6 @@ class SASRecConfig:
     batch_size: windows per step.
     """
 
-    dim: int = 64
-    layers: int = 2
-    heads: int = 2
-    max_len: int = 50
-    dropout: float = 0.2
-    ffn_mult: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -159,7 +157,9 @@ class TuneConfig:
     tasks: task -> weight; for `next`, `followup`, `descriptors` the fraction of the training
         (user, target) windows used, for `index_to_title`, `title_to_index`, `intention` passes over the catalog.
     max_history: history items in a prompt (index tokens only unless `titles_in_history`).
-    taste: history prompts carry the `<taste>` soft token (the cf stage's SASRec state of the history).
+    taste: where history examples carry the `<taste>` soft token (the cf stage's SASRec state of the history):
+        `prompt` (a `Taste:` line; `true` means this), `answer` (the last input position, where the first
+        index token is predicted), or `none` / false.
     distill: weight of the distillation from that SASRec, per index level (0: none); distill_temperature:
         the temperature of its distribution.
     target_modules/layers: where LoRA goes (layers: decoder layer numbers, None: all).
@@ -184,7 +184,7 @@ class TuneConfig:
     )
     max_history: int = 20
     titles_in_history: bool = False
-    taste: bool = False
+    taste: bool | str = False
     distill: float = 0.0
     distill_temperature: float = 1.0
     max_length: int = 256

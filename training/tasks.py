@@ -11,9 +11,10 @@
 `tasks` weights: for the three history tasks, the fraction of (user, target) windows used;
 for the three item tasks, passes over the catalog.
 
-With `taste`, a history prompt also carries the `<taste>` token (the whole history as SASRec sees it,
-`face_app.decoder.TastePrompt`); each history example remembers its (user, position) so the loop can
-compute that state and the teacher's distribution for distillation.
+With `taste`, a history example also carries the `<taste>` token (the whole history as SASRec sees it,
+`face_app.decoder.TastePrompt`): in the prompt (`prompt`) or as the last input position (`answer`). Each
+history example remembers its (user, position) so the loop can compute that state and the teacher's
+distribution for distillation.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ class Example:
     response: str
     user: int | None = None
     at: int | None = None
+    taste_at_answer: bool = False
+
+
+def taste_place(config: TuneConfig) -> str | None:
+    """Where a history example carries `<taste>`: `prompt`, `answer`, or None (`tune.taste` false or `none`)."""
+    value = config.taste
+    if value in (False, None, "none"):
+        return None
+    if value is True:
+        return "prompt"
+    if value not in prompts.TASTE_PLACES:
+        raise ValueError(f"tune.taste must be none, {' or '.join(prompts.TASTE_PLACES)} (or a boolean), not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -109,25 +123,30 @@ def build_examples(
         items = list(range(data.n_items)) * whole
         return items + rng.sample(range(data.n_items), round(part * data.n_items))
 
+    place = taste_place(config)
+
     def history_prompt(history: np.ndarray, **kwargs: object) -> str:
-        return catalog.history_prompt(history, config.titles_in_history, taste=config.taste, **kwargs)
+        return catalog.history_prompt(history, config.titles_in_history, taste=place == "prompt", **kwargs)
+
+    def history_example(prompt: str, target: int, user: int, t: int) -> Example:
+        return Example(prompt, catalog.tokens[target], user, t, taste_at_answer=place == "answer")
 
     examples: dict[str, list[Example]] = {}
     for task, weight in config.tasks.items():
         rows: list[Example] = []
         if task == "next":
             for user, history, target, t in sample(weight):
-                rows.append(Example(history_prompt(history), catalog.tokens[target], user, t))
+                rows.append(history_example(history_prompt(history), target, user, t))
         elif task == "followup":
             for user, history, target, t in sample(weight):
                 request = catalog.intention(rng, target, int(history[-1]))
-                rows.append(Example(history_prompt(history, request=request), catalog.tokens[target], user, t))
+                rows.append(history_example(history_prompt(history, request=request), target, user, t))
         elif task == "descriptors":
             for user, history, target, t in sample(weight):
                 words = (user_words or {}).get(user_ids[user]) or prompts.history_words(
                     [catalog.genres[i] for i in history]
                 )
-                rows.append(Example(history_prompt(history, user_descriptors=words), catalog.tokens[target], user, t))
+                rows.append(history_example(history_prompt(history, user_descriptors=words), target, user, t))
         elif task == "index_to_title":
             rows = [Example(prompts.index_to_title_prompt(catalog.tokens[i]), catalog.titles[i])
                     for i in passes(weight)]
@@ -162,7 +181,8 @@ def encode(tokenizer, examples: list[Example], max_length: int) -> list[Encoded]
     out = []
     eos = tokenizer.eos_token
     for example in examples:
-        prompt_ids = tokenizer(prompts.chat_text(tokenizer, example.prompt), add_special_tokens=False)["input_ids"]
+        text = prompts.chat_text(tokenizer, example.prompt, example.taste_at_answer)
+        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(example.response + eos, add_special_tokens=False)["input_ids"]
         ids = (prompt_ids + response_ids)[-max_length:]
         labels = ([-100] * len(prompt_ids) + response_ids)[-max_length:]

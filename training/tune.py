@@ -6,8 +6,9 @@ Task data: `training/tasks.py`. Model: the base (`face_app.llm.load_base`), cut 
 the output head is tied to them).
 
 Two levers hand the LLM what the project's SASRec already knows (DESIGN.md section 3):
-- `taste`: a history prompt carries a `<taste>` token whose embedding is SASRec's state of the
-  whole history, through a trained projection (`face_app.decoder.TastePrompt`; CoLLM, LLaRA);
+- `taste`: a history example carries a `<taste>` token whose embedding is SASRec's state of the
+  whole history, through a trained projection (`face_app.decoder.TastePrompt`; CoLLM, LLaRA), in the
+  prompt (`prompt`) or as the last input position, where the first index token is predicted (`answer`);
 - `distill`: besides the cross-entropy on the target's index tokens, each index level is also fitted
   to SASRec's distribution over the catalog (the user's earlier items removed, as the evaluation
   does), summed per code under the target's own prefix: a soft target for every level.
@@ -50,7 +51,7 @@ from training.config import Config, TuneConfig, torch_threads
 from training.data import SplitData
 from training.evaluate import TrainedRun, evaluate
 from training.report import EARLIER_SECONDS, plot_tune_curves
-from training.tasks import Catalog, Encoded, build_examples, collate, encode
+from training.tasks import Catalog, Encoded, build_examples, collate, encode, taste_place
 
 VALID_SAMPLE_SEED = 0  # the valid users of the learning curve: the same for every run
 
@@ -187,7 +188,8 @@ def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog, teache
     base_copy = None
     if config.base_model == llm.TINY_RANDOM:
         base_copy = {k: v.clone() for k, v in base.state_dict().items()}
-    new_tokens = index.vocabulary() + ([TASTE_TOKEN] if config.taste else [])
+    place = taste_place(config)
+    new_tokens = index.vocabulary() + ([TASTE_TOKEN] if place else [])
     token_ids = llm.add_index_tokens(base, tokenizer, new_tokens, catalog.token_descriptions(index))
     lora = LoraConfig(
         r=config.lora_r,
@@ -202,12 +204,12 @@ def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog, teache
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(base, lora)
     taste = None
-    if config.taste:
+    if place:
         if teacher is None:
             raise ValueError("tune.taste needs the SASRec teacher")
         torch.manual_seed(config.seed)
         taste = TastePrompt(teacher, catalog.ids, base.get_input_embeddings().weight.shape[1])
-    taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if config.taste else None
+    taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if place else None
     model = TunedLM(peft_model, taste, taste_id)
     if config.init_from:
         warm_start(model, Path(config.init_from), index, config)
@@ -222,9 +224,10 @@ def warm_start(model: TunedLM, directory: Path, index: ItemIndex, config: TuneCo
     spec = GeneratorSpec.load(directory)
     if ItemIndex.load(directory / "item_index.json").codes != index.codes:
         raise ValueError(f"tune.init_from={directory}: tuned with another item index; warm-start needs the same codes")
-    if (spec.base_model, spec.keep_layers, spec.taste) != (config.base_model, config.keep_layers, config.taste):
+    mine = (config.base_model, config.keep_layers, taste_place(config))
+    if (spec.base_model, spec.keep_layers, spec.taste) != mine:
         raise ValueError(f"tune.init_from={directory}: tuned as {spec.base_model}, keep_layers {spec.keep_layers}, "
-                         f"taste {spec.taste}; this run is {config.base_model}, {config.keep_layers}, {config.taste}")
+                         f"taste {spec.taste}; this run is {', '.join(map(str, mine))}")
     result = set_peft_model_state_dict(model.llm, load_file(directory / "adapter" / "adapter_model.safetensors"))
     if result.unexpected_keys:
         raise ValueError(f"tune.init_from={directory}: adapter weights this model has no place for: "
@@ -328,7 +331,8 @@ class Tuning:
         with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             merged = copy.deepcopy(self.model.llm).merge_and_unload()
-        return ItemGenerator(merged, self.tokenizer, self.index, beams=self.config.eval_beams, taste=self.model.taste)
+        return ItemGenerator(merged, self.tokenizer, self.index, beams=self.config.eval_beams, taste=self.model.taste,
+                             taste_at=taste_place(self.config) or "prompt")
 
     def validate(self, users: np.ndarray) -> dict[str, float]:
         """HR@10 / NDCG@10 (and the rest) on `users`' valid targets, through the serving decoder, in fp32 (a beam
@@ -459,7 +463,7 @@ def save_generator(out: Path, model: TunedLM, tokenizer, index: ItemIndex, confi
         max_history=config.max_history,
         titles_in_history=config.titles_in_history,
         user_descriptors=user_descriptors,
-        taste=model.taste is not None,
+        taste=taste_place(config),
         training=training,
     ).save(out)
 
@@ -480,7 +484,7 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     words = face_words(workdir)
     catalog = Catalog(data, index, words[0] if words else None)
     examples = build_examples(data, catalog, tune, words[1] if words else None)
-    teacher = load_teacher(workdir, config, data.n_items) if (tune.taste or tune.distill) else None
+    teacher = load_teacher(workdir, config, data.n_items) if (taste_place(tune) or tune.distill) else None
     model, tokenizer, base_state = prepare_model(tune, index, catalog, teacher)
     everything = [example for task in examples.values() for example in task]
     encoded = encode(tokenizer, everything, tune.max_length)
@@ -520,7 +524,7 @@ class LLMRecommender:
 
     def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
         scores = torch.full((len(users), len(self.catalog.ids)), float("-inf"))
-        taste = self.generator.taste is not None
+        taste = self.generator.taste_in_prompt
         with torch_threads(self.threads):
             for row, history in enumerate(histories):
                 seen = [self.catalog.ids[i] for i in history]
