@@ -5,7 +5,7 @@ concurrent sessions and training time, each beside its DESIGN.md (section 6) tar
     python -m bench --render-only --out bench/results.json --readme README.md   # README from results.json
 
 What is measured, on one bundle, in one run:
-- turn_p50_s / turn_p95_s: full chat turns through `Engine.respond` (parse, state, the LLM arm's top-10
+- turn_p50_s / turn_p95_s: full chat turns through `Engine.respond` (parse, state, the LLM arm's top-5
   from the trie beam search, filters, cards, reasons), scripted follow-ups over the bundle's personas;
 - hf_generate_p50_s / decoder_p50_s / speedup / same_topk: the LLM calls of those very turns (same prompt,
   k, exclusions and beams) replayed through `transformers.generate` with `prefix_allowed_tokens_fn` and
@@ -57,7 +57,7 @@ TARGETS: dict[str, tuple[str, float]] = {
 TRAIN_LIMITS = {"tiny": 120.0, "ml-100k": 7200.0}  # the whole build of that config, seconds
 # The table: key, what it is, unit.
 ROWS = (
-    ("turn_p50_s", "chat turn, median (engine, top-10 from the LLM arm)", "s"),
+    ("turn_p50_s", "chat turn, median (engine, the LLM arm's top-5)", "s"),
     ("turn_p95_s", "chat turn, 95th percentile", "s"),
     ("decoder_p50_s", "trie beam search alone, median (the same LLM calls)", "s"),
     ("hf_generate_p50_s", "`transformers.generate` + `prefix_allowed_tokens_fn`, median (same calls)", "s"),
@@ -124,11 +124,15 @@ class RecordingGenerator:
 
     def __init__(self, generator: Any) -> None:
         self.generator = generator
-        self.calls: list[tuple[str, int, frozenset[str], int | None]] = []
+        self.calls: list[tuple[str, int, frozenset[str], int | None, tuple[str, ...]]] = []
 
-    def recommend(self, prompt: str, k: int = 10, exclude: Sequence[str] = (), beams: int | None = None):
-        self.calls.append((prompt, k, frozenset(exclude), beams))
-        return self.generator.recommend(prompt, k, exclude, beams)
+    def __getattr__(self, name: str) -> Any:  # taste_in_prompt, index, ...: the wrapped generator's
+        return getattr(self.generator, name)
+
+    def recommend(self, prompt: str, k: int = 10, exclude: Sequence[str] = (), beams: int | None = None,
+                  history: Sequence[str] = ()):
+        self.calls.append((prompt, k, frozenset(exclude), beams, tuple(history)))
+        return self.generator.recommend(prompt, k, exclude, beams, history)
 
 
 def measure_turns(engine: Any, turns: int) -> tuple[dict[str, Any], list[tuple]]:

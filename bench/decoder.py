@@ -29,7 +29,7 @@ from face_app.index import ItemIndex
 
 
 def load_generator(args: argparse.Namespace, data: Any) -> ItemGenerator:
-    from training.tune import Catalog
+    from training.tasks import Catalog
 
     if args.model:
         return ItemGenerator.load(Path(args.model))
@@ -39,8 +39,8 @@ def load_generator(args: argparse.Namespace, data: Any) -> ItemGenerator:
     return ItemGenerator(model, tokenizer, index, beams=args.beams)
 
 
-# One search as the app asks for it: (prompt, k, excluded item ids, beams).
-Call = tuple[str, int, Collection[str], int | None]
+# One search as the app asks for it: (prompt, k, excluded item ids, beams, history item ids for <taste>).
+Call = tuple[str, int, Collection[str], int | None, Sequence[str]]
 
 
 def median_seconds(call: Callable[..., Any], calls: Sequence[tuple]) -> tuple[float, list]:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from training.data import SplitData
-    from training.tune import Catalog
+    from training.tasks import Catalog
 
     data = SplitData.load(Path(args.workdir) / "data")
     generator = load_generator(args, data)
@@ -91,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     for user in range(min(args.users, data.n_users)):
         history = data.history(user, "test")
         seen = [catalog.ids[i] for i in history]
-        calls.append((catalog.history_prompt(history[-args.history :], False), args.k, seen, args.beams))
+        prompt = catalog.history_prompt(history[-args.history :], False, taste=generator.taste_in_prompt)
+        calls.append((prompt, args.k, seen, args.beams, seen))
     result = compare_search(generator, calls)
     # The prompt's own forward pass, alone: the part of a request that the search cannot shorten.
     with torch.no_grad():
-        prefill, _ = median_seconds(lambda p, *_: generator.prefill(generator.prompt_ids(p)), calls)
-    lengths = sorted(generator.prompt_ids(p).shape[-1] for p, *_ in calls)
+        def prefill_only(prompt: str, k: int, exclude: Collection[str], beams: int | None, seen: Sequence[str]):
+            vector = generator.taste_vector(seen)
+            return generator.prefill(generator.input_ids(prompt, vector), vector)
+
+        prefill, _ = median_seconds(prefill_only, calls)
+    lengths = sorted(generator.input_ids(p, generator.taste_vector(h)).shape[-1] for p, _, _, _, h in calls)
     print(f"model: {args.model or args.base}; {len(calls)} prompts, k={args.k}, beams={args.beams}, "
           f"threads={args.threads}, history={args.history} items")
     print(f"trie beam search (fast): median {result['decoder_p50_s']:.3f} s, of which the prompt's prefill "

@@ -105,16 +105,22 @@ def row(name: str, minutes: float, load: float, seconds: float) -> dict:
 
 
 def markdown(rows: list[dict], refs: dict[str, dict[str, float]], users: int) -> str:
+    """The lever table (a row per lever, then Pop and SASRec on the same users), then each row's command."""
     lines = ["| lever | setting | steps | train min | best valid HR@10 | best valid NDCG@10 (step) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         best = r["best"] or {}
-        lines.append(f"| {r['lever']} | {r['setting']} (`{r['name']}`) | {r['steps']} | {r['train_minutes']:.1f} | "
+        lines.append(f"| {r['lever']} | {LEVERS[r['name']][1]} (`{r['name']}`) | {r['steps']} | "
+                     f"{r['train_minutes']:.1f} | "
                      f"{best.get('HR@10', float('nan')):.4f} | {best.get('NDCG@10', float('nan')):.4f} "
                      f"({best.get('step')}) |")
     for name, metrics in refs.items():
         lines.append(f"| reference | {name} on the same {users} valid users | | | {metrics['HR@10']:.4f} | "
                      f"{metrics['NDCG@10']:.4f} |")
+    lines += ["", "Each row's command, and the load average at its start (the full `python -m training build` "
+              "command it ran is in bench/levers.json):", ""]
+    lines += [f"- `python -m bench.levers --base runs/ml-100k --minutes {r['train_minutes']:.0f} --lever {r['name']}` "
+              f"({r['load_at_start']:.2f})" for r in rows]
     return "\n".join(lines)
 
 
@@ -124,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--lever", action="append", choices=sorted(LEVERS), help="default: every lever")
     parser.add_argument("--out", type=Path, default=Path("bench/levers.json"))
+    parser.add_argument("--table", action="store_true", help="only print the table of what --out holds")
     args = parser.parse_args(argv)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"rows": {}}
-    for name in args.lever or list(LEVERS):
+    for name in [] if args.table else args.lever or list(LEVERS):
         link_base(args.base, Path("runs/levers") / name)
         load = os.getloadavg()[0]
         print(f"[levers] {name}: load {load:.2f}; {' '.join(command(name, args.minutes))}", flush=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -348,8 +349,12 @@ class Tuning:
         from accelerate import Accelerator
 
         config = self.config
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                                  mixed_precision="bf16" if self.precision == "bf16" else "no")
+        # Precision by explicit autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting in a
+        # process-wide singleton, so a second tuning in the same process (tests, bench.levers) with another
+        # precision would be refused.
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        autocast = functools.partial(torch.autocast, accelerator.device.type, dtype=torch.bfloat16,
+                                     enabled=self.precision == "bf16")
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
         model, optimizer = accelerator.prepare(self.model, optimizer)
@@ -387,7 +392,8 @@ class Tuning:
                 continue
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, config)
-            loss, parts = self.objective(model, [self.encoded[i] for i in batch], self.tokenizer.pad_token_id)
+            with autocast():
+                loss, parts = self.objective(model, [self.encoded[i] for i in batch], self.tokenizer.pad_token_id)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
