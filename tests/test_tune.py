@@ -157,6 +157,9 @@ def test_distillation_targets_are_the_teachers_mass_per_code_under_the_target_pr
     expected_last = torch.zeros(8).index_add_(0, codes[:, 2], under)
     assert torch.allclose(soft[2][0], expected_last / expected_last.sum(), atol=1e-6)
     assert all(torch.allclose(s.sum(-1), torch.ones(1)) for s in soft)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16 tune computes the same fp32 targets
+        under_autocast = objective.soft_targets([row], objective.states([row]))
+    assert all(torch.equal(a, b) for a, b in zip(soft, under_autocast, strict=True))
 
 
 def test_interrupted_tuning_resumes_to_the_same_weights(tmp_path: Path, face_app_cache) -> None:

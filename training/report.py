@@ -58,9 +58,10 @@ def format_metric(values: dict[str, float], name: str) -> str:
 
 def results_table(report: dict[str, Any]) -> str:
     """The models table as markdown (mean ± std over seeds where there are several)."""
-    lines = ["| model | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+    lines = ["| model | seeds | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
     for name, values in report.get("models", {}).items():
-        lines.append(f"| {name} | " + " | ".join(format_metric(values, m) for m in METRICS) + " |")
+        seeds = ", ".join(str(run["seed"]) for run in report.get("runs", {}).get(name, []) if "seed" in run)
+        lines.append(f"| {name} | {seeds or '-'} | " + " | ".join(format_metric(values, m) for m in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -135,7 +136,8 @@ def render_report(workdir: Path) -> str:
         f"(train {data.get('train', '?')}, valid {data.get('valid', '?')}, test {data.get('test', '?')}).",
         "",
         f"Protocol: {report.get('protocol', {}).get('description', '')}",
-        f"Seeds: {report.get('seeds', [])} (mean ± std over seeds where a model has several runs).",
+        f"Seeds configured: {report.get('seeds', [])}; the table names the seeds behind each row (mean ± std where "
+        "a model has several runs).",
         "",
         "## Test metrics",
         "",
@@ -204,7 +206,7 @@ def update_readme(readme: Path, workdir: Path, results_link: str) -> None:
     body = "\n".join(
         [
             f"{report.get('dataset')}: {data.get('users')} users, {data.get('items')} items, "
-            f"{data.get('interactions')} interactions; test split, mean ± std over seeds {report.get('seeds')}. "
+            f"{data.get('interactions')} interactions; test split, mean ± std over each model's seeds. "
             f"Details, wall times and training curves: [{results_link}]({results_link}).",
             "",
             results_table(report),

@@ -98,15 +98,17 @@ class Objective:
         histories = self.histories(rows)
         if self.teacher is None or not histories:
             return None
-        with torch.no_grad():
+        # the frozen teacher in fp32 under any autocast, as serving runs it
+        with torch.no_grad(), torch.autocast(self.codes.device.type, enabled=False):
             return self.teacher.state(histories)
 
     def soft_targets(self, rows: Sequence[Encoded], states: torch.Tensor) -> list[torch.Tensor]:
         """Per level, float [R, codebook_size]: the teacher's probability of each code under the target's prefix."""
         histories = self.histories(rows)
         targets = torch.tensor([int(self.train[row.user][row.at]) for row in rows if row.user is not None])
-        with torch.no_grad():
-            logits = self.teacher.logits(states) / self.temperature
+        # in fp32 even under bf16 autocast: the sums below are scattered into an fp32 table
+        with torch.no_grad(), torch.autocast(states.device.type, enabled=False):
+            logits = self.teacher.logits(states.float()) / self.temperature
             seen = torch.zeros_like(logits, dtype=torch.bool)
             for r, history in enumerate(histories):
                 seen[r, torch.from_numpy(np.array(history, dtype=np.int64))] = True
