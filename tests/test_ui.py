@@ -24,8 +24,8 @@ from face_app.engine import EmbeddingRecommender, Engine, Recommendation
 from face_app.ui import App, Session, card, chips, history_html
 
 
-def small_app(cache: Path) -> App:
-    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1), cache=cache)
+def small_app() -> App:
+    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1))
     readout = SmallReadout()
     engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)},
                     tokens=lambda i: f"<a_{i}><b_0><c_1>", n=3, pool=12,
@@ -36,8 +36,8 @@ def small_app(cache: Path) -> App:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[App, str]]:
-    app = small_app(tmp_path_factory.mktemp("titles"))
+def served() -> Iterator[tuple[App, str]]:
+    app = small_app()
     with serve(app) as url:
         yield app, url
 
