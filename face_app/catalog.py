@@ -385,8 +385,8 @@ class Catalog:
                 if all(plain[i:j]) and not _title_cased([w[0] for w in words[i:j]]):
                     continue
                 after = words[j][0] if j < len(words) else ""
-                if _SEQUEL_NUMBER.fullmatch(after.lower()):
-                    continue  # "Die Hard 3" is never "Die Hard" followed by a 3
+                if self._sequel_follows(words, j):
+                    continue  # "Die Hard 3" is never "Die Hard" followed by a 3, nor "Godfather Partt II" "Godfather"
                 key = normalise(" ".join(w[0] for w in words[i:j]))
                 if key:
                     spans.append((i, j, key, int(after) if _YEAR_TOKEN.fullmatch(after) else None))
@@ -426,6 +426,15 @@ class Catalog:
             seen.add(key)
             out.append(mention)
         return out
+
+    @staticmethod
+    def _sequel_follows(words: Sequence[re.Match], j: int) -> bool:
+        """Whether word j starts a sequel number: "3", "III", or "part"/"pt" (misspelt or not) and one."""
+        nxt = [w[0].lower() for w in words[j:j + 2]]
+        if nxt and _SEQUEL_NUMBER.fullmatch(nxt[0]):
+            return True
+        return len(nxt) == 2 and OSA.distance(nxt[0], "part") <= 1 and bool(
+            _SEQUEL_NUMBER.fullmatch(nxt[1]) or nxt[1] in _NUMBER_WORDS)
 
     def mentions(self, text: str) -> list[str]:
         """Item ids of the titles named surely in free text, in the order they appear (see `find_titles`)."""

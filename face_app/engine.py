@@ -403,7 +403,8 @@ class Engine:
         notes = []
         named = [t for t in request.titles if t in self._row]
         if request.seen or request.reject:
-            items = named or ([target] if target else [])
+            # "I didn't like psycho" asked about: the picks shown are not what was meant.
+            items = named or ([target] if target and not request.unsure else [])
             for item_id in items:
                 if request.reject:
                     state.dislike(item_id)
