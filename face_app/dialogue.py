@@ -1,10 +1,13 @@
 """What a visitor says, parsed: the conversation state and the follow-up parser (pure Python, no model).
 
-`ConversationState` is one browser session's memory. `parse(message, catalog)` turns a message into a
-`Request`: the titles it names (fuzzy, typo-tolerant, through `Catalog.mentions`) and the follow-ups
+`ConversationState` is one browser session's memory, the question it is waiting on included.
+`parse(message, catalog)` turns a message into a `Request`: the titles it names surely and the ones it names
+uncertainly (typo-tolerant, through `Catalog.find_titles`), and the follow-ups
 the engine understands: "more like the second one", "something darker/lighter", "from the 90s",
-"a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Control phrases
-are taken out of the text before titles are looked for, so "something darker" never names a film.
+"a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Words of control
+phrases name a film only in title case, so "something darker" or "a war movie" never names one.
+`read_answer(request, question)` reads a reply to "Did you mean A or B?": "the first", "2", a title,
+"the 1977 one", "neither".
 `clean_message` is what every message goes through first: control characters, lone surrogates and
 bidirectional overrides out, whitespace collapsed.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from face_app.catalog import Catalog
+from face_app.catalog import Catalog, Mention
 
 ORDINALS = {
     "first": 0, "1st": 0, "top": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "fourth": 3, "4th": 3,
@@ -64,6 +67,13 @@ _NAMING = re.compile(r"\b(lov(?:e|ed|ing)|lik(?:e|ed|ing)|enjoy(?:ed)?|adored?|w
 # the characters that change how the rest of a line is displayed (bidirectional overrides, isolates) are dropped.
 _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DROPPED = re.compile("[\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+_NEITHER = re.compile(r"(?:no|nope|nah|neither|none|wrong|not (?:those|these|them|either|really))"
+                      r"(?: (?:of them|of those|of these|thanks|thank you|sorry))?")
+_YES = re.compile(r"(?:yes|yeah|yep|yup|right|correct|exactly|sure|that one)(?: please)?")
+_PICK = re.compile(r"(?:(?:yes|yeah|i mean|i meant|it'?s)\s+)?(?:the\s+)?(?:(first|second|third|1st|2nd|3rd|last)"
+                   r"|(?:#|number |option )?([1-9]))(?:\s+(?:one|film|movie|option))?(?:\s+please)?")
+_THE_YEAR = re.compile(r"(?:the\s+)?((?:18|19|20)\d\d)(?:\s+(?:one|film|movie|version))?")
+NEITHER = -1  # `read_answer`: the visitor wants none of the choices
 _FILLER = re.compile(r"\b(that one|this one|that|this|one|ones|it|something|anything|movie|movies|film|films|"
                      r"please|show me|give me|recommend|i want|i'd like|i would like|what about|how about)\b")
 
@@ -96,6 +106,19 @@ class Constraints:
 
 
 @dataclass
+class Question:
+    """A title named uncertainly, waiting for the visitor's answer: nothing is added before it.
+
+    written: the words as the visitor wrote them; choices: item ids, best first; action: what the answer
+    does with the chosen film: "like" (joins the history, liked), "seen", "dislike" or "more_like".
+    """
+
+    written: str
+    choices: list[str]
+    action: str = "like"
+
+
+@dataclass
 class ConversationState:
     """One session's memory. history: items the visitor has seen or liked, oldest first."""
 
@@ -107,6 +130,7 @@ class ConversationState:
     turns: int = 0
     constraints: Constraints = field(default_factory=Constraints)
     persona: str | None = None
+    pending: list[Question] = field(default_factory=list)  # questions to ask, the first one asked
 
     def reset(self) -> None:
         fresh = ConversationState()
@@ -136,7 +160,8 @@ class Request:
     """One message, parsed. Ordinals index the latest recommendations (0 = first, -1 = last)."""
 
     text: str
-    titles: list[str] = field(default_factory=list)  # item ids named in the message
+    titles: list[str] = field(default_factory=list)  # item ids named surely in the message
+    unsure: list[Mention] = field(default_factory=list)  # titles named uncertainly: to ask about, not to add
     start_over: bool = False
     why: bool = False
     seen: bool = False
@@ -160,7 +185,12 @@ class Request:
     @property
     def understood(self) -> bool:
         """Whether anything in the message was recognised: a title, a follow-up, a reset or a plain ask."""
-        return bool(self.titles) or self.is_follow_up or self.start_over or self.asks
+        return bool(self.titles or self.unsure) or self.is_follow_up or self.start_over or self.asks
+
+    @property
+    def action(self) -> str:
+        """What the message does with the titles it names (see `Question.action`)."""
+        return "dislike" if self.reject else "seen" if self.seen else "more_like" if self.more_like else "like"
 
 
 def clean_message(message: str) -> str:
@@ -192,13 +222,37 @@ def parse(message: str, catalog: Catalog) -> Request:
     if match := _ORDINAL.search(low):
         request.ordinal = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
 
-    rest = low
-    for pattern in _CONTROL:
-        rest = pattern.sub(" ", rest)
-    rest = _FILLER.sub(" ", rest)
-    if rest.strip(" ?!.,;:'\"-"):
-        request.titles = catalog.mentions(rest)
+    # Words of control phrases, requests and fillers name a film only when written as a title.
+    weak = [m.span() for pattern in (*_CONTROL, _FILLER, _ASK, _NAMING) for m in pattern.finditer(low)]
+    found = catalog.find_titles(text, weak)
+    request.titles = [m.item_id for m in found if m.confident]
+    request.unsure = [m for m in found if not m.confident]
     return request
+
+
+def read_answer(request: Request, question: Question, catalog: Catalog) -> int | None:
+    """The visitor's reply to `question`: the index of the chosen film among its choices, `NEITHER`, or None
+    when the message is not an answer (the visitor moved on: the question is dropped, nothing added).
+
+    Understood: "the first", "2", "#2", "the last one", a title among the choices (as written, misspelt or
+    not), "the 1977 one", "neither", "no"; "yes" when there was one choice."""
+    text = " ".join(re.sub(r"[^\w#' ]+", " ", request.text.lower()).split())
+    choices = question.choices
+    if _NEITHER.fullmatch(text):
+        return NEITHER
+    if _YES.fullmatch(text) and len(choices) == 1:
+        return 0
+    if match := _PICK.fullmatch(text):
+        index = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
+        index = index if index >= 0 else len(choices) + index
+        return index if 0 <= index < len(choices) else None
+    if match := _THE_YEAR.fullmatch(text):
+        same = [i for i, item_id in enumerate(choices) if catalog.item(item_id).year == int(match[1])]
+        return same[0] if len(same) == 1 else None
+    for item_id in request.titles + [m.item_id for m in request.unsure]:
+        if item_id in choices:
+            return choices.index(item_id)
+    return None
 
 
 def _years(low: str) -> tuple[tuple[int, int] | None, bool]:

@@ -1,7 +1,10 @@
 """The recommender engine behind the chat (no Gradio in here): `Engine.respond(state, message) -> Reply`.
 
-Each turn: parse the message (`face_app.dialogue`), update the session state (titles named join the
-history, "seen it" / "not that" / likes / dislikes), then ask the session's arm for its picks. Nothing in the
+Each turn: parse the message (`face_app.dialogue`), update the session state (titles named surely join the
+history, "seen it" / "not that" / likes / dislikes), then ask the session's arm for its picks. A title named
+uncertainly is never added: the turn asks "Did you mean A or B?" instead, keeps the question in the session
+state, and the next message (or a click on a choice, `Engine.answer`) settles it; a message that is no
+answer drops it. Nothing in the
 history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended; each pick
 says which model proposed it.
 
@@ -31,14 +34,24 @@ import numpy as np
 import torch
 
 from face_app.catalog import Catalog, Item, ordered_histories
-from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, ConversationState, Request, clean_message, parse
+from face_app.dialogue import (
+    DARK_GENRES,
+    LIGHT_GENRES,
+    NEITHER,
+    ConversationState,
+    Question,
+    Request,
+    clean_message,
+    parse,
+    read_answer,
+)
 
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
-# Longer messages are answered with a note and change nothing: title search over every run of up to eight
-# words costs about 50 ms of one core per word over 1,500 titles (a 2,000-character message: 17 s), and
-# 500 characters still name some 25 titles.
-MAX_MESSAGE_CHARS = 500
+# Longer messages are answered with a note and change nothing. Title matching (every run of words against
+# every title form, in one rapidfuzz call) takes about 0.1 s of one core for 500 characters over ML-100k's
+# 1,682 titles and well under a second for 2,000.
+MAX_MESSAGE_CHARS = 2000
 # Picks are ordered by closeness to the newest items of the history (or to the item asked "more like"), and the
 # model's own order counts MODEL_WEIGHT on top (see `Engine._closest_first`; both chosen on the valid split by
 # `python -m bench.ranking`).
@@ -240,7 +253,6 @@ class Engine:
                                                        history=spec.max_history,
                                                        user_descriptors=spec.user_descriptors == "face")
         default = "llm" if "llm" in recommenders else "lightgcn"
-        catalog.warm()
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
                    users=dataset.users)
 
@@ -297,7 +309,49 @@ class Engine:
         reply.seconds = time.perf_counter() - start
         return reply
 
+    def answer(self, state: ConversationState, item_id: str | None, recommender: str | None = None) -> Reply:
+        """The visitor's click on a choice of the pending question: an item id among its choices, or None for
+        "neither". The same turn as answering in words; with no question open, or an id that is not among
+        its choices, nothing changes."""
+        start = time.perf_counter()
+        if not state.pending or (item_id is not None and item_id not in state.pending[0].choices):
+            return Reply("That question is no longer open; nothing changed.", seconds=time.perf_counter() - start)
+        text = self.catalog.item(item_id).label if item_id else "neither"
+        reply = self._answered(state, item_id, recommender or self.default, text)
+        reply.seconds = time.perf_counter() - start
+        return reply
+
     def _respond(self, state: ConversationState, request: Request, arm: str) -> Reply:
+        if state.pending:
+            question = state.pending[0]
+            index = read_answer(request, question, self.catalog)
+            if index is not None:
+                return self._answered(state, None if index == NEITHER else question.choices[index], arm, request.text)
+            state.pending.clear()  # the visitor moved on: what was asked about stays out
+        return self._turn(state, request, arm)
+
+    def _answered(self, state: ConversationState, item_id: str | None, arm: str, text: str) -> Reply:
+        """Settle the first pending question with `item_id` (None: neither), as if the visitor had named that
+        film surely in the message that raised the question; then ask the next one, or recommend."""
+        question = state.pending.pop(0)
+        if item_id is None:
+            return self._turn(state, Request(text=text, asks=True), arm,
+                              notes=[f"OK, nothing added for “{question.written}”."])
+        action = question.action
+        request = Request(text=text, titles=[item_id], asks=True, reject=action == "dislike", seen=action == "seen",
+                          more_like=action == "more_like")
+        return self._turn(state, request, arm)
+
+    def ask(self, question: Question) -> str:
+        """"Did you mean Star Wars (1977) or Star Kid (1997)?", and how to answer."""
+        labels = [self.catalog.item(i).label for i in question.choices]
+        if len(labels) == 1:
+            return f"Did you mean {labels[0]}? (you wrote “{question.written}”: say “yes” or “no”)"
+        options = ", ".join(labels[:-1]) + f" or {labels[-1]}"
+        return f"Did you mean {options}? (you wrote “{question.written}”: say “the first”, a title, or “neither”)"
+
+    def _turn(self, state: ConversationState, request: Request, arm: str, notes: list[str] | None = None) -> Reply:
+        notes = list(notes or [])
         if request.start_over:
             state.reset()
             return Reply("Starting over. Tell me a few movies you like, or pick a persona.")
@@ -305,7 +359,12 @@ class Engine:
             return Reply(self._not_understood(request))
         state.turns += 1
         target = self._referenced(state, request)
-        notes = self._apply_feedback(state, request, target)
+        notes += self._apply_feedback(state, request, target)
+        if request.unsure and not request.why:
+            state.pending = [Question(m.written, list(m.choices), request.action) for m in request.unsure]
+        if state.pending:
+            # Nothing uncertain is added and nothing recommended until the question is settled.
+            return Reply(" ".join([*notes, self.ask(state.pending[0])]), [], self.user_descriptors(state))
         if request.why:
             return self._explain(state, target)
         anchor = None
@@ -344,7 +403,8 @@ class Engine:
         notes = []
         named = [t for t in request.titles if t in self._row]
         if request.seen or request.reject:
-            items = named or ([target] if target else [])
+            # "I didn't like psycho" asked about: the picks shown are not what was meant.
+            items = named or ([target] if target and not request.unsure else [])
             for item_id in items:
                 if request.reject:
                     state.dislike(item_id)

@@ -35,6 +35,7 @@ HISTORY_SHOWN = 12
 PROMPT_LOG = 50  # history items logged with each study message
 MAP_GENRES = 8
 ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
+NEITHER_CHOICE = "neither"  # the question's "none of these" answer (item ids never take this value)
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
@@ -220,6 +221,29 @@ class App:
                     history=list(session.state.history[-PROMPT_LOG:]))
         return ("", *self.panel(session))
 
+    def question(self, session: Session) -> dict:
+        """The one-click answers to the pending "Did you mean ...?" question: shown only while one is open."""
+        if not session.state.pending:
+            return gr.Radio(choices=[], value=None, visible=False)
+        asked = session.state.pending[0]
+        choices = [(self.engine.catalog.item(i).label, i) for i in asked.choices] + [("Neither", NEITHER_CHOICE)]
+        return gr.Radio(choices=choices, value=None, visible=True, label=f"Did you mean… (you wrote “{asked.written}”)")
+
+    def choose(self, choice: str | None, session: Session) -> tuple:
+        """A click on one of the question's answers: the same turn as answering in words."""
+        if not choice or not session.state.pending:
+            return self.panel(session)
+        item_id = None if choice == NEITHER_CHOICE else choice
+        label = "Neither" if item_id is None else self.engine.catalog.item(item_id).label \
+            if item_id in self.engine.catalog else "?"
+        session.messages.append({"role": "user", "content": chat_text(label)})
+        reply = self.engine.answer(session.state, item_id, session.recommender)
+        self._reply(session, reply)
+        self._event(session, "choice", item_id=item_id, reply=reply.text,
+                    recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
+                                     for r in reply.recommendations])
+        return self.panel(session)
+
     def feedback(self, session: Session, data: gr.LikeData) -> tuple:
         index = data.index[0] if isinstance(data.index, list | tuple) else data.index
         item_id = session.cards.get(int(index))
@@ -353,6 +377,8 @@ def build_demo(app: App) -> gr.Blocks:
                         message = gr.Textbox(show_label=False, placeholder="Type a message…", scale=5,
                                              elem_id="message")
                         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
+                    # One-click answers to "Did you mean ...?", shown only while a question is open.
+                    choice = gr.Radio(choices=[], visible=False, elem_id="title-choice")
                     with gr.Row():
                         restart = gr.Button("Start over", size="sm", elem_id="start-over")
                         if study is not None:
@@ -399,14 +425,21 @@ def build_demo(app: App) -> gr.Blocks:
                 export_note = gr.Markdown()
 
         outputs = [chatbot, descriptor_box, history, plot, session]
-        send.click(app.chat, [message, session], [message, *outputs], api_name="chat")
-        message.submit(app.chat, [message, session], [message, *outputs], api_visibility="private")
-        chatbot.like(app.feedback, [session], outputs, api_visibility="private")
-        use_persona.click(app.use_persona, [persona, session], outputs, api_name="persona")
+        private = {"api_visibility": "private"}
+        send.click(app.chat, [message, session], [message, *outputs], api_name="chat") \
+            .then(app.question, [session], [choice], **private)
+        message.submit(app.chat, [message, session], [message, *outputs], **private) \
+            .then(app.question, [session], [choice], **private)
+        choice.input(app.choose, [choice, session], outputs, **private) \
+            .then(app.question, [session], [choice], **private)
+        chatbot.like(app.feedback, [session], outputs, **private)
+        use_persona.click(app.use_persona, [persona, session], outputs, api_name="persona") \
+            .then(app.question, [session], [choice], **private)
         query.submit(app.search, [query], [matches], api_name="search")
         add.click(app.add_title, [matches, session], outputs, api_name="add_title")
-        restart.click(app.start_over, [session], outputs, api_name="start_over")
-        demo.load(app.panel, [session], outputs, api_visibility="private")
+        restart.click(app.start_over, [session], outputs, api_name="start_over") \
+            .then(app.question, [session], [choice], **private)
+        demo.load(app.panel, [session], outputs, **private)
         if study is not None:
             start.click(app.consent, [agree, session], [consent_screen, main_screen, consent_note, session],
                         api_visibility="private").then(lambda s: s.banner, [session], [banner],

@@ -1,6 +1,6 @@
 """The engine and its parser: each follow-up kind, exclusions, and sessions that never share state.
 
-Runs on a small invented catalog (tests/catalog_fixture.py) with the real title search (MiniLM + faiss)
+Runs on a small invented catalog (tests/catalog_fixture.py) with the real title matching (rapidfuzz)
 and the LightGCN arm of the engine; the bundle-backed engine is tested in test_app.py.
 """
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from catalog_fixture import ROWS, SmallReadout, items_frame
-from safetensors.numpy import load_file
 
 from face_app.catalog import Catalog, display_title, ordered_histories
 from face_app.dialogue import ConversationState, parse
@@ -19,9 +18,8 @@ from face_app.engine import MAX_MESSAGE_CHARS, EmbeddingRecommender, Engine, Gen
 
 
 @pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Catalog:
-    popularity = np.arange(12, 0, -1)
-    return Catalog(items_frame(), popularity=popularity, cache=tmp_path_factory.mktemp("titles"))
+def catalog() -> Catalog:
+    return Catalog(items_frame(), popularity=np.arange(12, 0, -1))
 
 
 @pytest.fixture()
@@ -54,15 +52,6 @@ def test_mentions_finds_several_titles_in_order(catalog: Catalog) -> None:
     assert catalog.mentions("I loved Kite Club and Glass Harbor") == ["6", "1"]
     assert catalog.mentions("i really liked Last Train to Marow, also the winter orchard") == ["12", "8"]
     assert catalog.mentions("nothing I can name here") == []
-
-
-def test_title_embeddings_are_cached_and_reused(catalog: Catalog) -> None:
-    cached = list((catalog.cache / "titles").glob("*.safetensors"))
-    assert len(cached) == 1
-    again = Catalog(items_frame(), cache=catalog.cache)
-    again.encoder.encode = None  # a cached catalog must not encode titles again
-    again.warm()
-    assert again._vectors.shape == (12, 384)
 
 
 def test_histories_are_ordered_by_time_then_item_id() -> None:
@@ -316,18 +305,6 @@ def test_an_over_long_message_changes_nothing_and_says_why(engine: Engine) -> No
     assert (state.history, state.shown, state.turns) == before
 
 
-def test_a_corrupt_title_cache_is_rebuilt(catalog: Catalog) -> None:
-    cached = next((catalog.cache / "titles").glob("*.safetensors"))
-    cached.write_bytes(b"not a safetensors file")
-
-    again = Catalog(items_frame(), cache=catalog.cache)
-    again.warm()
-
-    assert again._vectors.shape == (12, 384)
-    assert again.search("glass harbour", 1)[0][0] == "1"
-    assert load_file(cached)["vectors"].shape == (12, 384)
-
-
 def test_an_empty_session_asks_for_titles(engine: Engine) -> None:
     reply = engine.respond(ConversationState(), "hello")
     assert reply.recommendations == [] and "persona" in reply.text
@@ -362,7 +339,7 @@ def test_reasons_quote_the_rarest_words_and_skip_words_that_describe_most_items(
 def test_a_film_listed_under_two_ids_is_shown_once_and_excluded_with_its_twin(tmp_path: Path) -> None:
     # ML-100k lists a few films twice; here "13" is a second id of Last Train to Marrow (1993).
     rows = [*ROWS, ("13", "Last Train to Marrow", 1993, ["Thriller"], [0.94, 0.06, 0.0, 0.1], ["train", "noir"])]
-    catalog = Catalog(items_frame(rows), popularity=np.arange(13, 0, -1), cache=tmp_path)
+    catalog = Catalog(items_frame(rows), popularity=np.arange(13, 0, -1))
     assert catalog.twins("12") == ["13"] and catalog.twins("13") == ["12"] and catalog.twins("1") == []
     readout = SmallReadout(rows)
     engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}, n=4, pool=13)

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory) -> Engine:
-    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1), cache=tmp_path_factory.mktemp("titles"))
+def engine() -> Engine:
+    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1))
     readout = SmallReadout()
     return Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}, n=3, pool=12,
                   personas={"7": ["1", "2", "4"]})

@@ -24,8 +24,8 @@ from face_app.engine import EmbeddingRecommender, Engine, Recommendation
 from face_app.ui import App, Session, card, chips, history_html
 
 
-def small_app(cache: Path) -> App:
-    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1), cache=cache)
+def small_app() -> App:
+    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1))
     readout = SmallReadout()
     engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)},
                     tokens=lambda i: f"<a_{i}><b_0><c_1>", n=3, pool=12,
@@ -36,8 +36,8 @@ def small_app(cache: Path) -> App:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[tuple[App, str]]:
-    app = small_app(tmp_path_factory.mktemp("titles"))
+def served() -> Iterator[tuple[App, str]]:
+    app = small_app()
     with serve(app) as url:
         yield app, url
 
@@ -106,3 +106,29 @@ def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     assert seen["cards"] == 3 * app.engine.n and "Iron Verdict" in seen["history"]
     assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
     assert shot.stat().st_size > 20_000
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_browser_a_click_on_a_choice_adds_the_film(served) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    _, url = served
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(url)
+            expect(page.locator("#title-choice")).to_be_hidden(timeout=60_000)
+            page.fill("#message textarea", "I loved kit cb")  # one weak candidate: asked, not added
+            page.click("#send")
+            expect(page.locator("#chat")).to_contain_text("Did you mean Kite Club (1997)?", timeout=60_000)
+            expect(page.locator("#title-choice")).to_be_visible(timeout=60_000)
+            assert "Kite Club" not in page.locator("#history").inner_text()
+
+            page.locator("#title-choice").get_by_text("Kite Club (1997)").click()
+
+            expect(page.locator("#history")).to_contain_text("Kite Club (1997)", timeout=60_000)
+            expect(page.locator("#chat")).to_contain_text("Added Kite Club (1997) to your history.", timeout=60_000)
+            expect(page.locator("#title-choice")).to_be_hidden(timeout=60_000)
+        finally:
+            browser.close()
