@@ -137,3 +137,13 @@ def test_replace_validates_again() -> None:
     assert dataclasses.replace(tune, max_steps=1).max_steps == 1
     with pytest.raises(ValidationError):
         dataclasses.replace(tune, lr=0.0)
+
+
+def test_broken_yaml_is_one_line_too(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("cf: [0\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML") as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"--set cf\.seeds=\[0: not a YAML value"):
+        load_config(TINY, ["cf.seeds=[0"])

@@ -353,7 +353,10 @@ def _set_path(values: dict[str, Any], dotted: str, raw: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}={raw}: {key} is a value, not a section")
         node = child
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {dotted}={raw}: not a YAML value ({' '.join(str(error).split())})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -364,7 +367,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = str(path) if path is not None else "defaults"
     values: dict[str, Any] = {}
     if path is not None:
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: a config must be a YAML mapping")
     overridden: dict[str, str] = {}
