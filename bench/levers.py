@@ -31,7 +31,7 @@ from face_app.decoder import GeneratorSpec
 from training.cf import Pop
 from training.config import load_config
 from training.data import SplitData
-from training.evaluate import evaluate
+from training.metrics import evaluate
 from training.tune import load_teacher, valid_users
 
 CONFIG = "configs/ml-100k.yaml"

@@ -32,7 +32,7 @@ from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 from training.data import SplitData
-from training.evaluate import metrics_from_ranks
+from training.metrics import metrics_from_ranks
 
 
 class PoolCache:
@@ -49,7 +49,7 @@ class PoolCache:
 
 
 def metrics(tops: list[list[str]], targets: list[str]) -> dict[str, float]:
-    """HR@10 / NDCG@10 of top-10 lists by the evaluation's own metric (`training.evaluate.metrics_from_ranks`; a
+    """HR@10 / NDCG@10 of top-10 lists by the evaluation's own metric (`training.metrics.metrics_from_ranks`; a
     target outside the top-10 counts as never ranked)."""
     ranks = [top.index(target) if target in top else math.inf for top, target in zip(tops, targets, strict=True)]
     found = metrics_from_ranks(np.array(ranks, dtype=np.float64))

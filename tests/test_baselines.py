@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from training.cf import LightGCN, Pop, normalized_adjacency, train_lightgcn, train_with_early_stopping
+from training.cf import LightGCN, Pop, normalized_adjacency, train_lightgcn
 from training.config import LightGCNConfig, SASRecConfig
 from training.data import SplitData
-from training.evaluate import evaluate
+from training.loop import train_with_early_stopping
+from training.metrics import evaluate
 from training.sasrec import SASRec, pad_right_aligned, train_sasrec, training_windows
 
 N_USERS, N_ITEMS, GROUP_ITEMS, SEQ_LEN = 40, 40, 20, 12

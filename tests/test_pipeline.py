@@ -12,7 +12,7 @@ import torch
 from face_app.descriptors import Descriptors
 from training.__main__ import main
 from training.data import SplitData
-from training.evaluate import METRICS
+from training.metrics import METRICS
 from training.report import README_END, README_START
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

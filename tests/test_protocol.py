@@ -12,7 +12,7 @@ import torch
 from face_app.datasets import Dataset
 from training.config import DataConfig
 from training.data import SplitData, split_dataset
-from training.evaluate import evaluate, mean_std, metrics_from_ranks, target_ranks
+from training.metrics import evaluate, mean_std, metrics_from_ranks, target_ranks
 
 
 def make_dataset(rows: list[tuple[str, str, int]], item_ids: list[str]) -> Dataset:

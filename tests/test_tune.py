@@ -20,7 +20,7 @@ from face_app.sequential import SASRec
 from training import tasks, tune
 from training.config import Config, SASRecConfig, TuneConfig
 from training.data import SplitData
-from training.report import EARLIER_SECONDS
+from training.workdir import EARLIER_SECONDS
 
 GENRES = ["Comedy", "Drama", "Horror", "Romance"]
 TASKS = {"next": 0.5, "followup": 0.2, "descriptors": 0.2, "index_to_title": 0.5, "title_to_index": 0.5,

@@ -11,6 +11,7 @@ from training.card import record_command
 from training.config import load_config
 from training.pipeline import STAGES, ConfigChanged, build, parse_stages
 from training.report import publish, render_report, update_readme
+from training.workdir import Workdir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(render_report(args.workdir))
         if args.readme:
-            link = os.path.relpath(args.out, args.readme.parent) if args.out else str(args.workdir / "report.md")
+            link = os.path.relpath(args.out, args.readme.parent) if args.out else str(Workdir(args.workdir).report_md)
             update_readme(args.readme, args.workdir, link)
             print(f"updated {args.readme}")
         return 0

@@ -18,13 +18,14 @@ import yaml
 
 from face_app import bundle as fmt
 from face_app import hardware
+from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
+from face_app.engine import Engine
 from training.config import Config, config_dict
 from training.report import descriptors_section, read_report, read_timings, results_table
+from training.workdir import Workdir
 
 CARD_FILE = "README.md"
-MACHINES_FILE = "machines.json"
-COMMANDS_FILE = "commands.json"
 # (model, reference, goal, whether a tie meets it)
 GOALS = (("LLM", "SASRec", "the tuned LLM at or above SASRec", True),
          ("LightGCN+FACE", "LightGCN", "LightGCN+FACE above LightGCN", False))
@@ -51,7 +52,7 @@ def machine_text(machine: dict[str, Any]) -> str:
 def record_command(workdir: Path, argv: list[str]) -> None:
     """Append a build command, exactly as it was run, to `<workdir>/commands.json` (the card quotes them)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / COMMANDS_FILE
+    path = Workdir(workdir).commands_file
     commands = json.loads(path.read_text()) if path.exists() else []
     commands.append(shlex.join(argv))
     path.write_text(json.dumps(commands, indent=1))
@@ -59,7 +60,7 @@ def record_command(workdir: Path, argv: list[str]) -> None:
 
 def record_machine(workdir: Path, stage: str) -> None:
     """Note in `<workdir>/machines.json` which machine ran `stage` (the card reports it)."""
-    path = workdir / MACHINES_FILE
+    path = Workdir(workdir).machines_file
     machines = json.loads(path.read_text()) if path.exists() else {}
     machines[stage] = describe_machine()
     path.write_text(json.dumps(machines, indent=2))
@@ -107,9 +108,9 @@ def index_lines(report: dict[str, Any]) -> list[str]:
 def build_lines(config: Config, workdir: Path) -> list[str]:
     """The command, the time and machine per stage, and the config."""
     timings = read_timings(workdir)
-    machines_path = workdir / MACHINES_FILE
+    machines_path = Workdir(workdir).machines_file
     machines = json.loads(machines_path.read_text()) if machines_path.exists() else {}
-    commands_path = workdir / COMMANDS_FILE
+    commands_path = Workdir(workdir).commands_file
     commands = json.loads(commands_path.read_text()) if commands_path.exists() else ["(not recorded)"]
     lines = ["## How it was built", "", "The build commands, as they were run in its workdir:", "",
              "```", *commands, "```", "",
@@ -159,9 +160,6 @@ def decade(year: int | None) -> int | None:
 
 def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list[str], dict[str, Any]]:
     """Every scripted conversation, on the bundle as the app loads it."""
-    from face_app.bundle import Bundle
-    from face_app.engine import Engine
-
     engine = Engine.from_bundle(Bundle.load(bundle_dir))
     generative = engine.recommenders[engine.default].generative
     order = ("the recommender's own top picks in its own order: the visitor's filters act inside its constrained "
@@ -185,7 +183,7 @@ def limitations(report: dict[str, Any], workdir: Path) -> list[str]:
     data = report.get("data", {})
     lines = [f"The data set is small: {data.get('users')} users and {data.get('items')} items; the recommendations "
              "reflect its raters, and the descriptors are words from the LLM's vocabulary, not reviewed labels."]
-    spec_path = workdir / "tune" / "model" / "generator.json"
+    spec_path = Workdir(workdir).tune_model / "generator.json"
     if spec_path.exists():
         spec = json.loads(spec_path.read_text())
         training = spec.get("training", {})

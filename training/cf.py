@@ -1,10 +1,11 @@
-"""Collaborative-filtering baselines: Pop and LightGCN, plus the training loop they share with SASRec.
+"""Stage `cf`: the collaborative-filtering baselines Pop, LightGCN and SASRec, once per seed.
 
 - `Pop`: every user gets the training popularity of each item (the floor).
 - `LightGCN` (He et al., 2020): user and item embeddings smoothed over the
   symmetric-normalised user-item graph, K layers averaged, trained with BPR.
-- `train_with_early_stopping`: the one epoch loop for every trained baseline; it
-  selects on valid NDCG@10 and restores the best weights.
+- `SASRec`: trained by training/sasrec.py (the model is face_app.sequential's).
+
+LightGCN and SASRec train in the shared loop of training/loop.py.
 
 Weights live in `state_dict()` as plain tensors (safetensors-ready). A LightGCN is
 rebuilt from `(n_users, n_items, config, train_pairs)`: the graph is derived from the
@@ -15,10 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,14 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from face_app.sequential import SASRec
-from training.config import Config, LightGCNConfig, SASRecConfig
+from training.config import Config, LightGCNConfig
 from training.data import SplitData
-from training.evaluate import TrainedRun, evaluate
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a torch generator for the sampler."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
+from training.metrics import TrainedRun
+from training.sasrec import train_sasrec
+from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 
 class Pop(nn.Module):
@@ -172,102 +166,6 @@ class LightGCN(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-class NegativeSampler:
-    """Uniform negative items that the user has not interacted with in training."""
-
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_items: int, generator: torch.Generator) -> None:
-        self.known = torch.unique(users * n_items + items)  # sorted keys for membership tests
-        self.n_items, self.generator = n_items, generator
-
-    def __call__(self, users: torch.Tensor) -> torch.Tensor:
-        """users: int64 [B] -> int64 [B] negative items."""
-        neg = torch.randint(self.n_items, users.shape, generator=self.generator)
-        for _ in range(10):  # a few redraws; a collision left after that is harmless noise
-            clash = self._seen(users, neg)
-            if not clash.any():
-                break
-            neg[clash] = torch.randint(self.n_items, (int(clash.sum()),), generator=self.generator)
-        return neg
-
-    def _seen(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        keys = users * self.n_items + items
-        at = torch.searchsorted(self.known, keys).clamp(max=len(self.known) - 1)
-        return self.known[at] == keys
-
-
-def train_with_early_stopping(
-    model: nn.Module,
-    data: SplitData,
-    train_epoch: Callable[[], float],
-    schedule: LightGCNConfig | SASRecConfig,
-    desc: str,
-    eval_batch_size: int = 256,
-) -> list[dict]:
-    """Run `train_epoch` (one pass, returns the mean loss) up to `schedule.epochs` times.
-
-    Every `schedule.eval_every` epochs (and after the last) the model is scored on `valid`;
-    the state with the best NDCG@10 is kept, training stops after `schedule.patience`
-    evaluations without improvement, and the best state is loaded back into `model`.
-    Returns one dict per epoch: epoch, loss, valid_NDCG@10 and valid_HR@10 (None on
-    epochs without evaluation), seconds (elapsed since the start).
-    """
-    history: list[dict] = []
-    best_ndcg, best_state, stale = -1.0, None, 0
-    start = time.perf_counter()
-    epochs, eval_every, patience = schedule.epochs, schedule.eval_every, schedule.patience
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch")
-    for epoch in bar:
-        model.train()
-        loss = float(train_epoch())
-        entry = {"epoch": epoch, "loss": loss, "valid_NDCG@10": None, "valid_HR@10": None, "seconds": 0.0}
-        if epoch % eval_every == 0 or epoch == epochs:
-            model.eval()
-            metrics = evaluate(model, data, "valid", eval_batch_size)
-            entry["valid_NDCG@10"], entry["valid_HR@10"] = metrics["NDCG@10"], metrics["HR@10"]
-            if metrics["NDCG@10"] > best_ndcg:
-                best_ndcg, stale = metrics["NDCG@10"], 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                stale += 1
-            bar.set_postfix(loss=f"{loss:.4f}", valid=f"{metrics['NDCG@10']:.4f}", best=f"{best_ndcg:.4f}")
-        entry["seconds"] = time.perf_counter() - start
-        history.append(entry)
-        if stale >= patience:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return history
-
-
-def bpr_epoch(
-    pairs: tuple[torch.Tensor, torch.Tensor],
-    sample_negatives: NegativeSampler,
-    batch_size: int,
-    generator: torch.Generator,
-    optimizer: torch.optim.Optimizer,
-    batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-) -> float:
-    """One shuffled pass over the training pairs (users [E], items [E]) in BPR batches.
-
-    batch_loss(users, positives, negatives) gives each batch's loss; returns the mean
-    loss over the pass (weighted by batch size).
-    """
-    users, items = pairs
-    order = torch.randperm(len(users), generator=generator)
-    total = 0.0
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        u = users[batch]
-        loss = batch_loss(u, items[batch], sample_negatives(u))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(batch)
-    return total / len(order)
-
-
 def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightGCN:
     """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
 
@@ -298,14 +196,12 @@ def _train(name: str, data: SplitData, config: Config, seed: int) -> nn.Module:
     if name == "LightGCN":
         return train_lightgcn(data, config.cf.lightgcn, seed)
     if name == "SASRec":
-        from training.sasrec import train_sasrec
-
         return train_sasrec(data, config.cf.sasrec, seed)
     raise ValueError(f"unknown model {name!r}; known: Pop, LightGCN, SASRec")
 
 
 def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.Module:
-    """Rebuild a trained model from `<run_dir>/model.safetensors`, in eval mode."""
+    """Rebuild a trained model from the run directory's weights, in eval mode."""
     if name == "Pop":
         model: nn.Module = Pop.from_data(data)
     elif name == "LightGCN":
@@ -314,7 +210,7 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
         model = SASRec(data.n_users, data.n_items, config.cf.sasrec)
     else:
         raise ValueError(f"unknown model {name!r}; known: Pop, LightGCN, SASRec")
-    model.load_state_dict(load_file(run_dir / "model.safetensors"))
+    model.load_state_dict(load_file(run_dir / MODEL_FILE))
     return model.eval()
 
 
@@ -325,39 +221,33 @@ def run_key(name: str, config: Config) -> dict[str, Any]:
     return {"data": dataclasses.asdict(config.data), "model": model_config}
 
 
-def trained_runs(workdir: Path, name: str) -> list[tuple[int, Path]]:
-    """(seed, run directory) of every finished run of model `name`, by seed."""
-    runs = []
-    for run_json in (workdir / "cf" / name).glob("seed*/run.json"):
-        runs.append((int(run_json.parent.name.removeprefix("seed")), run_json.parent))
-    return sorted(runs)
-
-
 def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
     """The eval stage's view of this stage: every finished run of `config.cf.models`."""
+    paths = Workdir(workdir)
     for name in config.cf.models:
-        found = trained_runs(workdir, name)
+        found = paths.cf_runs(name)
         if not found:
-            raise FileNotFoundError(f"no trained runs of {name} in {workdir / 'cf'}; run the cf stage first")
+            raise FileNotFoundError(f"no trained runs of {name} in {paths.stage('cf')}; run the cf stage first")
         for seed, run_dir in found:
-            meta = json.loads((run_dir / "run.json").read_text())
+            meta = json.loads((run_dir / RUN_FILE).read_text())
             yield TrainedRun(name, seed, load_model(name, run_dir, data, config), meta)
 
 
 def run(config: Config, workdir: Path) -> Path:
     """Stage `cf`: train each baseline once per seed; weights and training history per run.
 
-    Output: `<workdir>/cf/<model>/seed<k>/{model.safetensors,run.json}`. A run whose
-    run.json records the same data and model settings is reused, so an interrupted (or
-    forced) stage resumes per run and retrains only what changed.
+    Output: `Workdir.cf_run(model, seed)` = `<workdir>/cf/<model>/seed<k>/{model.safetensors,run.json}`. A run
+    whose run.json records the same data and model settings is reused, so an interrupted (or forced) stage
+    resumes per run and retrains only what changed.
     """
-    data = SplitData.load(workdir / "data")
-    out = workdir / "cf"
+    paths = Workdir(workdir)
+    data = SplitData.load(paths.data)
     for name in config.cf.models:
         for seed in config.cf.seeds[:1] if name in DETERMINISTIC else config.cf.seeds:
-            run_dir = out / name / f"seed{seed}"
+            run_dir = paths.cf_run(name, seed)
             key = run_key(name, config)
-            if (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text()).get("key") == key:
+            run_json = run_dir / RUN_FILE
+            if run_json.exists() and json.loads(run_json.read_text()).get("key") == key:
                 print(f"[cf] {name} seed {seed}: reusing the finished run in {run_dir}")
                 continue
             start = time.perf_counter()
@@ -365,13 +255,13 @@ def run(config: Config, workdir: Path) -> Path:
             seconds = time.perf_counter() - start
             run_dir.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-            save_file(state, run_dir / "model.safetensors")
+            save_file(state, run_dir / MODEL_FILE)
             history = getattr(model, "history", [])
             scored = [h for h in history if h.get("valid_NDCG@10") is not None]
             best = max(scored, key=lambda h: h["valid_NDCG@10"], default={})
             meta = {"model": name, "seed": seed, "key": key, "seconds": seconds, "best_epoch": best.get("epoch")}
             meta["history"] = history
-            (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+            run_json.write_text(json.dumps(meta, indent=1))
             best_ndcg = best.get("valid_NDCG@10", float("nan"))
             print(f"[cf] {name} seed {seed}: {seconds:.1f} s, best valid NDCG@10 {best_ndcg:.4f}")
-    return out
+    return paths.stage("cf")

@@ -1,25 +1,60 @@
-"""Build configuration: YAML files loaded into typed dataclasses.
+"""Build configuration: YAML files loaded into typed, validated dataclasses.
 
 Layering: dataclass defaults <- YAML file <- `--set section.key=value` overrides
 from the command line. Nothing is read at import time.
+
+Validated on load with pydantic (its dataclasses): a wrong type, an unknown key or an
+out-of-range value stops the build before any stage runs, with one line that names the
+key and the file, instead of failing an hour later inside a stage. Pydantic dataclasses
+keep what the rest of the code relies on (attribute access, `dataclasses.asdict`,
+`dataclasses.replace`, which validates again) and cost no new dependency (gradio already
+needs pydantic 2). Precision is not a speed setting here: `tune.precision: auto` leaves it
+to `face_app/hardware.py` (bf16 only where the hardware computes it natively).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal
 
 import torch
 import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
+from face_app.hardware import PRECISIONS
 from face_app.sequential import SASRecShape
+from training.metrics import LARGEST_CUTOFF
+
+# Unknown keys are errors; a value is converted only where nothing is lost ("5" -> 5, never 5.5 -> 5).
+STRICT = ConfigDict(extra="forbid")
+
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+Rate = Annotated[float, Field(gt=0)]  # above zero: a learning rate, a temperature, minutes
+Weight = Annotated[float, Field(ge=0)]  # a loss weight, a regulariser
+Threads = Annotated[int, Field(gt=0)] | None
 
 
-@dataclass
+@dataclass(config=STRICT)
+class Schedule:
+    """How a model trained by epochs is validated and stopped (`training.loop.train_with_early_stopping`).
+
+    epochs: the most passes; eval_every: validate every N epochs (and after the last); patience: stop after
+    this many validations without a better valid NDCG@10, keeping the best weights.
+    """
+
+    epochs: Positive = 1
+    eval_every: Positive = 1
+    patience: Positive = 1
+
+
+@dataclass(config=STRICT)
 class DataConfig:
     """Which dataset to read and how to filter it.
 
@@ -30,33 +65,32 @@ class DataConfig:
 
     source: str = "ml-100k"
     paths: dict[str, str] | None = None
-    max_users: int | None = None
-    min_user_interactions: int = 0
-    min_item_interactions: int = 0
+    max_users: Positive | None = None
+    min_user_interactions: NonNegative = 0
+    min_item_interactions: NonNegative = 0
 
 
-@dataclass
-class LightGCNConfig:
+@dataclass(config=STRICT)
+class LightGCNConfig(Schedule):
     """LightGCN (training/cf.py); defaults tuned on ML-100k valid NDCG@10 (1-2 min a seed on 2 cores).
 
     reg: L2 weight on the batch's ego embeddings. batch_size: BPR triples per step;
         every step propagates the whole graph, so a large batch is what keeps it fast.
-    eval_every/patience: validate every N epochs; stop after `patience` validations
-        without improvement and keep the best.
+    epochs/eval_every/patience: see `Schedule`.
     """
 
-    dim: int = 64
-    layers: int = 3
-    lr: float = 5e-3
-    reg: float = 1e-4
-    batch_size: int = 4096
-    epochs: int = 400
-    eval_every: int = 5
-    patience: int = 10
+    dim: Positive = 64
+    layers: NonNegative = 3
+    lr: Rate = 5e-3
+    reg: Weight = 1e-4
+    batch_size: Positive = 4096
+    epochs: Positive = 400
+    eval_every: Positive = 5
+    patience: Positive = 10
 
 
-@dataclass
-class SASRecConfig(SASRecShape):
+@dataclass(config=STRICT)
+class SASRecConfig(Schedule, SASRecShape):
     """SASRec (training/sasrec.py): its shape (`face_app.sequential.SASRecShape`: dim, layers, heads, max_len,
     dropout, ffn_mult) and how it is trained; defaults tuned on ML-100k valid NDCG@10 (about 5 min a seed on
     2 cores).
@@ -64,29 +98,29 @@ class SASRecConfig(SASRecShape):
     max_len: history items the model sees (longer histories are cut into windows of
         this length for training, and truncated to the newest `max_len` for scoring).
     ffn_mult: feed-forward width as a multiple of `dim` (1 as in the SASRec paper).
-    batch_size: windows per step.
+    batch_size: windows per step. epochs/eval_every/patience: see `Schedule`.
     """
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 120
-    eval_every: int = 5
-    patience: int = 10
+    lr: Rate = 1e-3
+    weight_decay: Weight = 0.0
+    batch_size: Positive = 128
+    epochs: Positive = 120
+    eval_every: Positive = 5
+    patience: Positive = 10
 
 
-@dataclass
+@dataclass(config=STRICT)
 class CFConfig:
     """Stage `cf`: the baselines, each trained once per seed."""
 
-    models: list[str] = field(default_factory=lambda: ["Pop", "LightGCN", "SASRec"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    models: list[Literal["Pop", "LightGCN", "SASRec"]] = field(default_factory=lambda: ["Pop", "LightGCN", "SASRec"])
+    seeds: Annotated[list[int], Field(min_length=1)] = field(default_factory=lambda: [0, 1, 2])
     lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
 
 
-@dataclass
-class FACEConfig:
+@dataclass(config=STRICT)
+class FACEConfig(Schedule):
     """Stage `face` (training/face.py): FACE descriptors trained jointly with LightGCN, one run per cf seed.
 
     k: descriptors per entity. warm_start: start the projection from the ridge regression of
@@ -96,8 +130,7 @@ class FACEConfig:
         warm start is the map phase). Then the joint
         phase: `epochs` LightGCN epochs (BPR batches of cf.lightgcn.batch_size) with the
         FACE losses on `entities_per_step` random users and items per step, the alignment
-        on `align_entities` of them; validated every `eval_every` epochs, stopped after
-        `patience` validations without improvement.
+        on `align_entities` of them; validated and stopped as `Schedule` says.
     lr: FACE module learning rate (FACE: 1e-3, which undoes the warm start here); cf_lr:
         the CF tables' (FACE: a tenth of the module's, 1e-4).
     vq_weight / recons_weight / align_weight: weights of the commitment, reconstruction
@@ -106,24 +139,24 @@ class FACEConfig:
         explore / exploring / exploration are one choice); false: only no word twice.
     """
 
-    k: int = 8
+    k: Positive = 8
     distinct_stems: bool = True
     warm_start: bool = True
-    map_epochs: int = 0
-    epochs: int = 6
-    eval_every: int = 2
-    patience: int = 2
-    lr: float = 1e-4
-    cf_lr: float = 1e-4
-    vq_weight: float = 1.0
-    recons_weight: float = 1.0
-    align_weight: float = 0.1
-    temperature: float = 0.02
-    entities_per_step: int = 64
-    align_entities: int = 16
+    map_epochs: NonNegative = 0
+    epochs: Positive = 6
+    eval_every: Positive = 2
+    patience: Positive = 2
+    lr: Rate = 1e-4
+    cf_lr: Rate = 1e-4
+    vq_weight: Weight = 1.0
+    recons_weight: Weight = 1.0
+    align_weight: Weight = 0.1
+    temperature: Rate = 0.02
+    entities_per_step: Positive = 64
+    align_entities: Positive = 16
 
 
-@dataclass
+@dataclass(config=STRICT)
 class IndexConfig:
     """Stage `index`: the RQ-VAE that gives every item a code (training/rqvae.py).
 
@@ -134,21 +167,21 @@ class IndexConfig:
     epochs: passes over the items (mini-batches of `batch_size`).
     """
 
-    embedding: str = "text"
-    levels: int = 3
-    codebook_size: int = 32
-    latent_dim: int = 32
-    hidden: list[int] = field(default_factory=lambda: [256, 128])
-    beta: float = 0.25
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 200
-    kmeans_iters: int = 30
+    embedding: Literal["text", "text+cf", "lightgcn", "sasrec"] = "text"
+    levels: Positive = 3
+    codebook_size: Annotated[int, Field(ge=2)] = 32
+    latent_dim: Positive = 32
+    hidden: list[Positive] = field(default_factory=lambda: [256, 128])
+    beta: Weight = 0.25
+    lr: Rate = 1e-3
+    batch_size: Positive = 256
+    epochs: Positive = 200
+    kmeans_iters: NonNegative = 30
     seed: int = 0
-    threads: int | None = 1  # a small MLP: one thread beats two on a busy machine
+    threads: Threads = 1  # a small MLP: one thread beats two on a busy machine
 
 
-@dataclass
+@dataclass(config=STRICT)
 class TuneConfig:
     """Stage `tune`: LoRA tuning of the LLM on LC-Rec's tasks (training/tune.py).
 
@@ -171,50 +204,67 @@ class TuneConfig:
         step by that NDCG@10 is the model kept (None: no curve, the last step is kept).
     precision: `auto` (bf16 where the hardware computes it natively, else fp32: face_app/hardware.py),
         `fp32`, or `bf16` (refused on a CPU without native bf16).
-    eval_beams: beam width when scoring the LLM (>= 20, so Recall@20 counts only generated items).
+    eval_beams: beam width when scoring the LLM (at least the largest cut-off, 20, so Recall@20 counts only
+        generated items).
     init_from: a tuned model directory to start from (e.g. `assets/ml-100k/model`: a shipped bundle's LoRA,
         index rows and taste projection; the same item index and model shape), so a tune survives a new machine.
     """
 
     base_model: str = "smollm2"
-    keep_layers: int | None = None
-    tasks: dict[str, float] = field(
+    keep_layers: Positive | None = None
+    tasks: dict[str, Weight] = field(
         default_factory=lambda: {"next": 1.0, "followup": 0.1, "descriptors": 0.1, "index_to_title": 1.0,
                                  "title_to_index": 1.0, "intention": 1.0}
     )
-    max_history: int = 20
+    max_history: Positive = 20
     titles_in_history: bool = False
-    taste: bool | str = False
-    distill: float = 0.0
-    distill_temperature: float = 1.0
-    max_length: int = 256
-    lora_r: int = 16
-    lora_alpha: int = 32
+    # Literal, not bool | str: one clear error for a wrong value (face_app.prompts.TASTE_PLACES, and none).
+    taste: Literal[True, False, "prompt", "answer", "none"] = False
+    distill: Weight = 0.0
+    distill_temperature: Rate = 1.0
+    max_length: Positive = 256
+    lora_r: Positive = 16
+    lora_alpha: Positive = 32
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    layers: list[int] | None = None
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    batch_size: int = 16
-    epochs: int = 1
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    checkpoint_every: int = 100
-    eval_every: int | None = None
-    eval_users: int = 200
+    layers: list[NonNegative] | None = None
+    lr: Rate = 1e-3
+    warmup_steps: NonNegative = 50
+    batch_size: Positive = 16
+    epochs: Positive = 1
+    max_steps: Positive | None = None
+    max_minutes: Rate | None = None
+    checkpoint_every: Positive = 100
+    eval_every: Positive | None = None
+    eval_users: Positive = 200
     precision: str = "auto"
-    log_every: int = 10
+    log_every: Positive = 10
     eval_beams: int = 20
     init_from: str | None = None
     seed: int = 0
-    threads: int | None = None  # torch threads for tuning and LLM decoding in eval (None: the build's `threads`)
+    threads: Threads = None  # torch threads for tuning and LLM decoding in eval (None: the build's `threads`)
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"must be one of {', '.join(PRECISIONS)}")
+        return value
+
+    @field_validator("eval_beams")
+    @classmethod
+    def _beams_cover_every_cutoff(cls, value: int) -> int:
+        if value < LARGEST_CUTOFF:
+            raise ValueError(f"must be at least {LARGEST_CUTOFF}, the largest evaluation cut-off "
+                             "(training.metrics.METRICS)")
+        return value
 
 
-@dataclass
+@dataclass(config=STRICT)
 class EvalConfig:
-    batch_size: int = 256
+    batch_size: Positive = 256
 
 
-@dataclass
+@dataclass(config=STRICT)
 class ExportConfig:
     """Stage `export`: where the bundle goes and how many test users it offers as personas.
 
@@ -224,7 +274,7 @@ class ExportConfig:
     """
 
     out: str = "assets/{name}"
-    personas: int = 24
+    personas: NonNegative = 24
     conversations: dict[str, list[str]] = field(default_factory=lambda: {
         "Children's animation": ["I loved Toy Story, Aladdin and The Lion King", "more like the first one",
                                  "something lighter"],
@@ -235,7 +285,7 @@ class ExportConfig:
     })
 
 
-@dataclass
+@dataclass(config=STRICT)
 class Config:
     name: str = "ml-100k"
     data: DataConfig = field(default_factory=DataConfig)
@@ -245,7 +295,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
-    threads: int | None = None  # torch intra-op threads; None: torch's default
+    threads: Threads = None  # torch intra-op threads; None: torch's default
 
 
 @contextmanager
@@ -260,44 +310,82 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate dataclass `cls` from a nested dict, rejecting unknown keys."""
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(unknown)} in {where or 'top level'}; known: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = _build(hint, value, f"{where}.{name}".lstrip("."))
-        kwargs[name] = value
-    return cls(**kwargs)
+class ConfigError(ValueError):
+    """A config that does not validate; the message is one line naming the file, the key and what is wrong."""
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    """`cf.lightgcn.lr` from a pydantic error location (list positions as `[i]`, mapping keys as `.key`)."""
+    key, cls = "", Config
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+            continue
+        key = f"{key}.{part}".lstrip(".")
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        cls = hints.get(part)
+    return key
+
+
+def _describe(error: ValidationError, where: str, overridden: dict[str, str]) -> str:
+    """One line for every problem of a validation: `where: key: what (got value)`, joined by `; `."""
+    problems: dict[str, str] = {}
+    for item in error.errors():
+        key = _key(item["loc"])
+        if item["type"] == "unexpected_keyword_argument":
+            message = "unknown key"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            message += f" (got {item['input']!r})"
+        given = [name for name in overridden if key == name or key.startswith((f"{name}.", f"{name}["))]
+        if given:
+            message += f" from --set {given[0]}={overridden[given[0]]}"
+        problems.setdefault(key, message)
+    text = "; ".join(f"{key}: {message}" for key, message in problems.items())
+    return f"{where}: {text}".replace("\n", " ")
 
 
 def _set_path(values: dict[str, Any], dotted: str, raw: str) -> None:
     keys = dotted.split(".")
     node = values
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = yaml.safe_load(raw)
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}={raw}: {key} is a value, not a section")
+        node = child
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {dotted}={raw}: not a YAML value ({' '.join(str(error).split())})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config and apply `key.sub=value` overrides (values parsed as YAML)."""
+    """Load a YAML config, apply `key.sub=value` overrides (values parsed as YAML) and validate the result.
+
+    Raises ConfigError (a ValueError) with one line naming the file and each wrong key.
+    """
+    where = str(path) if path is not None else "defaults"
     values: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
-        values = yaml.safe_load(text) or {}
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}: a config must be a YAML mapping")
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+    overridden: dict[str, str] = {}
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        _set_path(values, dotted.strip(), raw)
-    return _build(Config, values, "")
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = (part.strip() for part in item.split("=", 1))
+        _set_path(values, dotted, raw)
+        overridden[dotted] = raw
+    try:
+        return Config(**values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, where, overridden)) from None
+    except TypeError as error:  # a section given as a value (`cf: 3`) before pydantic sees it
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def config_dict(config: Config) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import torch
 
 from face_app.datasets import Dataset, load_dataset
 from training.config import Config, DataConfig
+from training.workdir import Workdir
 
 SPLITS = ("train", "valid", "test")
 
@@ -174,9 +175,9 @@ def _k_core(inter: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
 
 
 def run(config: Config, workdir: Path) -> Path:
-    """Stage `data`: read `config.data`, split it, write `<workdir>/data/`."""
+    """Stage `data`: read `config.data`, split it, write `Workdir.data`."""
     dataset = load_dataset(config.data.source, paths=config.data.paths)
     split = split_dataset(dataset, config.data)
-    out = workdir / "data"
+    out = Workdir(workdir).data
     split.save(out)
     return out

@@ -24,6 +24,7 @@ from training.card import write_card
 from training.config import Config, config_dict
 from training.data import SplitData
 from training.report import read_report
+from training.workdir import Workdir
 
 
 def output_dir(config: Config, workdir: Path) -> Path:
@@ -60,7 +61,8 @@ def base_model_source(model_dir: Path) -> dict | None:
 
 def run(config: Config, workdir: Path) -> Path:
     """Write the bundle to `output_dir(config, workdir)` (replacing what was there); return its path."""
-    readout = workdir / "face" / "readout"
+    paths = Workdir(workdir)
+    readout = paths.readout
     if not readout.is_dir():
         raise FileNotFoundError(f"{readout} is missing: the export stage needs the face stage's read-out")
     out = output_dir(config, workdir)
@@ -68,10 +70,10 @@ def run(config: Config, workdir: Path) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     Descriptors.load(readout).save(out / fmt.READOUT_DIR)  # in the current format (the codebook in fp16)
-    index = workdir / "index" / "item_index.json"
+    index = paths.index_file
     if index.exists():
         shutil.copyfile(index, out / fmt.INDEX_FILE)
-    model = workdir / "tune" / "model"
+    model = paths.tune_model
     if model.is_dir():
         shutil.copytree(model, out / fmt.MODEL_DIR)
 
@@ -80,7 +82,7 @@ def run(config: Config, workdir: Path) -> Path:
     (out / fmt.MAP_FILE).write_text(json.dumps(
         {"method": "PCA of the CF item embeddings", "item_ids": list(descriptors.item_ids),
          "xy": np.round(xy, 4).tolist()}))
-    data = SplitData.load(workdir / "data")
+    data = SplitData.load(paths.data)
     (out / fmt.PERSONAS_FILE).write_text(json.dumps({"user_ids": personas(data, config.export.personas)}))
 
     fmt.write_manifest(

@@ -55,10 +55,12 @@ from face_app.descriptors import (
     pick_distinct,
     stem_groups,
 )
-from training.cf import LightGCN, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
+from training.cf import LightGCN
 from training.config import Config, FACEConfig
 from training.data import SplitData
-from training.evaluate import TrainedRun
+from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
+from training.metrics import TrainedRun
+from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 MODEL_NAME = "LightGCN+FACE"
 
@@ -114,7 +116,7 @@ class TextEncoder:
     """
 
     def __init__(self) -> None:
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # heavy: loaded only when encoding
 
         self.model = SentenceTransformer(str(minilm_path()), device="cpu")
         self.model.eval()
@@ -439,8 +441,8 @@ def word_groups(words: Sequence[str], config: Config) -> torch.Tensor | None:
 def load_model(
     run_dir: Path, data: SplitData, config: Config, codebook: torch.Tensor, groups: torch.Tensor | None
 ) -> LightGCNFACE:
-    """Rebuild a trained LightGCN+FACE from `<run_dir>/model.safetensors`, in eval mode."""
-    state = load_file(run_dir / "model.safetensors")
+    """Rebuild a trained LightGCN+FACE from the run directory's weights, in eval mode."""
+    state = load_file(run_dir / MODEL_FILE)
     lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
     face = FACE(config.cf.lightgcn.dim, config.face.k, codebook, groups)
     model = LightGCNFACE(lightgcn, face)
@@ -448,21 +450,17 @@ def load_model(
     return model.eval()
 
 
-def face_runs(workdir: Path) -> list[tuple[int, Path]]:
-    """(seed, run directory) of every finished FACE run, by seed."""
-    runs = [(int(p.parent.name.removeprefix("seed")), p.parent) for p in (workdir / "face").glob("seed*/run.json")]
-    return sorted(runs)
-
-
 def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
     """The eval stage's view of this stage: LightGCN+FACE per seed (none when the stage did not run)."""
-    found = face_runs(workdir)
+    paths = Workdir(workdir)
+    found = paths.face_runs()
     if not found:
-        print(f"[eval] no FACE runs in {workdir / 'face'}; LightGCN+FACE not scored")
+        print(f"[eval] no FACE runs in {paths.stage('face')}; LightGCN+FACE not scored")
         return
-    readout = load_file(workdir / "face" / "readout" / "readout.safetensors")
+    # The raw tensors (the codebook as stored, fp16), as the eval stage has always read them.
+    readout = load_file(paths.readout / "readout.safetensors")
     for seed, run_dir in found:
-        meta = json.loads((run_dir / "run.json").read_text())
+        meta = json.loads((run_dir / RUN_FILE).read_text())
         model = load_model(run_dir, data, config, readout["codebook"], readout["word_groups"])
         yield TrainedRun(MODEL_NAME, seed, model, meta)
 
@@ -470,13 +468,13 @@ def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[T
 def run(config: Config, workdir: Path) -> Path:
     """Stage `face`: LightGCN+FACE per seed, the read-out of the first seed, descriptors and their faithfulness.
 
-    Needs the cf stage's LightGCN runs (`<workdir>/cf/LightGCN/seed<k>/`). Output under
-    `<workdir>/face/`: `seed<k>/{model.safetensors,run.json}` (reused when the settings
-    match), `readout/` (`Descriptors.save`), `descriptors.json` (every item's and user's
-    words), `report_extra.json` (`descriptors` metrics and samples, merged into report.json).
+    Needs the cf stage's LightGCN runs (`Workdir.cf_run`). Output (`training.workdir.Workdir`):
+    `face_run(seed)` with model.safetensors and run.json (reused when the settings match), `readout`
+    (`Descriptors.save`), `descriptors_file` (every item's and user's words), `report_extra("face")`
+    (`descriptors` metrics and samples, merged into report.json).
     """
-    data = SplitData.load(workdir / "data")
-    out = workdir / "face"
+    paths = Workdir(workdir)
+    data = SplitData.load(paths.data)
     settings: FACEConfig = config.face
     words = load_codebook()
     text = TextEncoder()
@@ -488,12 +486,12 @@ def run(config: Config, workdir: Path) -> Path:
     key = run_key(config)
     first: LightGCNFACE | None = None
     for seed in config.cf.seeds:
-        run_dir = out / f"seed{seed}"
-        if (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text()).get("key") == key:
+        run_dir, run_json = paths.face_run(seed), paths.face_run(seed) / RUN_FILE
+        if run_json.exists() and json.loads(run_json.read_text()).get("key") == key:
             print(f"[face] seed {seed}: reusing the finished run in {run_dir}")
             model = load_model(run_dir, data, config, codebook, groups)
         else:
-            pretrained_path = workdir / "cf" / "LightGCN" / f"seed{seed}" / "model.safetensors"
+            pretrained_path = paths.cf_run("LightGCN", seed) / MODEL_FILE
             if not pretrained_path.exists():
                 raise FileNotFoundError(f"FACE starts from LightGCN: no {pretrained_path}; run the cf stage first")
             start = time.perf_counter()
@@ -504,26 +502,26 @@ def run(config: Config, workdir: Path) -> Path:
             seconds = time.perf_counter() - start
             run_dir.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != "face.codebook"}
-            save_file(state, run_dir / "model.safetensors")
+            save_file(state, run_dir / MODEL_FILE)
             scored = [h for h in model.history if h.get("valid_NDCG@10") is not None]
             best = max(scored, key=lambda h: h["valid_NDCG@10"], default={})
             meta = {
                 "model": MODEL_NAME, "seed": seed, "key": key, "seconds": seconds, "map_seconds": model.map_seconds,
                 "best_epoch": best.get("epoch"), "history": model.history,
             }
-            (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+            run_json.write_text(json.dumps(meta, indent=1))
             best_ndcg = best.get("valid_NDCG@10", float("nan"))
             print(f"[face] seed {seed}: {seconds:.1f} s, best valid NDCG@10 {best_ndcg:.4f}")
         first = first or model
 
     assert first is not None, "config.cf.seeds is empty"
     readout = build_readout(first, data, words, settings.k)
-    readout.save(out / "readout")
+    readout.save(paths.readout)
     described = {
         "items": [[words[i] for i in row] for row in readout.item_words.tolist()],
         "users": [[words[i] for i in row] for row in readout.user_words.tolist()],
     }
-    (out / "descriptors.json").write_text(
+    paths.descriptors_file.write_text(
         json.dumps(
             {
                 "items": dict(zip(readout.item_ids, described["items"], strict=True)),
@@ -549,9 +547,9 @@ def run(config: Config, workdir: Path) -> Path:
     }
     metrics["seed"] = config.cf.seeds[0]
     extra = {"descriptors": metrics, "descriptor_samples": samples}
-    (out / "report_extra.json").write_text(json.dumps(extra, indent=1))
+    paths.report_extra("face").write_text(json.dumps(extra, indent=1))
     print(
         f"[face] descriptors: hit@10 {metrics['hit@10']:.4f} (random {metrics['random_hit@10']:.4f}), "
         f"MRR {metrics['mrr']:.4f} (random {metrics['random_mrr']:.4f}), {metrics['distinct_words']} distinct words"
     )
-    return out
+    return paths.stage("face")

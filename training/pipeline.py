@@ -21,7 +21,8 @@ import torch
 from training import cf, data, evaluate, export, face, rqvae, tune
 from training.card import record_machine
 from training.config import Config, config_dict
-from training.report import EARLIER_SECONDS, update_timings
+from training.report import update_timings
+from training.workdir import Workdir
 
 Stage = Callable[[Config, Path], Path]
 STAGES: dict[str, Stage] = {
@@ -76,10 +77,11 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
     workdir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    (workdir / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
+    paths = Workdir(workdir)
+    paths.config_file.write_text(json.dumps(config_dict(config), indent=2, default=str))
     ran: dict[str, float] = {}
     for name in stages or list(STAGES):
-        marker = workdir / name / ".done"
+        marker = paths.done_marker(name)
         digest = config_hash(config, name)
         if marker.exists() and not force:
             done = json.loads(marker.read_text())
@@ -92,7 +94,7 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
             continue
         print(f"[{name}] running")
         start = time.perf_counter()
-        earlier = workdir / name / EARLIER_SECONDS
+        earlier = paths.earlier_seconds(name)
         earlier.unlink(missing_ok=True)
         STAGES[name](config, workdir)
         seconds = time.perf_counter() - start

@@ -12,39 +12,34 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.evaluate import METRICS
-
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-# A stage that resumed work an earlier run left (the tune stage, from its checkpoint) writes the seconds that
-# work took to `<workdir>/<stage>/earlier_seconds.json`; the pipeline adds them to the stage's time.
-EARLIER_SECONDS = "earlier_seconds.json"
+from training.metrics import METRICS
+from training.workdir import Workdir
 
 
 def read_report(workdir: Path) -> dict[str, Any]:
-    path = workdir / REPORT_JSON
+    path = Workdir(workdir).report_json
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_report(workdir: Path, report: dict[str, Any]) -> None:
     """Write report.json and the rendered report.md, with the stage timings recorded so far."""
     report = {**report, "timings": {**read_timings(workdir), **report.get("timings", {})}}
-    (workdir / REPORT_JSON).write_text(json.dumps(report, indent=2))
+    Workdir(workdir).report_json.write_text(json.dumps(report, indent=2))
     render_report(workdir)
 
 
 def read_timings(workdir: Path) -> dict[str, float]:
-    path = workdir / "timings.json"
+    path = Workdir(workdir).timings_file
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def update_timings(workdir: Path, timings: dict[str, float]) -> None:
     """Record stage wall times in timings.json, and in the report when one exists."""
-    (workdir / "timings.json").write_text(json.dumps({**read_timings(workdir), **timings}, indent=2))
+    Workdir(workdir).timings_file.write_text(json.dumps({**read_timings(workdir), **timings}, indent=2))
     report = read_report(workdir)
     if report:
         report["timings"] = {**report.get("timings", {}), **timings}
-        (workdir / REPORT_JSON).write_text(json.dumps(report, indent=2))
+        Workdir(workdir).report_json.write_text(json.dumps(report, indent=2))
         render_report(workdir)
 
 
@@ -124,9 +119,10 @@ def descriptors_section(report: dict[str, Any]) -> list[str]:
 
 def render_report(workdir: Path) -> str:
     """Render report.md from report.json; return the markdown."""
+    paths = Workdir(workdir)
     report = read_report(workdir)
     if not report:
-        raise FileNotFoundError(f"no {REPORT_JSON} in {workdir}; run the eval stage first")
+        raise FileNotFoundError(f"no {paths.report_json.name} in {workdir}; run the eval stage first")
     data = report.get("data", {})
     parts = [
         f"# Build report: {report.get('dataset', '?')}",
@@ -153,12 +149,12 @@ def render_report(workdir: Path) -> str:
         training_time_table(report),
         *descriptors_section(report),
     ]
-    plots = sorted((workdir / "plots").glob("*.png")) if (workdir / "plots").exists() else []
+    plots = sorted(paths.plots.glob("*.png")) if paths.plots.exists() else []
     if plots:
         parts += ["", "## Training curves", ""]
-        parts += [f"![{p.stem}](plots/{p.name})" for p in plots]
+        parts += [f"![{p.stem}]({paths.plots.name}/{p.name})" for p in plots]
     text = "\n".join(parts) + "\n"
-    (workdir / REPORT_MD).write_text(text)
+    paths.report_md.write_text(text)
     return text
 
 
@@ -171,7 +167,7 @@ def publish(workdir: Path, out: Path, command: str) -> Path:
     import shutil
 
     text = render_report(workdir)
-    plots = workdir / "plots"
+    plots = Workdir(workdir).plots
     if plots.exists():
         (out.parent / "plots").mkdir(parents=True, exist_ok=True)
         for png in plots.glob("*.png"):

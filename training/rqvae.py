@@ -35,6 +35,7 @@ from face_app.prompts import item_title
 from face_app.sources import cache_dir
 from training.config import Config, IndexConfig, torch_threads
 from training.data import SplitData
+from training.workdir import MODEL_FILE, Workdir
 
 
 def item_texts(items: pd.DataFrame) -> list[str]:
@@ -63,10 +64,11 @@ def cf_item_embeddings(workdir: Path, model: str = "lightgcn") -> torch.Tensor:
     """float [N, d]: the item embeddings of the cf stage's first run of `model` (`lightgcn`: its ego embeddings;
     `sasrec`: its input/output item table, padding row dropped), L2-normalised."""
     name, key, skip = CF_TABLES[model]
-    runs = sorted((workdir / "cf" / name).glob("seed*/model.safetensors"))
+    paths = Workdir(workdir)
+    runs = paths.cf_runs(name)
     if not runs:
-        raise FileNotFoundError(f"an index from {model} embeddings needs a {name} run in {workdir / 'cf'}")
-    return F.normalize(load_file(runs[0])[key][skip:].float(), dim=1)
+        raise FileNotFoundError(f"an index from {model} embeddings needs a {name} run in {paths.stage('cf')}")
+    return F.normalize(load_file(runs[0][1] / MODEL_FILE)[key][skip:].float(), dim=1)
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -267,18 +269,18 @@ def build_index(x: torch.Tensor, item_ids: list[str], config: IndexConfig) -> It
 
 
 def run(config: Config, workdir: Path) -> Path:
-    """Stage `index`: write `<workdir>/index/item_index.json` and `report_extra.json`."""
-    data = SplitData.load(workdir / "data")
+    """Stage `index`: write `Workdir.index_file` and the stage's `report_extra.json`."""
+    paths = Workdir(workdir)
+    data = SplitData.load(paths.data)
     x = item_embeddings(config, workdir, data.items)
     index = build_index(x, data.items["item_id"].astype(str).tolist(), config.index)
-    out = workdir / "index"
-    index.save(out / "item_index.json")
+    index.save(paths.index_file)
     keys = ("levels", "codebook_size", "collisions", "code_usage", "recon_loss", "embedding",
             "collisions_before_assignment")
     report = {key: index.meta[key] for key in keys}
-    (out / "report_extra.json").write_text(json.dumps({"index": report}, indent=1))
+    paths.report_extra("index").write_text(json.dumps({"index": report}, indent=1))
     usage = ", ".join(f"{u:.2f}" for u in report["code_usage"])
     print(f"[index] {len(index)} items, collisions {report['collisions']} "
           f"(before assignment {report['collisions_before_assignment']}), code usage [{usage}], "
           f"recon loss {report['recon_loss']:.4f}")
-    return out / "item_index.json"
+    return paths.index_file

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from face_app.sequential import SASRec, pad_right_aligned
-from training.cf import seed_everything, train_with_early_stopping
 from training.config import SASRecConfig
 from training.data import SplitData
+from training.loop import seed_everything, train_with_early_stopping
 
 
 def training_windows(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
@@ -35,7 +35,7 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
     """Train SASRec with full-catalog cross-entropy, early-stopped on valid NDCG@10.
 
     Returns the model in eval mode with the best weights; `.history` holds the
-    per-epoch log (see `training.cf.train_with_early_stopping`).
+    per-epoch log (see `training.loop.train_with_early_stopping`).
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)

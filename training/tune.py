@@ -45,14 +45,16 @@ from tqdm.auto import tqdm
 
 from face_app import hardware, llm, sources
 from face_app.decoder import GENERATOR_FILE, TASTE_DIR, GeneratorSpec, ItemGenerator, TastePrompt, input_embeddings
+from face_app.descriptors import Descriptors
 from face_app.index import ItemIndex
 from face_app.prompts import TASTE_TOKEN
 from face_app.sequential import SASRec
 from training.config import Config, TuneConfig, torch_threads
 from training.data import SplitData
-from training.evaluate import TrainedRun, evaluate
-from training.report import EARLIER_SECONDS, plot_tune_curves
+from training.metrics import TrainedRun, evaluate
+from training.report import plot_tune_curves
 from training.tasks import Catalog, Encoded, build_examples, collate, encode, taste_place
+from training.workdir import MODEL_FILE, Workdir
 
 VALID_SAMPLE_SEED = 0  # the valid users of the learning curve: the same for every run
 
@@ -112,7 +114,8 @@ class Objective:
             seen = torch.zeros_like(logits, dtype=torch.bool)
             for r, history in enumerate(histories):
                 seen[r, torch.from_numpy(np.array(history, dtype=np.int64))] = True
-            p = logits.masked_fill(seen, float("-inf")).softmax(-1)
+            # fp32 whatever the autocast precision: the per-level sums below are fp32 (bf16 made scatter_add_ fail)
+            p = logits.masked_fill(seen, float("-inf")).softmax(-1).float()
             gold = self.codes[targets]
             out = []
             for level in range(self.codes.shape[1]):
@@ -173,18 +176,19 @@ def learning_rate(step: int, total: int, config: TuneConfig) -> float:
 
 def load_teacher(workdir: Path, config: Config, n_items: int) -> SASRec:
     """The cf stage's first SASRec run (frozen): the taste encoder and the distillation teacher."""
-    runs = sorted((workdir / "cf" / "SASRec").glob("seed*/model.safetensors"))
+    paths = Workdir(workdir)
+    runs = paths.cf_runs("SASRec")
     if not runs:
-        raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {workdir / 'cf'}; run the cf stage")
+        raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {paths.stage('cf')}; run the cf stage")
     teacher = SASRec(0, n_items, config.cf.sasrec)
-    teacher.load_state_dict(load_file(runs[0]))
+    teacher.load_state_dict(load_file(runs[0][1] / MODEL_FILE))
     return teacher.eval().requires_grad_(False)
 
 
 def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog, teacher: SASRec | None = None):
     """(TunedLM, tokenizer, base weights for a random base else None): index tokens added and initialised,
     LoRA in place, the taste projection when `config.taste`."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # heavy, and needed only when tuning
 
     base, tokenizer = llm.load_base(config.base_model, seed=config.seed)
     llm.keep_layers(base, config.keep_layers)
@@ -222,7 +226,7 @@ def prepare_model(config: TuneConfig, index: ItemIndex, catalog: Catalog, teache
 def warm_start(model: TunedLM, directory: Path, index: ItemIndex, config: TuneConfig) -> None:
     """Start from a tuned model directory (a shipped bundle's `model/`): its LoRA weights, index-token rows and
     taste projection. It must have been tuned with the same item index and the same model shape."""
-    from peft import set_peft_model_state_dict
+    from peft import set_peft_model_state_dict  # heavy, and needed only when tuning
 
     spec = GeneratorSpec.load(directory)
     if ItemIndex.load(directory / "item_index.json").codes != index.codes:
@@ -348,7 +352,7 @@ class Tuning:
 
     def run(self, stop_after: int | None = None) -> dict:
         """Train; returns the record: loss and valid curves, the best step, seconds (counting resumed runs)."""
-        from accelerate import Accelerator
+        from accelerate import Accelerator  # heavy, and needed only when tuning
 
         config = self.config
         # Precision by explicit autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting in a
@@ -435,11 +439,9 @@ class Tuning:
 
 def face_words(workdir: Path) -> tuple[dict[str, list[str]], dict[str, list[str]]] | None:
     """(item words, user words) from the face stage's read-out, when that stage ran."""
-    readout = workdir / "face" / "readout"
+    readout = Workdir(workdir).readout
     if not readout.exists():
         return None
-    from face_app.descriptors import Descriptors
-
     found = Descriptors.load(readout)
     return ({i: found.for_item(i) for i in found.item_ids}, {u: found.for_user(u) for u in found.user_ids})
 
@@ -484,11 +486,12 @@ def _portable_adapter_config(path: Path, base_model: str) -> None:
 
 
 def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
-    """Stage `tune`: build the task data, tune, write `<workdir>/tune/model/`."""
+    """Stage `tune`: build the task data, tune, write `Workdir.tune_model`."""
+    paths = Workdir(workdir)
     tune = config.tune
     torch.manual_seed(tune.seed)
-    data = SplitData.load(workdir / "data")
-    index = ItemIndex.load(workdir / "index" / "item_index.json")
+    data = SplitData.load(paths.data)
+    index = ItemIndex.load(paths.index_file)
     words = face_words(workdir)
     catalog = Catalog(data, index, words[0] if words else None)
     examples = build_examples(data, catalog, tune, words[1] if words else None)
@@ -500,24 +503,24 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     print(f"[tune] {len(encoded)} examples ({', '.join(f'{k} {len(v)}' for k, v in examples.items())}); "
           f"mean length {np.mean(lengths):.0f} tokens; precision {hardware.choose_precision(tune.precision)} on "
           f"{hardware.cpu_model()} ({hardware.capability()})")
-    out = workdir / "tune"
+    out = paths.stage("tune")
     start = time.perf_counter()
     with torch_threads(tune.threads):
         record = Tuning(model, tokenizer, index, data, encoded, tune, teacher, out).run(stop_after)
     earlier = record["seconds"] - (time.perf_counter() - start)
     if earlier > 0:  # resumed: the pipeline counts the earlier runs' training in the stage's time
-        (out / EARLIER_SECONDS).write_text(json.dumps({"seconds": earlier}))
+        paths.earlier_seconds("tune").write_text(json.dumps({"seconds": earlier}))
     training = {"examples": {k: len(v) for k, v in examples.items()}, "mean_tokens": float(np.mean(lengths)),
                 "train_seconds": record["seconds"], "eval_seconds": record["eval_seconds"],
                 "loss_history": record["history"],
                 "valid_curve": record["valid"], "best": record["best"], "precision": record["precision"],
                 "machine": hardware.machine()}
-    plot_tune_curves(out / "curves.png", record["history"], record["valid"])
+    plot_tune_curves(paths.tune_curves, record["history"], record["valid"])
     # what the descriptors task showed as the user's words: the serving prompt shows FACE words only to a model
     # that learnt from them
-    save_generator(out / "model", model, tokenizer, index, tune, base_state, "face" if words else "genre words",
+    save_generator(paths.tune_model, model, tokenizer, index, tune, base_state, "face" if words else "genre words",
                    training)
-    return out / "model"
+    return paths.tune_model
 
 
 class LLMRecommender:
@@ -546,7 +549,7 @@ class LLMRecommender:
 
 def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
     """The eval stage's view of this stage: the tuned LLM (test split only: decoding is the slow part)."""
-    model_dir = workdir / "tune" / "model"
+    model_dir = Workdir(workdir).tune_model
     if not (model_dir / GENERATOR_FILE).exists():
         return
     spec = GeneratorSpec.load(model_dir)
