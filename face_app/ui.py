@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from matplotlib.figure import Figure
+import pandas as pd
 
 from face_app.dialogue import ConversationState, clean_message
 from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
@@ -124,37 +124,44 @@ def history_html(engine: Engine, state: ConversationState, show_descriptors: boo
     return f"<ul class='fa-history'>{''.join(rows)}</ul>{tail}"
 
 
-def catalog_map(engine: Engine, item_map: dict[str, tuple[float, float]], state: ConversationState) -> Figure | None:
-    """The catalog in 2-D (PCA of CF item embeddings), coloured by main genre; history and picks marked."""
-    if not item_map:
-        return None
-    fig = Figure(figsize=(4.2, 3.4), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
+HISTORY_GROUP, PICKS_GROUP, OTHER_GROUP = "your history", "picks", "other"
+
+
+def catalog_points(engine: Engine, item_map: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """The static layer of the map, built once: one row per mapped item (x, y, title, group = main genre)."""
     top = engine.catalog.genres[:MAP_GENRES]
-    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
-    colour = dict(zip(top, palette, strict=False))
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for item_id, xy in item_map.items():
+    rows = []
+    for item_id, (x, y) in item_map.items():
         if item_id in engine.catalog:
-            genre = next((g for g in engine.catalog.item(item_id).genres if g in colour), "other")
-            groups.setdefault(genre, []).append(xy)
-    for genre, points in sorted(groups.items(), key=lambda kv: kv[0] == "other"):
-        xs, ys = zip(*points, strict=True)
-        ax.scatter(xs, ys, s=6, alpha=0.45, c=colour.get(genre, "#bab0ac"), label=genre, linewidths=0)
-    hist = [item_map[i] for i in state.history[-50:] if i in item_map]
-    if hist:
-        xs, ys = zip(*hist, strict=True)
-        ax.scatter(xs, ys, s=28, facecolors="none", edgecolors="black", linewidths=1.0, label="your history")
-    picks = [(rank, item_map[i]) for rank, i in enumerate(state.last, start=1) if i in item_map]
-    if picks:
-        xs, ys = zip(*[p for _, p in picks], strict=True)
-        ax.scatter(xs, ys, s=90, marker="*", c="crimson", edgecolors="white", linewidths=0.5, label="picks")
-        for rank, (x, y) in picks:
-            ax.annotate(str(rank), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.legend(fontsize=6, loc="outside lower center", ncol=5, frameon=False, markerscale=1.2)
-    return fig
+            item = engine.catalog.item(item_id)
+            group = next((g for g in item.genres if g in top), OTHER_GROUP)
+            rows.append((float(x), float(y), item.label, group))
+    return pd.DataFrame(rows, columns=["x", "y", "title", "group"])
+
+
+def map_colours(engine: Engine) -> dict[str, str]:
+    """Group -> colour: the top genres muted, the visitor's history black, the picks red."""
+    colours = dict(zip(engine.catalog.genres[:MAP_GENRES], PALETTE, strict=False))
+    return {**colours, OTHER_GROUP: "#d0ccc8", HISTORY_GROUP: "#111111", PICKS_GROUP: "#dc143c"}
+
+
+def catalog_map(engine: Engine, points: pd.DataFrame, item_map: dict[str, tuple[float, float]],
+                state: ConversationState) -> pd.DataFrame | None:
+    """The map's data for one visitor: the catalog layer, then their history and the last picks on top.
+
+    Drawn in the browser (gr.ScatterPlot): a turn sends rows, not a re-rendered image (a matplotlib PNG cost
+    about 0.57 s of a served turn)."""
+    if points.empty:
+        return None
+
+    def layer(item_ids: list[str], group: str) -> pd.DataFrame:
+        mapped = [i for i in item_ids if i in item_map and i in engine.catalog]
+        return pd.DataFrame([(*map(float, item_map[i]), engine.catalog.item(i).label, group) for i in mapped],
+                            columns=points.columns)
+
+    overlays = [layer(state.history[-50:], HISTORY_GROUP), layer(list(state.last), PICKS_GROUP)]
+    return pd.concat([points, *[o for o in overlays if not o.empty]], ignore_index=True)
 
 
 # --- actions -----------------------------------------------------------------------------------------------------
@@ -168,6 +175,7 @@ class App:
                  persona_labels: dict[str, str] | None = None) -> None:
         self.engine = engine
         self.item_map = item_map
+        self.points = catalog_points(engine, item_map)  # the map's static layer, built once
         self.title = title
         self.study = study
         self.log = log
@@ -195,7 +203,7 @@ class App:
         words = self.engine.user_descriptors(session.state) if session.show_descriptors else []
         chip_html = f"<div><b>Your descriptors</b></div>{chips(words)}" if session.show_descriptors else ""
         return (session.messages, chip_html, history_html(self.engine, session.state, session.show_descriptors),
-                catalog_map(self.engine, self.item_map, session.state), session)
+                catalog_map(self.engine, self.points, self.item_map, session.state), session)
 
     def _reply(self, session: Session, reply: Reply) -> None:
         session.messages.append({"role": "assistant", "content": chat_text(reply.text)})
@@ -400,7 +408,10 @@ def build_demo(app: App) -> gr.Blocks:
                     descriptor_box = gr.HTML(elem_id="user-descriptors")
                     gr.Markdown("**Your history** (newest first)")
                     history = gr.HTML(elem_id="history")
-                    plot = gr.Plot(label="Where you are in the catalog", elem_id="map")
+                    plot = gr.ScatterPlot(x="x", y="y", color="group", color_map=map_colours(app.engine),
+                                          tooltip=["title", "group"], x_title=" ", y_title=" ",
+                                          x_axis_labels_visible="hidden", height=320,
+                                          label="Where you are in the catalog (CF item map)", elem_id="map")
         if study is not None:
             with gr.Column(visible=False) as questionnaire_screen:
                 gr.Markdown("### A few questions")

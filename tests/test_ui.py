@@ -21,7 +21,7 @@ from face_app.bundle import pca_2d
 from face_app.catalog import Catalog
 from face_app.dialogue import ConversationState
 from face_app.engine import EmbeddingRecommender, Engine, Recommendation
-from face_app.ui import App, Session, card, chips, history_html
+from face_app.ui import HISTORY_GROUP, PICKS_GROUP, App, Session, card, catalog_map, chips, history_html
 
 
 def small_app() -> App:
@@ -55,6 +55,18 @@ def test_cards_chips_and_history_escape_dataset_and_visitor_text(served) -> None
     session = Session()
     app.chat("<b>I loved Glass Harbor</b>", session)
     assert session.messages[0]["content"] == "&lt;b&gt;I loved Glass Harbor&lt;/b&gt;"
+
+
+def test_the_map_sends_the_static_catalog_once_built_and_the_visitor_on_top(served) -> None:
+    app, _ = served
+    assert len(app.points) == 12 and set(app.points.columns) == {"x", "y", "title", "group"}
+    state = ConversationState(history=["1", "2"], last=["5"])
+    rows = catalog_map(app.engine, app.points, app.item_map, state)
+    assert rows.iloc[:12].equals(app.points)  # the catalog layer as built at start, unchanged
+    on_top = rows.iloc[12:]
+    assert list(on_top["group"]) == [HISTORY_GROUP, HISTORY_GROUP, PICKS_GROUP]
+    assert list(on_top["title"]) == [app.engine.catalog.item(i).label for i in ("1", "2", "5")]
+    assert (on_top[["x", "y"]].to_numpy() == [app.item_map[i] for i in ("1", "2", "5")]).all()
 
 
 def test_an_empty_message_gets_a_hint_and_a_huge_one_is_echoed_short(served) -> None:

@@ -114,8 +114,7 @@ class Objective:
             seen = torch.zeros_like(logits, dtype=torch.bool)
             for r, history in enumerate(histories):
                 seen[r, torch.from_numpy(np.array(history, dtype=np.int64))] = True
-            # fp32 whatever the autocast precision: the per-level sums below are fp32 (bf16 made scatter_add_ fail)
-            p = logits.masked_fill(seen, float("-inf")).softmax(-1).float()
+            p = logits.masked_fill(seen, float("-inf")).softmax(-1)
             gold = self.codes[targets]
             out = []
             for level in range(self.codes.shape[1]):
