@@ -9,10 +9,8 @@ what a visitor types is shown as typed and never becomes a link, an image or mar
 """
 
 
-import argparse
 import html
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -26,7 +24,7 @@ import pandas as pd
 
 from face_app.dialogue import ConversationState, clean_message
 from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
-from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, db_path, normalise_code
+from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, normalise_code
 
 # Two vCPUs: two turns at a time, a bounded queue behind them.
 CONCURRENCY = 2
@@ -497,40 +495,3 @@ def launch(app: App, **kwargs: Any) -> gr.Blocks:
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(theme=gr.themes.Soft(), css=CSS, **kwargs)
     return demo
-
-
-def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> int:
-    parser = argparse.ArgumentParser(description="face-app: a conversational recommender.")
-    parser.add_argument("--bundle", type=Path, help="bundle directory (default: $FACE_APP_BUNDLE or assets/ml-100k)")
-    parser.add_argument("--study", action="store_true", help="study mode (also FACE_APP_STUDY=1)")
-    parser.add_argument("--study-config", type=Path, help="study YAML (default: $FACE_APP_STUDY_CONFIG or "
-                                                          "configs/study.yaml)")
-    parser.add_argument("--lightgcn-only", action="store_true", help="do not load the tuned LLM")
-    args = parser.parse_args(argv)
-    bundle = args.bundle or Path(os.environ.get("FACE_APP_BUNDLE") or default_bundle or "assets/ml-100k")
-    if not (bundle / "manifest.json").exists():
-        print(
-            f"face-app: no model bundle at {bundle}.\n"
-            "Build one (the tiny config takes about two minutes on 2 CPU cores) and point the app at it:\n"
-            "  python -m training build --config configs/tiny.yaml --workdir runs/tiny\n"
-            "  python app.py --bundle runs/tiny/bundle\n"
-            "or the full one (assets/ml-100k):\n"
-            "  python -m training build --config configs/ml-100k.yaml --workdir runs/ml-100k\n"
-            "(see README.md, 'Train your own').",
-            file=sys.stderr,
-        )
-        return 1
-    study = log = None
-    if args.study or os.environ.get("FACE_APP_STUDY", "") not in ("", "0", "false"):
-        study = StudyConfig.load(args.study_config or os.environ.get("FACE_APP_STUDY_CONFIG") or None)
-        log = StudyLog(db_path(study))
-        print(f"face-app: study mode, logging to {log.path}", file=sys.stderr)
-    from face_app.bundle import BundleError
-
-    try:
-        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only)
-    except BundleError as error:
-        print(f"face-app: {error}", file=sys.stderr)
-        return 1
-    launch(app)
-    return 0

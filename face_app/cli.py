@@ -1,0 +1,74 @@
+"""`python app.py`: the command line, parsed before anything heavy is imported.
+
+`--help` and a missing bundle answer at once; gradio, torch and the model load only when the app is really
+started, and each step of a start says what it is doing on stderr (a first start converts the base model
+and can take minutes; a visitor of the console should know why nothing is served yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+NO_BUNDLE = """face-app: no model bundle at {bundle}.
+Build one (the tiny config takes a few minutes on 2 CPU cores) and point the app at it:
+  python -m training build --config configs/tiny.yaml --workdir runs/tiny
+  python app.py --bundle runs/tiny/bundle
+or the full one (assets/ml-100k):
+  python -m training build --config configs/ml-100k.yaml --workdir runs/ml-100k
+(see README.md, 'Train your own')."""
+
+
+def parser() -> argparse.ArgumentParser:
+    found = argparse.ArgumentParser(description="face-app: a conversational recommender (a Gradio chat).")
+    found.add_argument("--bundle", type=Path, help="bundle directory (default: $FACE_APP_BUNDLE or assets/ml-100k)")
+    found.add_argument("--host", help="address to listen on (default: Gradio's, 127.0.0.1, or "
+                                      "$GRADIO_SERVER_NAME; 0.0.0.0 to serve a network)")
+    found.add_argument("--port", type=int, help="port (default: Gradio's, 7860, or $GRADIO_SERVER_PORT)")
+    found.add_argument("--study", action="store_true", help="study mode (also FACE_APP_STUDY=1)")
+    found.add_argument("--study-config", type=Path,
+                       help="study YAML (default: $FACE_APP_STUDY_CONFIG or configs/study.yaml)")
+    found.add_argument("--lightgcn-only", action="store_true", help="do not load the tuned LLM")
+    return found
+
+
+def say(message: str, since: float | None = None) -> None:
+    took = f" ({time.perf_counter() - since:.1f} s)" if since is not None else ""
+    print(f"face-app: {message}{took}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.port is not None and not 0 < args.port < 65536:
+        parser().error(f"--port {args.port} is not a port (1-65535)")
+    bundle = args.bundle or Path(os.environ.get("FACE_APP_BUNDLE") or default_bundle or "assets/ml-100k")
+    if not (bundle / "manifest.json").exists():
+        print(NO_BUNDLE.format(bundle=bundle), file=sys.stderr)
+        return 1
+    start = time.perf_counter()
+    say("loading gradio and torch ...")
+    # Imported here, not at the top: these take seconds, and --help or a missing bundle should not wait.
+    from face_app.bundle import BundleError
+    from face_app.study import StudyConfig, StudyLog, db_path
+    from face_app.ui import launch, load_app
+
+    study = log = None
+    if args.study or os.environ.get("FACE_APP_STUDY", "") not in ("", "0", "false"):
+        study = StudyConfig.load(args.study_config or os.environ.get("FACE_APP_STUDY_CONFIG") or None)
+        log = StudyLog(db_path(study))
+        say(f"study mode, logging to {log.path}")
+    say(f"loading the bundle {bundle} (checking every file's sha256; a first start also fetches the dataset "
+        "and converts the base model, which can take a few minutes)" + (", without the LLM" if args.lightgcn_only
+                                                                       else ""), start)
+    try:
+        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only)
+    except BundleError as error:
+        print(f"face-app: {error}", file=sys.stderr)
+        return 1
+    say("starting the web server", start)
+    options = {key: value for key, value in (("server_name", args.host), ("server_port", args.port)) if value}
+    launch(app, **options)
+    return 0
