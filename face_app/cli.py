@@ -1,7 +1,7 @@
 """`python app.py`: the command line, parsed before anything heavy is imported.
 
 `--help` and a missing bundle answer at once; gradio, torch and the model load only when the app is really
-started, and each step of a start says what it is doing on stderr (a first start converts the base model
+started, and each step of a start says what it is doing on stdout (a first start converts the base model
 and can take minutes; a visitor of the console should know why nothing is served yet).
 """
 
@@ -36,8 +36,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def say(message: str, since: float | None = None) -> None:
+    """A start-up step, on stdout (stderr holds only what went wrong)."""
     took = f" ({time.perf_counter() - since:.1f} s)" if since is not None else ""
-    print(f"face-app: {message}{took}", file=sys.stderr, flush=True)
+    print(f"face-app: {message}{took}", flush=True)
 
 
 def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> int:

@@ -330,7 +330,10 @@ def test_a_damaged_bundle_stops_the_app_with_one_clear_paragraph(tiny_bundle: Pa
 
     assert code != 0
     assert "Traceback" not in output and "\n\n" not in output, output
-    assert output.startswith("face-app: bundle ") and named in output, output
+    # the start-up steps said so far, then the error as the last line: nothing else
+    lines = output.splitlines()
+    assert all(line.startswith("face-app: ") for line in lines), output
+    assert lines[-1].startswith("face-app: bundle ") and named in lines[-1], output
     assert ("newer than this app reads" in output) if kind == "newer format" else ("Rebuild it with" in output)
 
 
