@@ -3,8 +3,11 @@
 `ConversationState` is one browser session's memory, the question it is waiting on included.
 `parse(message, catalog)` turns a message into a `Request`: the titles it names surely and the ones it names
 uncertainly (typo-tolerant, through `Catalog.find_titles`), and the follow-ups
-the engine understands: "more like the second one", "something darker/lighter", "from the 90s",
-"a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Words of control
+the engine understands: "more like the second one", "something darker/lighter", "seen it", "not that",
+"why that one?", "show them again", "start over"; periods ("from the 90s", "the 60s or 70s", "before 1970",
+"after 1990", "from 1985 to 1995", and "older" / "recent", which the engine measures against the history and
+the catalog); genres wanted or left out ("comedies", "no musicals", "anything but horror"); a number of picks
+("show me 10", "just 3"); "the films I listed". Words of control
 phrases name a film only in title case, so "something darker" or "a war movie" never names one.
 `read_answer(request, question)` reads a reply to "Did you mean A or B?": "the first", "2", a title,
 "the 1977 one", "neither".
@@ -310,11 +313,13 @@ def parse(message: str, catalog: Catalog) -> Request:
     request.years, request.clear_years = _years(low)
     if not request.years and not request.clear_years:
         request.era = "older" if _OLDER.search(low) else "recent" if _RECENT.search(low) else None
-    request.count = _count(low)
+    counted = _count(low)
+    if counted:
+        number = counted[1] or counted[2]
+        request.count = int(number) if number.isdigit() else NUMBER_WORDS[number]
     request.of_listed = bool(_OF_LISTED.search(low))
-    counted = [m.span() for m in _COUNT.finditer(low)]
     for match in _ORDINAL.finditer(low):
-        if not any(a < match.end() and match.start() < b for a, b in counted):  # "top 5" is a count
+        if not (counted and match.start() < counted.end() and counted.start() < match.end()):  # "top 5": a count
             request.ordinal = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
             request.ordinal_text = text[match.start():match.end()]
             break
@@ -408,11 +413,9 @@ def _years(low: str) -> tuple[tuple[tuple[int, int], ...], bool]:
     return tuple(sorted(set(ranges))), False
 
 
-def _count(low: str) -> int | None:
-    """The number of picks asked for ("show me 10", "just 3", "give me twenty"), as written (unbounded)."""
+def _count(low: str) -> re.Match | None:
+    """Where a message asks for a number of picks ("show me 10", "just 3", "give me twenty"), if it does."""
     for match in _COUNT.finditer(low):
-        number = match[1] or match[2]
-        if match[0].startswith("top") and number == "one":
-            continue  # "the top one" is an ordinal
-        return int(number) if number.isdigit() else NUMBER_WORDS[number]
+        if not (match[0].startswith("top") and (match[1] or match[2]) == "one"):  # "the top one" is an ordinal
+            return match
     return None

@@ -6,7 +6,9 @@ uncertainly is never added: the turn asks "Did you mean A or B?" instead, keeps 
 state, and the next message (or a click on a choice, `Engine.answer`) settles it; a message that is no
 answer drops it. Nothing in the
 history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended; each pick
-says which model proposed it.
+says which model proposed it. A reply starts with one sentence saying how the message was read ("Taking ‘the
+second one’ as Dust Road (1975); films from the 1970s or 1980s, no Horror, 10 picks."), naming only what was
+applied; "recent" is measured from the catalog's newest year, "older" from the middle of the history.
 
 Two arms answer behind one interface (`Recommender.rank`), so a study can compare them:
 - `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
