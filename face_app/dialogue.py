@@ -3,8 +3,11 @@
 `ConversationState` is one browser session's memory, the question it is waiting on included.
 `parse(message, catalog)` turns a message into a `Request`: the titles it names surely and the ones it names
 uncertainly (typo-tolerant, through `Catalog.find_titles`), and the follow-ups
-the engine understands: "more like the second one", "something darker/lighter", "from the 90s",
-"a comedy", "seen it", "not that", "why that one?", "show them again", "start over". Words of control
+the engine understands: "more like the second one", "something darker/lighter", "seen it", "not that",
+"why that one?", "show them again", "start over"; periods ("from the 90s", "the 60s or 70s", "before 1970",
+"after 1990", "from 1985 to 1995", and "older" / "recent", which the engine measures against the history and
+the catalog); genres wanted or left out ("comedies", "no musicals", "anything but horror"); a number of picks
+("show me 10", "just 3"); "the films I listed". Words of control
 phrases name a film only in title case, so "something darker" or "a war movie" never names one.
 `read_answer(request, question)` reads a reply to "Did you mean A or B?": "the first", "2", a title,
 "the 1977 one", "neither".
@@ -15,6 +18,7 @@ bidirectional overrides out, whitespace collapsed.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from face_app.catalog import Catalog, Mention
@@ -34,19 +38,51 @@ GENRE_WORDS = {
     "drama": "Drama", "dramas": "Drama", "fantasy": "Fantasy", "noir": "Film-Noir", "film-noir": "Film-Noir",
     "horror": "Horror", "musical": "Musical", "musicals": "Musical", "mystery": "Mystery", "mysteries": "Mystery",
     "romance": "Romance", "romantic": "Romance", "romcom": "Romance", "sci-fi": "Sci-Fi", "scifi": "Sci-Fi",
-    "science fiction": "Sci-Fi", "thriller": "Thriller", "thrillers": "Thriller", "war": "War",
-    "western": "Western", "westerns": "Western",
+    "science fiction": "Sci-Fi", "science-fiction": "Sci-Fi", "thriller": "Thriller", "thrillers": "Thriller",
+    "war": "War", "western": "Western", "westerns": "Western", "horrors": "Horror", "romances": "Romance",
+    "romcoms": "Romance", "fantasies": "Fantasy", "film noir": "Film-Noir", "noirs": "Film-Noir",
+    "crime films": "Crime", "war films": "War", "war movies": "War", "sci-fi films": "Sci-Fi",
 }
-_GENRE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, GENRE_WORDS), key=len, reverse=True)) + r")\b")
+_GENRE_ALTERNATIVES = "|".join(sorted(map(re.escape, GENRE_WORDS), key=len, reverse=True))
+_GENRE = re.compile(r"\b(" + _GENRE_ALTERNATIVES + r")\b")
+# A genre (or a list of them: "no horror or musicals") after a negation is left out, never asked for.
+_NO_GENRE = re.compile(
+    r"\b(?:no(?:\s+more)?|not(?:\s+a)?|non|never|without|except(?:\s+for)?|but(?:\s+no)?|excluding|nothing|minus"
+    r"|(?:do\s+not|don'?t)\s+(?:like|want|need)|hate|dislike|not\s+a\s+fan\s+of)\s+(?:any\s+|an?\s+)?"
+    r"((?:" + _GENRE_ALTERNATIVES + r")(?:\s*(?:,|or|and|nor)\s*(?:an?\s+)?(?:" + _GENRE_ALTERNATIVES + r"))*)\b")
 # Mood shifts map onto genres, which is what the catalog knows about tone.
 DARK_GENRES = frozenset({"Horror", "Thriller", "Crime", "Film-Noir", "War", "Mystery"})
 LIGHT_GENRES = frozenset({"Comedy", "Children's", "Animation", "Musical", "Romance", "Family"})
 _DARKER = re.compile(r"\b(darker|dark|grimmer|grim|bleak|scarier|scary|creepier|more serious|edgier|intense)\b")
 _LIGHTER = re.compile(r"\b(lighter|light|funnier|funny|happier|happy|cheerful|feel[- ]good|upbeat|fun)\b")
-_DECADE = re.compile(r"\b(?:the\s+)?(?:(19|20)?(\d)0'?s|'(\d)0s)\b")
-_BEFORE = re.compile(r"\b(?:before|older than|pre)[- ](\d{4})\b")
-_AFTER = re.compile(r"\b(?:after|since|newer than|post)[- ](\d{4})\b")
+_DECADE_FORM = r"(?:(19|20)?(\d)0'?s|'(\d)0s)"
+_DECADE = re.compile(r"(?<![\w'])(?:the\s+)?" + _DECADE_FORM + r"\b")
+_YEAR_OR_DECADE = r"(?:the\s+)?(?:(?:19|20)?\d0'?s|'\d0s|(?:18|19|20)\d\d)"
+# "from 1985 to 1995", "between 1985 and 1995", "1985-1995", "from the 60s to the 80s"
+_SPAN = re.compile(r"\bbetween\s+(" + _YEAR_OR_DECADE + r")\s+and\s+(" + _YEAR_OR_DECADE + r")(?!\w)"
+                   r"|\b(?:from\s+)?(" + _YEAR_OR_DECADE + r")\s*(?:to|through|till|until|-|–)\s*("
+                   + _YEAR_OR_DECADE + r")(?!\w)")
+_BEFORE = re.compile(r"\b(?:before|older than|pre|earlier than|up to)[- ](" + _YEAR_OR_DECADE + r")(?!\w)")
+_AFTER = re.compile(r"\b(after|since|newer than|post|later than)[- ](" + _YEAR_OR_DECADE + r")(?!\w)")
 _YEAR = re.compile(r"\b(?:from|in|of)\s+((?:19|20)\d\d)\b")
+# Periods relative to the visitor's history or to the catalog's own newest year (the engine resolves them).
+_OLDER = re.compile(r"\b(older|old(?:er)? (?:films?|movies?|ones?)|classics?|classic (?:films?|movies?)|vintage)\b")
+_RECENT = re.compile(r"\b(recent(?:ly)?|newer|newest|latest|new (?:films?|movies?|ones?|releases?))\b")
+# How many picks this turn: "show me 10", "just 3", "give me twenty", "top 5", "5 more", "three films".
+NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+    "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "a hundred": 100,
+    "a dozen": 12, "a couple": 2, "a couple of": 2,
+}
+_NUMBER = r"(\d{1,3}|" + "|".join(sorted(map(re.escape, NUMBER_WORDS), key=len, reverse=True)) + r")"
+_COUNT = re.compile(r"\b(?:(?:show|give|get|find|recommend|suggest|list|send)\s+(?:me|us)\s+|just\s+|only\s+|top\s+)"
+                    + _NUMBER + r"(?!\w|\s*(?:st|nd|rd|th)\b)"
+                    r"|\b" + _NUMBER + r"\s+(?:more\s+)?(?:picks?|movies?|films?|recommendations?|suggestions?|titles?"
+                    r"|options?|ones|more)\b")
+# "the films I listed": an ordinal then counts over the visitor's own named films, not the picks.
+_OF_LISTED = re.compile(r"\b(?:films?|movies?|ones?|titles?)\s+(?:that\s+)?i\s+(?:just\s+)?(?:listed|named|mentioned"
+                        r"|gave|said|wrote|typed)\b|\bof mine\b|\bmy (?:list|films|movies)\b")
 _ANY_TIME = re.compile(r"\b(any (?:year|decade|time|era)|whenever)\b")
 _START_OVER = re.compile(r"\b(start over|start again|restart|reset|forget (?:it|everything|all that)|new start)\b")
 _WHY = re.compile(r"\bwhy\b")
@@ -56,8 +92,8 @@ _REJECT = re.compile(r"\b(not (?:that|this|it|those|the)|no(?:t)? thanks|don'?t 
                      r"|dislike[ds]?|skip|nope|not for me|not interested)\b")
 _MORE_LIKE = re.compile(r"\b(more like|similar to|something like|like the|in the vein of|along the lines of)\b")
 _AGAIN = re.compile(r"\b(again|show (?:them|those|me those) (?:again|once more)|repeat)\b")
-_CONTROL = [_START_OVER, _WHY, _SEEN, _REJECT, _MORE_LIKE, _AGAIN, _DARKER, _LIGHTER, _DECADE, _BEFORE, _AFTER, _YEAR,
-            _ANY_TIME, _GENRE, _ORDINAL]
+_CONTROL = [_START_OVER, _WHY, _SEEN, _REJECT, _MORE_LIKE, _AGAIN, _DARKER, _LIGHTER, _DECADE, _SPAN, _BEFORE, _AFTER,
+            _YEAR, _ANY_TIME, _NO_GENRE, _GENRE, _ORDINAL, _OLDER, _RECENT, _COUNT, _OF_LISTED]
 # A plain request for (more) picks: understood, though it names nothing.
 _ASK = re.compile(r"\b(recommend\w*|suggest\w*|picks?|more|next|another|others?|ideas?|what (?:should|could|can|"
                   r"shall) i (?:watch|see)|watch|show me|give me|anything|something|surprise me|go on|go ahead)\b")
@@ -74,16 +110,29 @@ _PICK = re.compile(r"(?:(?:yes|yeah|i mean|i meant|it'?s)\s+)?(?:the\s+)?(?:(fir
                    r"|(?:#|number |option )?([1-9]))(?:\s+(?:one|film|movie|option))?(?:\s+please)?")
 _THE_YEAR = re.compile(r"(?:the\s+)?((?:18|19|20)\d\d)(?:\s+(?:one|film|movie|version))?")
 NEITHER = -1  # `read_answer`: the visitor wants none of the choices
+# Common English words: a message with none of them (or with no Latin letter at all) is likely in another
+# language, and its reply says that the chat reads English.
+ENGLISH_WORDS = frozenset("""
+a about after again all also am an and any anything are as at be been before best but by can could did do does
+don't film films for from give good great have hello hey hi how i i'd i'm i've if in is it it's just like liked
+love loved me more movie movies my need no not nothing of ok okay on one only or please print recommend see seen
+show so some something tell thank thanks that the them there these they this those to too try very want was
+watch watched we what when where which who why will with without would yes you your
+""".split())
 _FILLER = re.compile(r"\b(that one|this one|that|this|one|ones|it|something|anything|movie|movies|film|films|"
                      r"please|show me|give me|recommend|i want|i'd like|i would like|what about|how about)\b")
 
 
 @dataclass
 class Constraints:
-    """Standing requests, kept across turns until replaced or the visitor starts over."""
+    """Standing requests, kept across turns until replaced or the visitor starts over.
 
-    years: tuple[int, int] | None = None
+    years: year ranges (inclusive), any of which a pick may fall in; genres: a pick has one of them;
+    no_genres: a pick has none of them."""
+
+    years: tuple[tuple[int, int], ...] = ()
     genres: tuple[str, ...] = ()
+    no_genres: tuple[str, ...] = ()
     mood: str | None = None  # "darker" | "lighter"
 
     def describe(self) -> str:
@@ -92,17 +141,39 @@ class Constraints:
             parts.append(self.mood)
         if self.genres:
             parts.append(" / ".join(self.genres))
+        if self.no_genres:
+            parts.append("no " + ", ".join(self.no_genres))
         if self.years:
-            low, high = self.years
-            if low <= 1000:
-                parts.append(f"before {high + 1}")
-            elif high >= 9999:
-                parts.append(f"from {low} on")
-            elif high - low == 9 and low % 10 == 0:
-                parts.append(f"from the {low}s")
-            else:
-                parts.append(f"from {low}" if low == high else f"from {low}-{high}")
+            parts.append(describe_years(self.years))
         return ", ".join(parts)
+
+    def admits(self, year: int | None, genres: Sequence[str]) -> bool:
+        """Whether a film of `year` and `genres` meets the years and genres asked (the mood is a preference)."""
+        if self.years and (year is None or not any(low <= year <= high for low, high in self.years)):
+            return False
+        if self.genres and not set(self.genres) & set(genres):
+            return False
+        return not set(self.no_genres) & set(genres)
+
+
+OPEN_START, OPEN_END = 0, 9999  # the bounds of "before 1970" and "after 1990"
+
+
+def describe_years(ranges: Sequence[tuple[int, int]]) -> str:
+    """"from the 1960s or 1970s", "before 1970", "from 1991 on", "from 1985 to 1995", "from 1977"."""
+    if all(high - low == 9 and low % 10 == 0 for low, high in ranges):
+        return "from the " + " or ".join(f"{low}s" for low, _ in ranges)
+    pieces = []
+    for low, high in ranges:
+        if low <= OPEN_START:
+            pieces.append(f"before {high + 1}")
+        elif high >= OPEN_END:
+            pieces.append(f"from {low} on")
+        elif high - low == 9 and low % 10 == 0:
+            pieces.append(f"from the {low}s")
+        else:
+            pieces.append(f"from {low}" if low == high else f"from {low} to {high}")
+    return " or ".join(pieces)
 
 
 @dataclass
@@ -131,6 +202,10 @@ class ConversationState:
     constraints: Constraints = field(default_factory=Constraints)
     persona: str | None = None
     pending: list[Question] = field(default_factory=list)  # questions to ask, the first one asked
+    # The films the visitor named in their latest message that named any, in the order named; "the second one"
+    # means the second of them while `refers_to_listed` (that turn showed no picks), else the second pick.
+    listed: list[str] = field(default_factory=list)
+    refers_to_listed: bool = False
 
     def reset(self) -> None:
         fresh = ConversationState()
@@ -169,23 +244,30 @@ class Request:
     more_like: bool = False
     again: bool = False
     ordinal: int | None = None
+    ordinal_text: str = ""  # the words that gave the ordinal ("the second one")
+    of_listed: bool = False  # "the films I listed": the ordinal counts over the visitor's own named films
     mood: str | None = None
-    years: tuple[int, int] | None = None
+    years: tuple[tuple[int, int], ...] = ()  # year ranges, any of which will do
+    era: str | None = None  # "older" | "recent": relative to the history or the catalog (the engine resolves it)
     clear_years: bool = False
     genres: tuple[str, ...] = ()
+    no_genres: tuple[str, ...] = ()  # genres left out ("no musicals", "anything but horror")
+    count: int | None = None  # how many picks this turn, as asked (the engine bounds it)
 
     asks: bool = False  # a plain request for picks ("recommend", "more please")
+    english: bool = True  # has a word of English (see `reads_english`)
     naming: bool = False  # announces a title ("I loved ..."), found or not
 
     @property
     def is_follow_up(self) -> bool:
-        return any([self.why, self.seen, self.reject, self.more_like, self.again, self.mood, self.years,
-                    self.genres, self.clear_years, self.ordinal is not None])
+        return any([self.why, self.seen, self.reject, self.more_like, self.again, self.mood, self.years, self.era,
+                    self.genres, self.no_genres, self.clear_years, self.ordinal is not None])
 
     @property
     def understood(self) -> bool:
         """Whether anything in the message was recognised: a title, a follow-up, a reset or a plain ask."""
-        return bool(self.titles or self.unsure) or self.is_follow_up or self.start_over or self.asks
+        return (bool(self.titles or self.unsure) or self.is_follow_up or self.start_over or self.asks
+                or self.count is not None)
 
     @property
     def action(self) -> str:
@@ -200,6 +282,11 @@ def clean_message(message: str) -> str:
     return " ".join(_CONTROL_CHARS.sub(" ", _DROPPED.sub("", message)).split())
 
 
+def reads_english(low: str) -> bool:
+    """Whether a lower-cased message has a Latin letter and a common English word (`ENGLISH_WORDS`)."""
+    return any(word in ENGLISH_WORDS for word in re.findall(r"[a-z]+(?:'[a-z]+)?", low))
+
+
 def parse(message: str, catalog: Catalog) -> Request:
     """Parse one visitor message (see the module docstring for what is understood)."""
     text = clean_message(message)
@@ -211,16 +298,32 @@ def parse(message: str, catalog: Catalog) -> Request:
     request.why = bool(_WHY.search(low))
     request.seen = bool(_SEEN.search(low))
     request.more_like = bool(_MORE_LIKE.search(low))
-    request.reject = bool(_REJECT.search(low)) and not request.more_like
+    negated = [m.span() for m in _NO_GENRE.finditer(low)]
+    # "I don't like horror" leaves out a genre; it rejects no film.
+    request.reject = any(not _inside(m.span(), negated) for m in _REJECT.finditer(low)) and not request.more_like
     request.again = bool(_AGAIN.search(low)) and not request.start_over
     if _DARKER.search(low):
         request.mood = "darker"
     elif _LIGHTER.search(low):
         request.mood = "lighter"
-    request.genres = tuple(dict.fromkeys(GENRE_WORDS[m] for m in _GENRE.findall(low)))
+    request.no_genres = tuple(dict.fromkeys(GENRE_WORDS[g] for m in _NO_GENRE.finditer(low)
+                                            for g in _GENRE.findall(m[1])))
+    wanted = (GENRE_WORDS[m[1]] for m in _GENRE.finditer(low) if not _inside(m.span(), negated))
+    request.genres = tuple(g for g in dict.fromkeys(wanted) if g not in request.no_genres)
     request.years, request.clear_years = _years(low)
-    if match := _ORDINAL.search(low):
-        request.ordinal = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
+    if not request.years and not request.clear_years:
+        request.era = "older" if _OLDER.search(low) else "recent" if _RECENT.search(low) else None
+    counted = _count(low)
+    if counted:
+        number = counted[1] or counted[2]
+        request.count = int(number) if number.isdigit() else NUMBER_WORDS[number]
+    request.of_listed = bool(_OF_LISTED.search(low))
+    for match in _ORDINAL.finditer(low):
+        if not (counted and match.start() < counted.end() and counted.start() < match.end()):  # "top 5": a count
+            request.ordinal = ORDINALS[match[1]] if match[1] else int(match[2]) - 1
+            request.ordinal_text = text[match.start():match.end()]
+            break
+    request.english = reads_english(low)
 
     # Words of control phrases, requests and fillers name a film only when written as a title.
     weak = [m.span() for pattern in (*_CONTROL, _FILLER, _ASK, _NAMING) for m in pattern.finditer(low)]
@@ -255,19 +358,64 @@ def read_answer(request: Request, question: Question, catalog: Catalog) -> int |
     return None
 
 
-def _years(low: str) -> tuple[tuple[int, int] | None, bool]:
+def _inside(span: tuple[int, int], spans: Sequence[tuple[int, int]]) -> bool:
+    return any(a <= span[0] and span[1] <= b for a, b in spans)
+
+
+def _period(words: str) -> tuple[int, int]:
+    """"1985" -> (1985, 1985); "the 1960s", "60s", "'70s" -> the decade's years."""
+    words = words.removeprefix("the").strip()
+    if re.fullmatch(r"\d{4}", words):
+        return int(words), int(words)
+    match = re.fullmatch(_DECADE_FORM, words)
+    assert match is not None, words
+    century, digit, short = match.groups()
+    digit = digit or short
+    century = century or ("20" if digit in "012" else "19")
+    start = int(century) * 100 + int(digit) * 10
+    return start, start + 9
+
+
+def _years(low: str) -> tuple[tuple[tuple[int, int], ...], bool]:
+    """The year ranges a message asks for (any of them will do), and whether it asks for any year at all.
+
+    "the 60s or 70s" and "the 1960s and 70s" -> both decades; "from 1985 to 1995", "between the 60s and the
+    80s" -> one span; "before 1970" -> up to 1969; "after 1990" -> from 1991; "since 1990" -> from 1990;
+    "from 1977" -> that year."""
     if _ANY_TIME.search(low):
-        return None, True
-    if match := _DECADE.search(low):
-        century, digit, short = match.groups()
-        digit = digit or short
-        century = century or ("20" if digit in "012" and not match[0].startswith("the 1") else "19")
-        start = int(century) * 100 + int(digit) * 10
-        return (start, start + 9), False
-    if match := _BEFORE.search(low):
-        return (0, int(match[1]) - 1), False
-    if match := _AFTER.search(low):
-        return (int(match[1]), 9999), False
-    if match := _YEAR.search(low):
-        return (int(match[1]), int(match[1])), False
-    return None, False
+        return (), True
+    ranges: list[tuple[int, int]] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(match: re.Match) -> bool:
+        return not any(a < match.end() and match.start() < b for a, b in taken)
+
+    for match in _SPAN.finditer(low):
+        first, last = (match[1], match[2]) if match[1] else (match[3], match[4])
+        low_year, high_year = _period(first)[0], _period(last)[1]
+        if low_year <= high_year:
+            ranges.append((low_year, high_year))
+            taken.append(match.span())
+    for match in _BEFORE.finditer(low):
+        if free(match):
+            ranges.append((OPEN_START, _period(match[1])[0] - 1))
+            taken.append(match.span())
+    for match in _AFTER.finditer(low):
+        if free(match):
+            first, last = _period(match[2])
+            ranges.append((first if match[1] == "since" else last + 1, OPEN_END))
+            taken.append(match.span())
+    for pattern in (_DECADE, _YEAR):
+        for match in pattern.finditer(low):
+            if free(match):
+                ranges.append(_period(match[0] if pattern is _DECADE else match[1]))
+                taken.append(match.span())
+    return tuple(sorted(set(ranges))), False
+
+
+def _count(low: str) -> re.Match | None:
+    """Where a message asks for a number of picks ("show me 10", "just 3", "give me twenty"), if it does."""
+    for match in _COUNT.finditer(low):
+        if not (match[0].startswith("top") and (match[1] or match[2]) == "one"):  # "the top one" is an ordinal
+            return match
+    return None

@@ -6,7 +6,9 @@ uncertainly is never added: the turn asks "Did you mean A or B?" instead, keeps 
 state, and the next message (or a click on a choice, `Engine.answer`) settles it; a message that is no
 answer drops it. Nothing in the
 history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended; each pick
-says which model proposed it.
+says which model proposed it. A reply starts with one sentence saying how the message was read ("Taking ‘the
+second one’ as Dust Road (1975); films from the 1970s or 1980s, no Horror, 10 picks."), naming only what was
+applied; "recent" is measured from the catalog's newest year, "older" from the middle of the history.
 
 Two arms answer behind one interface (`Recommender.rank`), so a study can compare them:
 - `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
@@ -38,10 +40,12 @@ from face_app.dialogue import (
     DARK_GENRES,
     LIGHT_GENRES,
     NEITHER,
+    OPEN_START,
     ConversationState,
     Question,
     Request,
     clean_message,
+    describe_years,
     parse,
     read_answer,
 )
@@ -61,6 +65,13 @@ MODEL_WEIGHT = 0.1
 REASON_WORDS = 3
 EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
                       'or ask for "something darker".')
+# Picks a turn may ask for ("show me 10"): more than MAX_PICKS gives MAX_PICKS, and the reply says so.
+MAX_PICKS = 20
+# "recent" / "newer": the catalog's newest RECENT_YEARS years (ML-100k ends in 1998, so 1994-1998), never today's.
+RECENT_YEARS = 5
+# "older" / "classic" with no history to compare with: films before this year.
+OLDER_BEFORE = 1980
+ENGLISH_ONLY = 'I read messages in English: try one like "I loved Toy Story and Fargo, something darker please".'
 WHAT_I_UNDERSTAND = ('Name movies you like ("I loved Toy Story and Fargo"), ask for "something darker", "from the '
                      '90s" or "more like the second one", or pick a persona.')
 
@@ -216,6 +227,8 @@ class Engine:
         emb = self.readout.item_embeddings.detach().double().numpy()
         self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
+        years = [self.catalog.item(i).year for i in self.readout.item_ids if i in self.catalog]
+        self._newest_year = max((y for y in years if y is not None), default=None)
         # How many items each word describes: a reason names the rarest shared words, and none that
         # describes most of the catalog (it tells the visitor nothing).
         self._word_items: dict[str, int] = {}
@@ -340,7 +353,9 @@ class Engine:
         action = question.action
         request = Request(text=text, titles=[item_id], asks=True, reject=action == "dislike", seen=action == "seen",
                           more_like=action == "more_like")
-        return self._turn(state, request, arm)
+        if item_id not in state.listed:
+            state.listed.append(item_id)
+        return self._turn(state, request, arm, listing=False)
 
     def ask(self, question: Question) -> str:
         """"Did you mean Star Wars (1977) or Star Kid (1997)?", and how to answer."""
@@ -350,7 +365,11 @@ class Engine:
         options = ", ".join(labels[:-1]) + f" or {labels[-1]}"
         return f"Did you mean {options}? (you wrote “{question.written}”: say “the first”, a title, or “neither”)"
 
-    def _turn(self, state: ConversationState, request: Request, arm: str, notes: list[str] | None = None) -> Reply:
+    def _turn(self, state: ConversationState, request: Request, arm: str, notes: list[str] | None = None,
+              listing: bool = True) -> Reply:
+        """One understood message. listing: the titles it names are the visitor's new list ("the second one"
+        then means the second of them until picks are shown); False for the answer to a question, whose film
+        joins the list it was named in."""
         notes = list(notes or [])
         if request.start_over:
             state.reset()
@@ -358,46 +377,69 @@ class Engine:
         if not request.understood:
             return Reply(self._not_understood(request))
         state.turns += 1
-        target = self._referenced(state, request)
+        target, by_ordinal = self._referenced(state, request)
+        reading = [f"Taking ‘{request.ordinal_text}’ as {self.catalog.item(target).label}"] if by_ordinal else []
         notes += self._apply_feedback(state, request, target)
+        if listing and request.titles:
+            state.listed, state.refers_to_listed = list(request.titles), True
         if request.unsure and not request.why:
             state.pending = [Question(m.written, list(m.choices), request.action) for m in request.unsure]
         if state.pending:
             # Nothing uncertain is added and nothing recommended until the question is settled.
-            return Reply(" ".join([*notes, self.ask(state.pending[0])]), [], self.user_descriptors(state))
+            return Reply(" ".join([*_sentence(reading), *notes, self.ask(state.pending[0])]), [],
+                         self.user_descriptors(state))
         if request.why:
-            return self._explain(state, target)
+            reply = self._explain(state, target)
+            reply.text = " ".join([*_sentence(reading), reply.text])
+            return reply
         anchor = None
         if request.more_like:
             anchor = next((t for t in request.titles if t in self._row), None) or target
-        self._update_constraints(state, request)
-        if not state.history and anchor is None and not (state.constraints.genres or state.constraints.years):
-            return Reply(" ".join([*notes, "Tell me a few movies you like (\"I loved Toy Story and Fargo\"), "
-                                   "or pick a persona, and I will recommend from there."]).strip())
+        reading += self._update_constraints(state, request)
+        c = state.constraints
+        if not state.history and anchor is None and not (c.genres or c.years or c.no_genres):
+            return Reply(" ".join([*_sentence(reading), *notes, "Tell me a few movies you like (\"I loved Toy Story "
+                                   "and Fargo\"), or pick a persona, and I will recommend from there."]).strip())
+        n = self.n
+        if request.count is not None:
+            n = min(max(request.count, 1), MAX_PICKS)
+            reading.append(f"{n} pick{'s' * (n != 1)}" + (f" (at most {MAX_PICKS} a turn; you asked for "
+                                                         f"{request.count})" if request.count > MAX_PICKS else ""))
+        if request.again:
+            reading.append("earlier picks allowed again")
         text = request.text if request.is_follow_up or anchor else None
-        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again)
+        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again, n=n)
         state.last = [r.item_id for r in recs]
         state.shown.extend(i for i in state.last if i not in state.shown)
+        if recs:
+            state.refers_to_listed = False
         headline = self._headline(state, recs, anchor)
-        return Reply(" ".join([*notes, headline]).strip(), recs, self.user_descriptors(state))
+        return Reply(" ".join([*_sentence(reading), *notes, headline]).strip(), recs, self.user_descriptors(state))
 
     def _not_understood(self, request: Request) -> str:
         """The reply to a message that names no known title and asks for nothing (it is not echoed back)."""
         if request.naming:
             return (f"I couldn't find that title among the {len(self.catalog):,} movies I know. Check the spelling, "
                     f"or search for it under \"Add a title to your history\". Nothing changed.")
-        return f"I didn't find a movie I know or a request I understand in that; nothing changed. {WHAT_I_UNDERSTAND}"
+        hint = WHAT_I_UNDERSTAND if request.english else ENGLISH_ONLY
+        return f"I didn't find a movie I know or a request I understand in that; nothing changed. {hint}"
 
-    def _referenced(self, state: ConversationState, request: Request) -> str | None:
-        """The recommendation a follow-up points at: by ordinal, by title, else the first one."""
-        if request.ordinal is not None and state.last:
-            index = request.ordinal if request.ordinal >= 0 else len(state.last) + request.ordinal
-            if 0 <= index < len(state.last):
-                return state.last[index]
+    def _referenced(self, state: ConversationState, request: Request) -> tuple[str | None, bool]:
+        """The film a follow-up points at, and whether an ordinal chose it.
+
+        An ordinal counts over the visitor's own list (the films named in their latest message that named any)
+        right after that list, before any picks were shown, or when the message says "the films I listed";
+        otherwise over the latest picks. Without an ordinal: a pick named by title, else the first pick."""
+        listed = request.of_listed or state.refers_to_listed
+        among = state.listed if listed and state.listed else state.last
+        if request.ordinal is not None and among:
+            index = request.ordinal if request.ordinal >= 0 else len(among) + request.ordinal
+            if 0 <= index < len(among):
+                return among[index], True
         named = [t for t in request.titles if t in state.last]
         if named:
-            return named[0]
-        return state.last[0] if state.last else None
+            return named[0], False
+        return (state.last[0] if state.last and not state.refers_to_listed else None), False
 
     def _apply_feedback(self, state: ConversationState, request: Request, target: str | None) -> list[str]:
         notes = []
@@ -422,16 +464,46 @@ class Engine:
                 notes.append(f"Added {', '.join(self.catalog.item(i).label for i in added)} to your history.")
         return notes
 
-    def _update_constraints(self, state: ConversationState, request: Request) -> None:
+    def _update_constraints(self, state: ConversationState, request: Request) -> list[str]:
+        """Apply the message's years, genres and mood to the standing constraints; returns how each was read.
+
+        A period replaces the one before; genres asked for replace those before; genres left out add to those
+        left out before (a genre asked for again is no longer left out)."""
         c = state.constraints
+        read = []
         if request.clear_years:
-            c.years = None
-        if request.years:
-            c.years = request.years
+            c.years = ()
+            read.append("any year")
+        years, note = request.years, ""
+        if request.era:
+            years, note = self._era_years(state, request.era)
+        if years:
+            c.years = years
+            read.append(f"films {describe_years(years)}" + (f" ({note})" if note else ""))
         if request.genres:
             c.genres = request.genres
+            c.no_genres = tuple(g for g in c.no_genres if g not in request.genres)
+            read.append(" or ".join(request.genres) + " films")
+        if request.no_genres:
+            c.no_genres = tuple(dict.fromkeys([*c.no_genres, *request.no_genres]))
+            c.genres = tuple(g for g in c.genres if g not in request.no_genres)
+            read.append(", ".join(f"no {g}" for g in request.no_genres))
         if request.mood:
             c.mood = request.mood
+            read.append(f"something {request.mood}")
+        return read
+
+    def _era_years(self, state: ConversationState, era: str) -> tuple[tuple[tuple[int, int], ...], str]:
+        """"recent": the catalog's newest `RECENT_YEARS` years; "older": before the middle year of the history's
+        films, or before `OLDER_BEFORE` with none. Returns the year ranges and what they were measured from."""
+        if era == "recent" and self._newest_year is not None:
+            first = self._newest_year - RECENT_YEARS + 1
+            return ((first, self._newest_year),), f"the newest years of a catalog that ends in {self._newest_year}"
+        years = sorted(y for i in state.history if i in self.catalog and (y := self.catalog.item(i).year))
+        if years:
+            middle = years[len(years) // 2]
+            return ((OPEN_START, middle - 1),), f"‘{era}’: older than the middle of your history, {middle}"
+        return ((OPEN_START, OLDER_BEFORE - 1),), f"‘{era}’ with no history to compare with: a fixed cut"
 
     # --- ranking ----------------------------------------------------------------------------------------------
 
@@ -444,9 +516,10 @@ class Engine:
         return out | {twin for item_id in out for twin in self.catalog.twins(item_id)}
 
     def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
-                  anchor: str | None = None, again: bool = False) -> list[Recommendation]:
-        """Top-N for the session under its standing constraints (see the module docstring)."""
+                  anchor: str | None = None, again: bool = False, n: int | None = None) -> list[Recommendation]:
+        """Top-`n` (default `self.n`) for the session under its standing constraints (see the module docstring)."""
         arm = arm or self.default
+        n = n or self.n
         recommender = self.recommenders.get(arm) or self._cf
         exclude = self.excluded(state, again)
         if anchor:
@@ -456,28 +529,28 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            kept = recommender.rank(state.history, user_words, request_text, exclude, self.n)
+            kept = recommender.rank(state.history, user_words, request_text, exclude, n)
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
             pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
             source = {item_id: recommender.name for item_id, _ in pool}
             ranked = [(item_id, score) for item_id, score in pool if item_id in self._row]
             kept = self._filter(state, self._closest_first(anchors, ranked, exclude) if anchors else ranked)
-        if len(kept) < self.n:
+        if len(kept) < n:
             # Too few items pass the filters: fill from the CF ranking of the whole catalog.
             have = exclude | {i for i, _ in kept}
             wide = self._cf.rank(state.history, user_words, None, have, len(self._row))
             for item_id, score in self._filter(state, self._closest_first(anchors, wide, have) if anchors else wide):
                 source.setdefault(item_id, self._cf.name)
                 kept.append((item_id, score))
-        top = self._one_per_film(kept)[: self.n]
+        top = self._one_per_film(kept)[:n]
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
 
     def _ruled_out(self, state: ConversationState) -> set[str]:
         """Every item the session's constraints rule out (a decade, a genre, the mood opposite to the one asked)."""
         c = state.constraints
-        if not (c.years or c.genres or c.mood):
+        if not (c.years or c.genres or c.no_genres or c.mood):
             return set()
         passing = {item_id for item_id, _ in self._filter(state, [(i, 0.0) for i in self.readout.item_ids])}
         return set(self.readout.item_ids) - passing
@@ -517,14 +590,12 @@ class Engine:
         return sorted(((i, combined(i)) for i in candidates), key=lambda pair: -pair[1])
 
     def _filter(self, state: ConversationState, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """Keep items that satisfy the decade/genre constraints; darker/lighter: matching mood first."""
+        """Keep items that satisfy the years/genre constraints; darker/lighter: matching mood first."""
         c = state.constraints
         kept = []
         for item_id, score in ranked:
             item = self.catalog.item(item_id)
-            if c.years and (item.year is None or not c.years[0] <= item.year <= c.years[1]):
-                continue
-            if c.genres and not set(c.genres) & set(item.genres):
+            if not c.admits(item.year, item.genres):
                 continue
             if c.mood and _mood(item) == -_target(c.mood):
                 continue
@@ -610,6 +681,15 @@ class Engine:
         if state.constraints.describe():
             bits.append(state.constraints.describe())
         return f"Here are {len(recs)} picks" + (f" ({'; '.join(bits)})" if bits else "") + ":"
+
+
+def _sentence(parts: list[str]) -> list[str]:
+    """How the turn read the request, as the reply's first sentence (none when nothing was read)."""
+    if not parts:
+        return []
+    if parts[0].startswith("Taking ‘"):
+        return [parts[0] + ("; " + ", ".join(parts[1:]) if parts[1:] else "") + "."]
+    return ["Taking this as: " + ", ".join(parts) + "."]
 
 
 def _mood(item: Item) -> int:

@@ -6,6 +6,11 @@ loads a bundle and launches it. Every per-visitor fact lives in a `Session` held
 second tab is a second session. All text from the dataset or the visitor is HTML-escaped before it is
 put in a card, a chip or the history; a chat message's text is also made markdown-inert (`chat_text`), so
 what a visitor types is shown as typed and never becomes a link, an image or markup.
+
+From code (gradio_client): `/chat` takes a message and returns the cleared box, the chat, the descriptors, the
+history and the map (each named by its label); `/picks`, called next in the same client, returns the turn as
+data, {"reply": text, "picks": [{item_id, title, year, rank, source, tokens, descriptors, genres, score,
+reason}]}, so no program has to read the cards' HTML.
 """
 
 
@@ -65,6 +70,7 @@ class Session:
     show_descriptors: bool = True
     last_event: float = field(default_factory=time.time)
     banner: str = ""
+    turn: dict[str, Any] = field(default_factory=lambda: {"reply": "", "picks": []})  # the latest reply, as data
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
@@ -120,6 +126,13 @@ def history_html(engine: Engine, state: ConversationState, show_descriptors: boo
     more = len(state.history) - len(shown)
     tail = f"<div class='fa-muted'>and {more} earlier</div>" if more > 0 else ""
     return f"<ul class='fa-history'>{''.join(rows)}</ul>{tail}"
+
+
+def picks_row(rec: Recommendation) -> dict[str, Any]:
+    """One pick as plain data (no HTML): what a program reads instead of the card."""
+    return {"item_id": rec.item_id, "title": rec.title, "year": rec.year, "rank": rec.rank, "source": rec.source,
+            "tokens": rec.tokens, "descriptors": list(rec.descriptors), "genres": list(rec.genres),
+            "score": rec.score, "reason": rec.reason}
 
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
@@ -204,6 +217,7 @@ class App:
                 catalog_map(self.engine, self.points, self.item_map, session.state), session)
 
     def _reply(self, session: Session, reply: Reply) -> None:
+        session.turn = {"reply": reply.text, "picks": [picks_row(rec) for rec in reply.recommendations]}
         session.messages.append({"role": "assistant", "content": chat_text(reply.text)})
         for rec in reply.recommendations:
             session.cards[len(session.messages)] = rec.item_id
@@ -226,6 +240,11 @@ class App:
                                      for r in reply.recommendations],
                     history=list(session.state.history[-PROMPT_LOG:]))
         return ("", *self.panel(session))
+
+    def picks(self, session: Session) -> dict[str, Any]:
+        """The latest reply as data, for programs (the `/picks` endpoint) and the page's JSON panel:
+        {"reply": its text, "picks": [{item_id, title, year, rank, source, tokens, descriptors, ...}, ...]}."""
+        return session.turn
 
     def question(self, session: Session) -> dict:
         """The one-click answers to the pending "Did you mean ...?" question: shown only while one is open."""
@@ -297,6 +316,7 @@ class App:
 
     def start_over(self, session: Session) -> tuple:
         session.state.reset()
+        session.turn = {"reply": "", "picks": []}
         session.messages.append({"role": "assistant", "content": chat_text("Starting over. Tell me a few movies you "
                                                                            "like, or pick a persona.")})
         self._event(session, "start_over")
@@ -380,8 +400,8 @@ def build_demo(app: App) -> gr.Blocks:
                                          group_consecutive_messages=False,
                                          placeholder="Say what you liked: *I loved Toy Story and Fargo*")
                     with gr.Row():
-                        message = gr.Textbox(show_label=False, placeholder="Type a message…", scale=5,
-                                             elem_id="message")
+                        message = gr.Textbox(label="Message", show_label=False, placeholder="Type a message…",
+                                             scale=5, elem_id="message")
                         send = gr.Button("Send", variant="primary", scale=1, min_width=80, elem_id="send")
                     # One-click answers to "Did you mean ...?", shown only while a question is open.
                     choice = gr.Radio(choices=[], visible=False, elem_id="title-choice")
@@ -390,7 +410,8 @@ def build_demo(app: App) -> gr.Blocks:
                         if study is not None:
                             done = gr.Button("I'm done", size="sm", variant="secondary")
                     gr.Markdown("<span class='fa-muted'>Try: “more like the second one”, “something darker”, "
-                                "“from the 90s”, “seen it”, “not that”, “why that one?”, “start over”. "
+                                "“from the 60s or 70s”, “no musicals”, “show me 10”, “seen it”, “not that”, "
+                                "“why that one?”, “start over”. "
                                 "The thumbs under a card like or dislike it.</span>")
                 with gr.Column(scale=2, min_width=280):
                     with gr.Group():
@@ -403,13 +424,15 @@ def build_demo(app: App) -> gr.Blocks:
                                            elem_id="title-search")
                         matches = gr.Dropdown(label="Matches", choices=[], elem_id="title-matches")
                         add = gr.Button("Add to history", size="sm", elem_id="add-title")
-                    descriptor_box = gr.HTML(elem_id="user-descriptors")
+                    descriptor_box = gr.HTML(label="Your descriptors", elem_id="user-descriptors")
                     gr.Markdown("**Your history** (newest first)")
-                    history = gr.HTML(elem_id="history")
+                    history = gr.HTML(label="Your history", elem_id="history")
                     plot = gr.ScatterPlot(x="x", y="y", color="group", color_map=map_colours(app.engine),
                                           tooltip=["title", "group"], x_title=" ", y_title=" ",
                                           x_axis_labels_visible="hidden", height=320,
                                           label="Where you are in the catalog (CF item map)", elem_id="map")
+                    with gr.Accordion("This turn's picks as data", open=False):
+                        picks = gr.JSON(label="Picks", elem_id="picks")
         if study is not None:
             with gr.Column(visible=False) as questionnaire_screen:
                 gr.Markdown("### A few questions")
@@ -435,15 +458,19 @@ def build_demo(app: App) -> gr.Blocks:
 
         outputs = [chatbot, descriptor_box, history, plot, session]
         private = {"api_visibility": "private"}
+        # `/chat` keeps its five outputs (clients unpack them); the turn as data is `/picks`, called after it in
+        # the same client session. Undocumented: callable, but kept out of the API page's list of endpoints,
+        # which clients and tests hold fixed.
         send.click(app.chat, [message, session], [message, *outputs], api_name="chat") \
-            .then(app.question, [session], [choice], **private)
+            .then(app.question, [session], [choice], **private) \
+            .then(app.picks, [session], [picks], api_name="picks", api_visibility="undocumented")
         message.submit(app.chat, [message, session], [message, *outputs], **private) \
-            .then(app.question, [session], [choice], **private)
+            .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         choice.input(app.choose, [choice, session], outputs, **private) \
-            .then(app.question, [session], [choice], **private)
+            .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         chatbot.like(app.feedback, [session], outputs, **private)
         use_persona.click(app.use_persona, [persona, session], outputs, api_name="persona") \
-            .then(app.question, [session], [choice], **private)
+            .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         query.submit(app.search, [query], [matches], api_name="search")
         add.click(app.add_title, [matches, session], outputs, api_name="add_title")
         restart.click(app.start_over, [session], outputs, api_name="start_over") \

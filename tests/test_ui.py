@@ -109,6 +109,34 @@ def test_gradio_client_chats_and_two_clients_keep_separate_sessions(served) -> N
     assert hits["value"] == "7" if isinstance(hits, dict) else hits == "7"
 
 
+def test_a_program_reads_a_turns_picks_as_json_and_the_api_names_its_outputs(served) -> None:
+    from gradio_client import Client
+
+    app, url = served
+    client = Client(url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+    _, chat, *_ = client.predict("I loved Glass Harbor, show me 4", api_name="/chat")
+    turn = client.predict(api_name="/picks")
+
+    returns = [r["label"] for r in api["/chat"]["returns"]]
+    assert returns[:4] == ["Message", "Chat", "Your descriptors", "Your history"]
+    assert not any(label.startswith("value_") for label in returns)
+    assert turn["reply"].startswith("Taking this as: 4 picks.")
+    picks = turn["picks"]
+    cards = [m for m in chat if "fa-card" in str(m["content"])]
+    assert [p["rank"] for p in picks] == [1, 2, 3, 4] and len(cards) == 4
+    first = picks[0]
+    item = app.engine.catalog.item(first["item_id"])
+    assert (first["title"], first["year"]) == (item.title, item.year)
+    assert first["source"] == "lightgcn" and first["tokens"] == f"<a_{first['item_id']}><b_0><c_1>"
+    assert first["descriptors"] == app.engine.item_descriptors(first["item_id"])
+    assert "1" not in {p["item_id"] for p in picks}  # Glass Harbor is the history, never a pick
+    _, _, _, _, _ = client.predict("anything but thrillers, just 2", api_name="/chat")
+    later = client.predict(api_name="/picks")["picks"]
+    assert len(later) == 2 and not any("Thriller" in p["genres"] for p in later)
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     app, url = served
