@@ -458,12 +458,12 @@ def build_demo(app: App) -> gr.Blocks:
 
         outputs = [chatbot, descriptor_box, history, plot, session]
         private = {"api_visibility": "private"}
-        # `/chat` keeps its five outputs (clients unpack them); the turn as data is `/picks`, called after it in
-        # the same client session. Undocumented: callable, but kept out of the API page's list of endpoints,
-        # which clients and tests hold fixed.
+        # `/chat` keeps its five outputs (clients unpack them); the turn as data is `/picks` (JSON: the reply and
+        # each pick's id, title, year, rank, source, index tokens, descriptors), called after it in the same
+        # client session.
         send.click(app.chat, [message, session], [message, *outputs], api_name="chat") \
             .then(app.question, [session], [choice], **private) \
-            .then(app.picks, [session], [picks], api_name="picks", api_visibility="undocumented")
+            .then(app.picks, [session], [picks], api_name="picks")
         message.submit(app.chat, [message, session], [message, *outputs], **private) \
             .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         choice.input(app.choose, [choice, session], outputs, **private) \

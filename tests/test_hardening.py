@@ -237,7 +237,7 @@ def test_study_events_survive_a_sigkill_and_internal_endpoints_stay_private(tiny
         app.wait_until_served()
         api = client(app.url)
         public = set(api.view_api(return_format="dict", print_info=False)["named_endpoints"])
-        assert public == {"/chat", "/persona", "/search", "/add_title", "/start_over"}
+        assert public == {"/chat", "/picks", "/persona", "/search", "/add_title", "/start_over"}
         for internal in ("/consent", "/withdraw", "/admin_export", "/submit_answers", "/finish"):
             with pytest.raises(ValueError, match="Cannot find a function"):
                 api.predict("x", api_name=internal)
