@@ -89,7 +89,7 @@ def test_readme_rewrites_only_the_performance_block(run) -> None:
     assert inside(written, RESULTS_START, RESULTS_END) == inside(original, RESULTS_START, RESULTS_END)
     assert inside(original, README_START, README_END) != inside(written, README_START, README_END)
     block = inside(written, README_START, README_END)
-    assert "| chat turn, median (engine, top-10 from the LLM arm) |" in block and results["command"] in block
+    assert "| chat turn, median (engine, the LLM arm's top-5) |" in block and results["command"] in block
     assert results["machine"]["cpu"] in block and results["commit"] in block
 
 
