@@ -152,8 +152,9 @@ def test_tiny_bundle_has_a_model_card_from_its_report_and_real_conversations(tin
     bundle = tiny_build / "bundle"
     card = (bundle / "README.md").read_text()
     report = json.loads((tiny_build / "report.json").read_text())
-    for name, values in report["models"].items():  # the table is the report's, to four decimals
-        assert f"| {name} | {values['HR@1']:.4f} |" in card
+    for name, values in report["models"].items():  # the table is the report's, to four decimals, with its seeds
+        seeds = ", ".join(str(run["seed"]) for run in report["runs"][name])
+        assert f"| {name} | {seeds} | {values['HR@1']:.4f} |" in card
     assert "the tuned LLM at or above SASRec: HR@10" in card and "LightGCN+FACE above LightGCN" in card
     assert "configs/tiny.yaml" in card and "| tune |" in card and "Harper and Joseph A. Konstan" in card
     for name, messages in ExportConfig().conversations.items():  # each scripted chat, with its picks
