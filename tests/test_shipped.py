@@ -60,8 +60,9 @@ def test_the_shipped_bundle_verifies_fits_in_git_and_leaves_the_base_model_out(m
 def test_the_model_card_quotes_the_bundles_own_report(manifest: dict) -> None:
     card = (SHIPPED / "README.md").read_text()
     report = manifest["report"]
-    for name, values in report["models"].items():
-        assert f"| {name} | {values['HR@1']:.4f}" in card and f"{values['NDCG@10']:.4f}" in card
+    for name, values in report["models"].items():  # with the seeds behind each row
+        seeds = ", ".join(str(run["seed"]) for run in report["runs"][name])
+        assert f"| {name} | {seeds} | {values['HR@1']:.4f}" in card and f"{values['NDCG@10']:.4f}" in card
     sasrec, llm = report["models"]["SASRec"], report["models"]["LLM"]
     verdict = "met" if llm["HR@10"] >= sasrec["HR@10"] else "missed by"
     assert f"HR@10 {llm['HR@10']:.4f} vs {sasrec['HR@10']:.4f}: {verdict}" in card
