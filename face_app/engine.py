@@ -264,7 +264,7 @@ class Engine:
                 if spec.titles_in_history else None
             recommenders["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles,
                                                        history=spec.max_history,
-                                                       user_descriptors=spec.user_descriptors == "face")
+                                                       user_descriptors=spec.prompts_user_words)
         default = "llm" if "llm" in recommenders else "lightgcn"
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
                    users=dataset.users)

@@ -97,3 +97,15 @@ def test_new_rows_start_from_their_description_words(face_app_cache) -> None:
     assert torch.allclose(weight[ids[0]], weight[pieces].mean(dim=0))
     assert torch.allclose(weight[ids[1]], weight[: ids[0]].mean(dim=0), atol=1e-6)
     assert weight.shape[0] == len(tokenizer) == 49154
+
+
+def test_serving_prompts_carry_face_words_only_for_a_model_tuned_on_them() -> None:
+    from face_app.decoder import GeneratorSpec
+
+    with_task = GeneratorSpec("smollm2", user_descriptors="face", training={"examples": {"next": 9, "descriptors": 2}})
+    without_task = GeneratorSpec("smollm2", user_descriptors="face", training={"examples": {"next": 9}})
+    genre_words = GeneratorSpec("smollm2", user_descriptors="genre words",
+                                training={"examples": {"next": 9, "descriptors": 2}})
+    assert with_task.prompts_user_words and not without_task.prompts_user_words
+    assert not genre_words.prompts_user_words
+    assert GeneratorSpec("smollm2", user_descriptors="face").prompts_user_words  # a spec that records no task counts

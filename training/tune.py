@@ -517,8 +517,8 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     plot_tune_curves(paths.tune_curves, record["history"], record["valid"])
     # what the descriptors task showed as the user's words: the serving prompt shows FACE words only to a model
     # that learnt from them
-    save_generator(paths.tune_model, model, tokenizer, index, tune, base_state, "face" if words else "genre words",
-                   training)
+    shown = "none" if "descriptors" not in tune.tasks else "face" if words else "genre words"
+    save_generator(paths.tune_model, model, tokenizer, index, tune, base_state, shown, training)
     return paths.tune_model
 
 
