@@ -174,12 +174,10 @@ class Bundle:
                 bundle.index = ItemIndex.load(directory / INDEX_FILE)
         if (directory / MAP_FILE).exists():
             with reading(directory, MAP_FILE, name):
-                data = json.loads((directory / MAP_FILE).read_text())
-                bundle.item_map = {i: (float(x), float(y))
-                                   for i, (x, y) in zip(data["item_ids"], data["xy"], strict=True)}
+                bundle.item_map = read_map(directory)
         if (directory / PERSONAS_FILE).exists():
             with reading(directory, PERSONAS_FILE, name):
-                bundle.personas = [str(u) for u in json.loads((directory / PERSONAS_FILE).read_text())["user_ids"]]
+                bundle.personas = read_personas(directory)
         return bundle
 
     @property
@@ -220,6 +218,29 @@ class Bundle:
         if self.index is None:
             return ""
         return self.index.text(item_id) if item_id in self.index else ""
+
+
+def write_map(directory: Path, item_ids: list[str], item_embeddings: np.ndarray) -> None:
+    """`map.json`: each item's place on the catalog map, the PCA of its CF embedding (`pca_2d`)."""
+    xy = pca_2d(np.asarray(item_embeddings, dtype=np.float64))
+    (directory / MAP_FILE).write_text(json.dumps(
+        {"method": "PCA of the CF item embeddings", "item_ids": [str(i) for i in item_ids],
+         "xy": np.round(xy, 4).tolist()}))
+
+
+def read_map(directory: Path) -> dict[str, tuple[float, float]]:
+    """`map.json` as item id -> (x, y)."""
+    data = json.loads((directory / MAP_FILE).read_text())
+    return {str(i): (float(x), float(y)) for i, (x, y) in zip(data["item_ids"], data["xy"], strict=True)}
+
+
+def write_personas(directory: Path, user_ids: list[str]) -> None:
+    """`personas.json`: the dataset users a visitor can start from (their histories are read from the dataset)."""
+    (directory / PERSONAS_FILE).write_text(json.dumps({"user_ids": [str(u) for u in user_ids]}))
+
+
+def read_personas(directory: Path) -> list[str]:
+    return [str(u) for u in json.loads((directory / PERSONAS_FILE).read_text())["user_ids"]]
 
 
 def pca_2d(embeddings: np.ndarray) -> np.ndarray:

@@ -4,25 +4,16 @@ Each turn: parse the message (`face_app.dialogue`), update the session state (ti
 history, "seen it" / "not that" / likes / dislikes), then ask the session's arm for its picks. A title named
 uncertainly is never added: the turn asks "Did you mean A or B?" instead, keeps the question in the session
 state, and the next message (or a click on a choice, `Engine.answer`) settles it; a message that is no
-answer drops it. Nothing in the
-history, nothing disliked, and nothing shown before (unless asked "again") is ever recommended; each pick
-says which model proposed it. A reply starts with one sentence saying how the message was read ("Taking ‘the
-second one’ as Dust Road (1975); films from the 1970s or 1980s, no Horror, 10 picks."), naming only what was
-applied; "recent" is measured from the catalog's newest year, "older" from the middle of the history.
+answer drops it. Nothing in the history, nothing disliked, and nothing shown before (unless asked "again") is
+ever recommended; each pick says which model proposed it. A reply starts with one sentence saying how the
+message was read ("Taking ‘the second one’ as Dust Road (1975); films from the 1970s or 1980s, no Horror, 10
+picks."), naming only what was applied; "recent" is measured from the catalog's newest year, "older" from the
+middle of the history.
 
-Two arms answer behind one interface (`Recommender.rank`), so a study can compare them:
-- `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
-  (`prompts.recommend_prompt`, with the `<taste>` token for a model tuned with it) and the constrained decoder
-  (`ItemGenerator.recommend`). Its picks are the generator's own top-N in its own order: the visitor's
-  filters (a decade, a genre, darker/lighter dropping the opposite mood) and every exclusion act inside the
-  search, as items the trie never lets a beam reach; the CF ranking fills in only when the filters leave
-  fewer than N items in the whole catalog.
-- `EmbeddingRecommender` (LightGCN+FACE): its pool and the CF neighbours of the newest `RECENT_ITEMS`
-  history items (or of X, on "more like X"), ordered by closeness to them in the CF embedding space plus
-  `MODEL_WEIGHT` times the fold-in order (chosen on the valid split by `python -m bench.ranking`); filters
-  on metadata, darker/lighter puts matching genres first.
-Reasons are one line grounded in descriptors: the words an item shares with the visitor's
-descriptors, with the item it is "more like", or with the closest item of the history.
+The rooms around it: `face_app.arms` (the two recommenders behind one interface), `face_app.picking` (the
+LightGCN arm's closeness ordering and the filters every arm obeys: for the generative LLM arm they act inside
+the search, as items the trie never lets a beam reach; the CF ranking fills in only when the filters leave
+fewer than N items in the whole catalog) and `face_app.wording` (reasons, explanations, headlines).
 """
 
 from __future__ import annotations
@@ -30,15 +21,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
 
-from face_app.catalog import Catalog, Item, ordered_histories
+from face_app.arms import EmbeddingRecommender, Readout, Recommender, bundle_arms
+from face_app.catalog import Catalog, ordered_histories
+from face_app.datasets import load_dataset
 from face_app.dialogue import (
-    DARK_GENRES,
-    LIGHT_GENRES,
     NEITHER,
     OPEN_START,
     ConversationState,
@@ -49,20 +39,13 @@ from face_app.dialogue import (
     parse,
     read_answer,
 )
+from face_app.picking import MODEL_WEIGHT, RECENT_ITEMS, Closeness, Ranked, admitted, one_per_film
+from face_app.wording import Wording, sentence
 
-# The prompt carries the newest items of a long (persona) history.
-PROMPT_HISTORY = 20
 # Longer messages are answered with a note and change nothing. Title matching (every run of words against
 # every title form, in one rapidfuzz call) takes about 0.1 s of one core for 500 characters over ML-100k's
 # 1,682 titles and well under a second for 2,000.
 MAX_MESSAGE_CHARS = 2000
-# Picks are ordered by closeness to the newest items of the history (or to the item asked "more like"), and the
-# model's own order counts MODEL_WEIGHT on top (see `Engine._closest_first`; both chosen on the valid split by
-# `python -m bench.ranking`).
-RECENT_ITEMS = 3
-MODEL_WEIGHT = 0.1
-# Descriptor words quoted in a one-line reason.
-REASON_WORDS = 3
 EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
                       'or ask for "something darker".')
 # Picks a turn may ask for ("show me 10"): more than MAX_PICKS gives MAX_PICKS, and the reply says so.
@@ -74,101 +57,6 @@ OLDER_BEFORE = 1980
 ENGLISH_ONLY = 'I read messages in English: try one like "I loved Toy Story and Fargo, something darker please".'
 WHAT_I_UNDERSTAND = ('Name movies you like ("I loved Toy Story and Fargo"), ask for "something darker", "from the '
                      '90s" or "more like the second one", or pick a persona.')
-
-
-class Readout(Protocol):
-    """What the engine uses of `face_app.descriptors.Descriptors` (FACE read-out)."""
-
-    item_ids: list[str]
-    item_embeddings: torch.Tensor
-
-    def for_item(self, item_id: str) -> list[str]: ...
-    def fold_in(self, item_ids: Sequence[str]) -> torch.Tensor: ...
-    def describe_history(self, item_ids: Sequence[str]) -> list[str]: ...
-
-
-class Recommender(Protocol):
-    """One arm of the app: ranks catalog items for a session.
-
-    generative: the arm's order is final (filters are passed to it as exclusions); otherwise the engine
-    orders its pool by CF closeness and filters it afterwards."""
-
-    name: str
-    generative: bool
-
-    def rank(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None,
-             exclude: set[str], n: int) -> list[tuple[str, float]]:
-        """Up to `n` (item_id, score) pairs, best first, none of them in `exclude`."""
-        ...
-
-
-@dataclass
-class EmbeddingRecommender:
-    """LightGCN+FACE: the session's fold-in embedding against every item; popularity for an empty history."""
-
-    readout: Readout
-    popularity: np.ndarray
-    name: str = "lightgcn"
-    generative: bool = False
-
-    def scores(self, history: Sequence[str]) -> np.ndarray:
-        """float [n_items] in the read-out's item order."""
-        if not history:
-            return np.log1p(self.popularity.astype(np.float64))
-        with torch.no_grad():
-            user = self.readout.fold_in(list(history))
-            return (self.readout.item_embeddings @ user).double().numpy()
-
-    def rank(self, history, user_descriptors, request, exclude, n):
-        scores = self.scores(history)
-        order = np.argsort(-scores, kind="stable")
-        ids = self.readout.item_ids
-        out = []
-        for row in order:
-            if ids[row] not in exclude:
-                out.append((ids[row], float(scores[row])))
-                if len(out) == n:
-                    break
-        return out
-
-
-@dataclass
-class GeneratorRecommender:
-    """The tuned LLM: the shared prompt, generated under the prefix trie, excluded items never generated.
-
-    generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
-    titles: item id -> the title as the model was tuned on it (`prompts.item_title` of the dataset's title),
-    or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
-    beams: beam width (None: the generator's default). max_pool: at most this many items are generated
-    per turn (top-10 from 10 beams: the serving target's setting; beam search costs grow with the width); the
-    engine backfills from the CF ranking when filters starve it.
-    user_descriptors: whether the prompt carries the user's FACE descriptors (only for a model tuned with
-    them; otherwise the prompt is the plain history form the model was tuned and evaluated on).
-    """
-
-    generator: Any
-    tokens: Callable[[str], str]
-    titles: Callable[[str], str] | None = None
-    history: int = PROMPT_HISTORY
-    beams: int | None = 10
-    max_pool: int = 10
-    user_descriptors: bool = True
-    name: str = "llm"
-    generative: bool = True
-
-    def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
-        from face_app.prompts import recommend_prompt
-
-        recent = list(history)[-self.history:] if self.history else []
-        titles = [self.titles(i) for i in recent] if self.titles else None
-        words = list(user_descriptors) if self.user_descriptors else []
-        taste = bool(getattr(self.generator, "taste_in_prompt", False)) and bool(history)
-        return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request, taste=taste)
-
-    def rank(self, history, user_descriptors, request, exclude, n):
-        prompt = self.prompt(history, user_descriptors, request)
-        return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams,
-                                        history=list(history))
 
 
 @dataclass
@@ -208,6 +96,7 @@ class Engine:
     readout: the FACE read-out (descriptors, CF item embeddings, fold-in).
     recommenders: by name ("llm", "lightgcn"); `default` picks the one used when a call names none.
     tokens: item id -> index-token string (empty when the bundle has no index).
+    pool, recent_items, model_weight: the LightGCN arm's ordering (`face_app.picking`).
     """
 
     catalog: Catalog
@@ -223,48 +112,23 @@ class Engine:
     users: Any = None  # the dataset's user table (demographics), for persona labels
 
     def __post_init__(self) -> None:
-        self._row = {item_id: i for i, item_id in enumerate(self.readout.item_ids)}
-        emb = self.readout.item_embeddings.detach().double().numpy()
-        self._unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        self.closeness = Closeness(self.readout.item_ids, self.readout.item_embeddings.detach().double().numpy())
+        self.wording = Wording(self.catalog, self.readout, self.closeness)
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
         years = [self.catalog.item(i).year for i in self.readout.item_ids if i in self.catalog]
         self._newest_year = max((y for y in years if y is not None), default=None)
-        # How many items each word describes: a reason names the rarest shared words, and none that
-        # describes most of the catalog (it tells the visitor nothing).
-        self._word_items: dict[str, int] = {}
-        for item_id in self.readout.item_ids:
-            for word in set(self.readout.for_item(item_id)):
-                self._word_items[word] = self._word_items.get(word, 0) + 1
-
-    def telling(self, words: Sequence[str], limit: int = REASON_WORDS) -> list[str]:
-        """The `limit` rarest of `words` across the catalog, leaving out words that describe half of it."""
-        half = len(self.readout.item_ids) / 2
-        kept = [w for w in dict.fromkeys(words) if self._word_items.get(w, 0) <= half]
-        return sorted(kept, key=lambda w: self._word_items.get(w, 0))[:limit]
 
     @classmethod
-    def from_bundle(cls, bundle, *, load_llm: bool = True, n: int = 5) -> Engine:
+    def from_bundle(cls, bundle: Any, *, load_llm: bool = True, n: int = 5) -> Engine:
         """The engine of a loaded `Bundle`: its catalog read from the dataset (fetched through the pinned
-        sources), the persona histories rebuilt from it, the LightGCN arm, and the LLM arm when the bundle
-        has a tuned model (`load_llm=False` skips loading it)."""
-        from face_app.datasets import load_dataset
-
+        sources), the persona histories rebuilt from it, and its arms (`face_app.arms.bundle_arms`)."""
         readout = bundle.descriptors
         dataset = load_dataset(bundle.dataset["source"], paths=bundle.dataset.get("paths"))
         catalog, interactions = Catalog.from_dataset(dataset, list(readout.item_ids))
         histories = ordered_histories(interactions[interactions["user_id"].isin(set(bundle.personas))])
         # A persona's last item is its held-out test target: the visitor starts from what came before.
         personas = {user: histories.get(user, [])[:-1] for user in bundle.personas}
-        recommenders: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
-        if load_llm and bundle.has_generator:
-            from face_app.prompts import item_title
-
-            spec = bundle.generator_spec
-            titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
-                if spec.titles_in_history else None
-            recommenders["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles,
-                                                       history=spec.max_history,
-                                                       user_descriptors=spec.prompts_user_words)
+        recommenders = bundle_arms(bundle, catalog, load_llm=load_llm)
         default = "llm" if "llm" in recommenders else "lightgcn"
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
                    users=dataset.users)
@@ -272,8 +136,8 @@ class Engine:
     def _popularity(self) -> np.ndarray:
         pop = np.zeros(len(self.readout.item_ids), dtype=np.int64)
         for item_id, count in zip(self.catalog.ids, self.catalog.popularity, strict=True):
-            if item_id in self._row:
-                pop[self._row[item_id]] = count
+            if item_id in self.closeness.row:
+                pop[self.closeness.row[item_id]] = count
         return pop
 
     # --- session-level actions the UI calls directly ----------------------------------------------------------
@@ -282,11 +146,11 @@ class Engine:
         """Start over as a dataset user: their history (the held-out last item excluded)."""
         state.reset()
         state.persona = user_id
-        state.add_history([i for i in self.personas.get(user_id, []) if i in self._row])
+        state.add_history([i for i in self.personas.get(user_id, []) if i in self.closeness.row])
         return state.history
 
     def add_titles(self, state: ConversationState, item_ids: Sequence[str]) -> list[str]:
-        return state.add_history([i for i in item_ids if i in self._row])
+        return state.add_history([i for i in item_ids if i in self.closeness.row])
 
     def feedback(self, state: ConversationState, item_id: str, liked: bool) -> None:
         """A like puts the item in the history; a dislike keeps it out of every later turn."""
@@ -357,14 +221,6 @@ class Engine:
             state.listed.append(item_id)
         return self._turn(state, request, arm, listing=False)
 
-    def ask(self, question: Question) -> str:
-        """"Did you mean Star Wars (1977) or Star Kid (1997)?", and how to answer."""
-        labels = [self.catalog.item(i).label for i in question.choices]
-        if len(labels) == 1:
-            return f"Did you mean {labels[0]}? (you wrote “{question.written}”: say “yes” or “no”)"
-        options = ", ".join(labels[:-1]) + f" or {labels[-1]}"
-        return f"Did you mean {options}? (you wrote “{question.written}”: say “the first”, a title, or “neither”)"
-
     def _turn(self, state: ConversationState, request: Request, arm: str, notes: list[str] | None = None,
               listing: bool = True) -> Reply:
         """One understood message. listing: the titles it names are the visitor's new list ("the second one"
@@ -386,19 +242,19 @@ class Engine:
             state.pending = [Question(m.written, list(m.choices), request.action) for m in request.unsure]
         if state.pending:
             # Nothing uncertain is added and nothing recommended until the question is settled.
-            return Reply(" ".join([*_sentence(reading), *notes, self.ask(state.pending[0])]), [],
+            return Reply(" ".join([*sentence(reading), *notes, self.wording.ask(state.pending[0])]), [],
                          self.user_descriptors(state))
         if request.why:
             reply = self._explain(state, target)
-            reply.text = " ".join([*_sentence(reading), reply.text])
+            reply.text = " ".join([*sentence(reading), reply.text])
             return reply
         anchor = None
         if request.more_like:
-            anchor = next((t for t in request.titles if t in self._row), None) or target
+            anchor = next((t for t in request.titles if t in self.closeness.row), None) or target
         reading += self._update_constraints(state, request)
         c = state.constraints
         if not state.history and anchor is None and not (c.genres or c.years or c.no_genres):
-            return Reply(" ".join([*_sentence(reading), *notes, "Tell me a few movies you like (\"I loved Toy Story "
+            return Reply(" ".join([*sentence(reading), *notes, "Tell me a few movies you like (\"I loved Toy Story "
                                    "and Fargo\"), or pick a persona, and I will recommend from there."]).strip())
         n = self.n
         if request.count is not None:
@@ -413,8 +269,8 @@ class Engine:
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
-        headline = self._headline(state, recs, anchor)
-        return Reply(" ".join([*_sentence(reading), *notes, headline]).strip(), recs, self.user_descriptors(state))
+        headline = self.wording.headline(state, len(recs), anchor)
+        return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, self.user_descriptors(state))
 
     def _not_understood(self, request: Request) -> str:
         """The reply to a message that names no known title and asks for nothing (it is not echoed back)."""
@@ -443,7 +299,7 @@ class Engine:
 
     def _apply_feedback(self, state: ConversationState, request: Request, target: str | None) -> list[str]:
         notes = []
-        named = [t for t in request.titles if t in self._row]
+        named = [t for t in request.titles if t in self.closeness.row]
         if request.seen or request.reject:
             # "I didn't like psycho" asked about: the picks shown are not what was meant.
             items = named or ([target] if target and not request.unsure else [])
@@ -534,16 +390,18 @@ class Engine:
         else:
             pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
             source = {item_id: recommender.name for item_id, _ in pool}
-            ranked = [(item_id, score) for item_id, score in pool if item_id in self._row]
-            kept = self._filter(state, self._closest_first(anchors, ranked, exclude) if anchors else ranked)
+            ranked = [(item_id, score) for item_id, score in pool if item_id in self.closeness.row]
+            ordered = self._closest_first(anchors, ranked, exclude) if anchors else ranked
+            kept = admitted(self.catalog, state.constraints, ordered)
         if len(kept) < n:
             # Too few items pass the filters: fill from the CF ranking of the whole catalog.
             have = exclude | {i for i, _ in kept}
-            wide = self._cf.rank(state.history, user_words, None, have, len(self._row))
-            for item_id, score in self._filter(state, self._closest_first(anchors, wide, have) if anchors else wide):
+            wide = self._cf.rank(state.history, user_words, None, have, len(self.closeness.row))
+            wide = self._closest_first(anchors, wide, have) if anchors else wide
+            for item_id, score in admitted(self.catalog, state.constraints, wide):
                 source.setdefault(item_id, self._cf.name)
                 kept.append((item_id, score))
-        top = self._one_per_film(kept)[:n]
+        top = one_per_film(self.catalog, kept)[:n]
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
 
@@ -552,58 +410,21 @@ class Engine:
         c = state.constraints
         if not (c.years or c.genres or c.no_genres or c.mood):
             return set()
-        passing = {item_id for item_id, _ in self._filter(state, [(i, 0.0) for i in self.readout.item_ids])}
+        everything = [(item_id, 0.0) for item_id in self.readout.item_ids]
+        passing = {item_id for item_id, _ in admitted(self.catalog, state.constraints, everything)}
         return set(self.readout.item_ids) - passing
 
     def recent(self, state: ConversationState) -> list[str]:
         """The newest `recent_items` items of the history (none when `recent_items` is 0)."""
-        known = [i for i in state.history if i in self._row]
+        known = [i for i in state.history if i in self.closeness.row]
         return known[-self.recent_items:] if self.recent_items > 0 else []
-
-    def _one_per_film(self, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """`ranked` without a later id of a film already in it."""
-        kept, taken = [], set()
-        for item_id, score in ranked:
-            if item_id not in taken:
-                kept.append((item_id, score))
-                taken.update([item_id, *self.catalog.twins(item_id)])
-        return kept
 
     def similarity(self, a: str, b: str) -> float:
         """Cosine of two items' CF embeddings."""
-        return float(self._unit[self._row[a]] @ self._unit[self._row[b]])
+        return self.closeness.similarity(a, b)
 
-    def _closest_first(self, anchors: Sequence[str], ranked: list[tuple[str, float]],
-                       exclude: set[str]) -> list[tuple[str, float]]:
-        """`ranked` and the anchors' nearest items, ordered by mean closeness to `anchors` in the CF space plus
-        `model_weight` times the model's own order (1 for its first item, falling linearly to 0)."""
-        sims = (self._unit @ self._unit[[self._row[a] for a in anchors]].T).mean(axis=1)
-        position = {item_id: p for p, (item_id, _) in enumerate(ranked)}
-        neighbours = [self.readout.item_ids[r] for r in np.argsort(-sims, kind="stable")[: 2 * self.pool]]
-        candidates = list(position) + [i for i in neighbours if i not in position and i not in exclude]
-        denom = max(len(ranked), 1)
-
-        def combined(item_id: str) -> float:
-            prior = 1.0 - position[item_id] / denom if item_id in position else 0.0
-            return float(sims[self._row[item_id]]) + self.model_weight * prior
-
-        return sorted(((i, combined(i)) for i in candidates), key=lambda pair: -pair[1])
-
-    def _filter(self, state: ConversationState, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """Keep items that satisfy the years/genre constraints; darker/lighter: matching mood first."""
-        c = state.constraints
-        kept = []
-        for item_id, score in ranked:
-            item = self.catalog.item(item_id)
-            if not c.admits(item.year, item.genres):
-                continue
-            if c.mood and _mood(item) == -_target(c.mood):
-                continue
-            kept.append((item_id, score))
-        if c.mood:
-            # Stable: within the items of the wanted mood, and within the neutral ones, the model's order holds.
-            kept.sort(key=lambda pair: -(_mood(self.catalog.item(pair[0])) == _target(c.mood)))
-        return kept
+    def _closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str]) -> Ranked:
+        return self.closeness.closest_first(anchors, ranked, exclude, self.pool, self.model_weight)
 
     # --- words ------------------------------------------------------------------------------------------------
 
@@ -614,93 +435,11 @@ class Engine:
         return Recommendation(
             item_id=item_id, title=item.title, year=item.year, genres=list(item.genres), tokens=self.tokens(item_id),
             descriptors=words, score=round(float(score), 4), rank=rank,
-            reason=self.reason(state, item, words, anchor, user_words), source=source,
+            reason=self.wording.reason(state, item, words, anchor, user_words), source=source,
         )
-
-    def reason(self, state: ConversationState, item: Item, words: list[str], anchor: str | None,
-               user_words: list[str]) -> str:
-        """One line, grounded in descriptors (and in the constraint the item satisfies)."""
-        if anchor:
-            shared = self.telling([w for w in words if w in set(self.item_descriptors(anchor))])
-            label = self.catalog.item(anchor).title
-            why = (f"shares {_quote(shared)} with {label}" if shared
-                   else f"close to {label} in taste (similarity {self.similarity(anchor, item.item_id):.2f})")
-        else:
-            shared = self.telling([w for w in words if w in set(user_words)])
-            closest = self._closest_history(state, item.item_id)
-            if shared:
-                why = f"matches your {_quote(shared)}"
-            elif closest:
-                common = self.telling([w for w in words if w in set(self.item_descriptors(closest))])
-                title = self.catalog.item(closest).title
-                why = f"like {title}" + (f" (both {_quote(common)})" if common else "")
-            else:
-                told = self.telling(words, 2)
-                why = f"popular; described as {_quote(told)}" if told else "popular with viewers"
-        extra = [g for g in item.genres if g in set(state.constraints.genres)]
-        if state.constraints.mood:
-            extra += [g for g in item.genres if g in (DARK_GENRES if state.constraints.mood == "darker"
-                                                         else LIGHT_GENRES)]
-        if state.constraints.years and item.year:
-            extra.append(str(item.year))
-        line = why[0].upper() + why[1:]
-        return line + (f" · {', '.join(dict.fromkeys(extra))}" if extra else "")
-
-    def _closest_history(self, state: ConversationState, item_id: str) -> str | None:
-        recent = [i for i in state.history[-PROMPT_HISTORY:] if i in self._row]
-        if not recent:
-            return None
-        return max(recent, key=lambda h: self.similarity(h, item_id))
 
     def _explain(self, state: ConversationState, target: str | None) -> Reply:
         if target is None:
             return Reply("I haven't recommended anything yet. Tell me a movie you like first.")
-        item = self.catalog.item(target)
-        words = self.item_descriptors(target)
         user_words = self.user_descriptors(state)
-        shared = self.telling([w for w in words if w in set(user_words)])
-        parts = [f"{item.label} is described by {_quote(words)}."]
-        if user_words:
-            parts.append(f"Your history reads as {_quote(user_words)}" +
-                         (f"; you share {_quote(shared)}." if shared else "."))
-        closest = self._closest_history(state, target)
-        if closest:
-            common = self.telling([w for w in words if w in set(self.item_descriptors(closest))])
-            parts.append(f"Closest in your history: {self.catalog.item(closest).label} (similarity "
-                         f"{self.similarity(closest, target):.2f}" + (f", both {_quote(common)})." if common else ")."))
-        if state.constraints.describe():
-            parts.append(f"It also fits your request: {state.constraints.describe()}.")
-        return Reply(" ".join(parts), [], user_words)
-
-    def _headline(self, state: ConversationState, recs: list[Recommendation], anchor: str | None) -> str:
-        if not recs:
-            return "I found nothing new that fits; try another decade or genre, or say \"start over\"."
-        bits = []
-        if anchor:
-            bits.append(f"more like {self.catalog.item(anchor).title}")
-        if state.constraints.describe():
-            bits.append(state.constraints.describe())
-        return f"Here are {len(recs)} picks" + (f" ({'; '.join(bits)})" if bits else "") + ":"
-
-
-def _sentence(parts: list[str]) -> list[str]:
-    """How the turn read the request, as the reply's first sentence (none when nothing was read)."""
-    if not parts:
-        return []
-    if parts[0].startswith("Taking ‘"):
-        return [parts[0] + ("; " + ", ".join(parts[1:]) if parts[1:] else "") + "."]
-    return ["Taking this as: " + ", ".join(parts) + "."]
-
-
-def _mood(item: Item) -> int:
-    """+1 dark, -1 light, 0 neither or both, from genres."""
-    dark, light = bool(set(item.genres) & DARK_GENRES), bool(set(item.genres) & LIGHT_GENRES)
-    return int(dark) - int(light)
-
-
-def _target(mood: str) -> int:
-    return 1 if mood == "darker" else -1
-
-
-def _quote(words: Sequence[str]) -> str:
-    return ", ".join(f"‘{w}’" for w in words)
+        return Reply(self.wording.explain(state, target, user_words), [], user_words)

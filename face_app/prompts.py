@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the chat app reads prompts without importing transformers
+    from transformers import PreTrainedTokenizerBase
 
 SYSTEM = "You recommend movies by their index."
 # A position whose embedding is replaced by the visitor's history as a collaborative model sees it

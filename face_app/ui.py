@@ -14,7 +14,6 @@ reason}]}, so no program has to read the cards' HTML.
 """
 
 
-import html
 import os
 import tempfile
 import time
@@ -25,18 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
+from face_app.catalog_map import catalog_map, catalog_points, map_colours
 from face_app.dialogue import ConversationState, clean_message
-from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Recommendation, Reply
+from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Reply
+from face_app.render import card, chat_text, chips, esc, history_html, picks_row
 from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, normalise_code
 
 # Two vCPUs: two turns at a time, a bounded queue behind them.
 CONCURRENCY = 2
 QUEUE_SIZE = 64
-HISTORY_SHOWN = 12
 PROMPT_LOG = 50  # history items logged with each study message
-MAP_GENRES = 8
 ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
 NEITHER_CHOICE = "neither"  # the question's "none of these" answer (item ids never take this value)
 
@@ -71,108 +69,6 @@ class Session:
     last_event: float = field(default_factory=time.time)
     banner: str = ""
     turn: dict[str, Any] = field(default_factory=lambda: {"reply": "", "picks": []})  # the latest reply, as data
-
-
-# --- rendering ---------------------------------------------------------------------------------------------------
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-# A chat message is rendered as markdown (GFM, autolinks, $$ LaTeX) around its HTML: plain text goes in with its
-# HTML characters and every markdown syntax character as character references, which render as the same
-# characters but never as a link, an image, emphasis, a list, a heading or a formula.
-_CHAT_TEXT = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord('"'): "&quot;", ord("'"): "&#x27;",
-              **{ord(ch): f"&#{ord(ch)};" for ch in "\\`*_{}[]()#+-.!|~:$@="}}
-
-
-def chat_text(value: object) -> str:
-    """Plain text (the visitor's or the app's) as a chat message: HTML-escaped and markdown-inert."""
-    return str(value).translate(_CHAT_TEXT)
-
-
-def chips(words: list[str]) -> str:
-    if not words:
-        return "<span class='fa-muted'>Your descriptors appear once your history has a title.</span>"
-    return "".join(f"<span class='fa-chip'>{esc(w)}</span>" for w in words)
-
-
-def card(rec: Recommendation, show_descriptors: bool = True) -> str:
-    """One recommendation as HTML: title, year, genres, index tokens, descriptors, score, reason."""
-    meta = " · ".join(esc(x) for x in [rec.year or "", ", ".join(rec.genres)] if x)
-    lines = [f"<div class='fa-card'><div class='fa-title'>{rec.rank}. {esc(rec.title)}</div>",
-             f"<div class='fa-meta'>{meta} · score {rec.score:.3f} ({esc(rec.source)})</div>"]
-    if rec.tokens:
-        lines.append(f"<div class='fa-tokens'>{esc(rec.tokens)}</div>")
-    if show_descriptors:
-        lines.append("<div>" + chips(rec.descriptors) + "</div>")
-        lines.append(f"<div class='fa-reason'>{esc(rec.reason)}</div>")
-    lines.append("</div>")
-    return "".join(lines)
-
-
-def history_html(engine: Engine, state: ConversationState, show_descriptors: bool = True) -> str:
-    if not state.history:
-        return "<span class='fa-muted'>Nothing yet: name a few movies, search a title, or pick a persona.</span>"
-    shown = state.history[-HISTORY_SHOWN:]
-    rows = []
-    for item_id in reversed(shown):
-        item = engine.catalog.item(item_id)
-        words = f" <span class='fa-muted'>{esc(', '.join(engine.item_descriptors(item_id)))}</span>" \
-            if show_descriptors else ""
-        liked = " ♥" if item_id in state.liked else ""
-        rows.append(f"<li>{esc(item.label)}{liked}{words}</li>")
-    more = len(state.history) - len(shown)
-    tail = f"<div class='fa-muted'>and {more} earlier</div>" if more > 0 else ""
-    return f"<ul class='fa-history'>{''.join(rows)}</ul>{tail}"
-
-
-def picks_row(rec: Recommendation) -> dict[str, Any]:
-    """One pick as plain data (no HTML): what a program reads instead of the card."""
-    return {"item_id": rec.item_id, "title": rec.title, "year": rec.year, "rank": rec.rank, "source": rec.source,
-            "tokens": rec.tokens, "descriptors": list(rec.descriptors), "genres": list(rec.genres),
-            "score": rec.score, "reason": rec.reason}
-
-
-PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
-HISTORY_GROUP, PICKS_GROUP, OTHER_GROUP = "your history", "picks", "other"
-
-
-def catalog_points(engine: Engine, item_map: dict[str, tuple[float, float]]) -> pd.DataFrame:
-    """The static layer of the map, built once: one row per mapped item (x, y, title, group = main genre)."""
-    top = engine.catalog.genres[:MAP_GENRES]
-    rows = []
-    for item_id, (x, y) in item_map.items():
-        if item_id in engine.catalog:
-            item = engine.catalog.item(item_id)
-            group = next((g for g in item.genres if g in top), OTHER_GROUP)
-            rows.append((float(x), float(y), item.label, group))
-    return pd.DataFrame(rows, columns=["x", "y", "title", "group"])
-
-
-def map_colours(engine: Engine) -> dict[str, str]:
-    """Group -> colour: the top genres muted, the visitor's history black, the picks red."""
-    colours = dict(zip(engine.catalog.genres[:MAP_GENRES], PALETTE, strict=False))
-    return {**colours, OTHER_GROUP: "#d0ccc8", HISTORY_GROUP: "#111111", PICKS_GROUP: "#dc143c"}
-
-
-def catalog_map(engine: Engine, points: pd.DataFrame, item_map: dict[str, tuple[float, float]],
-                state: ConversationState) -> pd.DataFrame | None:
-    """The map's data for one visitor: the catalog layer, then their history and the last picks on top.
-
-    Drawn in the browser (gr.ScatterPlot): a turn sends rows, not a re-rendered image (a matplotlib PNG cost
-    about 0.57 s of a served turn)."""
-    if points.empty:
-        return None
-
-    def layer(item_ids: list[str], group: str) -> pd.DataFrame:
-        mapped = [i for i in item_ids if i in item_map and i in engine.catalog]
-        return pd.DataFrame([(*map(float, item_map[i]), engine.catalog.item(i).label, group) for i in mapped],
-                            columns=points.columns)
-
-    overlays = [layer(state.history[-50:], HISTORY_GROUP), layer(list(state.last), PICKS_GROUP)]
-    return pd.concat([points, *[o for o in overlays if not o.empty]], ignore_index=True)
 
 
 # --- actions -----------------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ import pytest
 from catalog_fixture import ROWS, SmallReadout, items_frame
 
 from bench.titles import TARGETS, evaluate, make_corpus
+from face_app.arms import EmbeddingRecommender
 from face_app.catalog import Catalog, normalise, title_forms
 from face_app.dialogue import ConversationState, parse
-from face_app.engine import EmbeddingRecommender, Engine
+from face_app.engine import Engine
 from face_app.ui import NEITHER_CHOICE, App, Session
 
 FILMS = [

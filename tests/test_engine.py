@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from catalog_fixture import ROWS, SmallReadout, items_frame
 
+from face_app.arms import EmbeddingRecommender, GeneratorRecommender
 from face_app.catalog import Catalog, display_title, ordered_histories
 from face_app.dialogue import ConversationState, parse
-from face_app.engine import MAX_MESSAGE_CHARS, EmbeddingRecommender, Engine, GeneratorRecommender
+from face_app.engine import MAX_MESSAGE_CHARS, Engine
 
 
 @pytest.fixture(scope="module")
@@ -331,9 +332,9 @@ def test_a_title_named_with_dislike_is_excluded_not_added(engine: Engine) -> Non
 
 
 def test_reasons_quote_the_rarest_words_and_skip_words_that_describe_most_items(engine: Engine) -> None:
-    assert engine.telling(["noir", "heist", "rain"], 2) == ["heist", "rain"]  # 3 items each; noir has 4
-    engine._word_items["noir"] = 7  # now describes more than half the catalog of 12
-    assert engine.telling(["noir", "heist"]) == ["heist"]
+    assert engine.wording.telling(["noir", "heist", "rain"], 2) == ["heist", "rain"]  # 3 items each; noir has 4
+    engine.wording.word_items["noir"] = 7  # now describes more than half the catalog of 12
+    assert engine.wording.telling(["noir", "heist"]) == ["heist"]
 
 
 def test_a_film_listed_under_two_ids_is_shown_once_and_excluded_with_its_twin(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from catalog_fixture import SmallReadout, items_frame
 
+from face_app.arms import EmbeddingRecommender
 from face_app.catalog import Catalog
-from face_app.engine import EmbeddingRecommender, Engine
+from face_app.engine import Engine
 from face_app.study import (
     DEFAULT_CONFIG,
     StudyConfig,

@@ -17,11 +17,14 @@ from browser import CHROMIUM, browser_session
 from catalog_fixture import SmallReadout, items_frame
 
 from bench.serving import serve
+from face_app.arms import EmbeddingRecommender
 from face_app.bundle import pca_2d
 from face_app.catalog import Catalog
+from face_app.catalog_map import HISTORY_GROUP, PICKS_GROUP, catalog_map
 from face_app.dialogue import ConversationState
-from face_app.engine import EmbeddingRecommender, Engine, Recommendation
-from face_app.ui import HISTORY_GROUP, PICKS_GROUP, App, Session, card, catalog_map, chips, history_html
+from face_app.engine import Engine, Recommendation
+from face_app.render import card, chips, history_html
+from face_app.ui import App, Session
 
 
 def small_app() -> App:

@@ -19,6 +19,7 @@ import yaml
 from face_app import bundle as fmt
 from face_app import hardware
 from face_app.bundle import Bundle
+from face_app.decoder import GENERATOR_FILE, GeneratorSpec
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 from training.config import Config, config_dict
@@ -183,19 +184,19 @@ def limitations(report: dict[str, Any], workdir: Path) -> list[str]:
     data = report.get("data", {})
     lines = [f"The data set is small: {data.get('users')} users and {data.get('items')} items; the recommendations "
              "reflect its raters, and the descriptors are words from the LLM's vocabulary, not reviewed labels."]
-    spec_path = Workdir(workdir).tune_model / "generator.json"
-    if spec_path.exists():
-        spec = json.loads(spec_path.read_text())
-        training = spec.get("training", {})
+    model_dir = Workdir(workdir).tune_model
+    if (model_dir / GENERATOR_FILE).exists():
+        spec = GeneratorSpec.load(model_dir)
+        training = spec.training
         machine = training.get("machine") or {}
         where = machine.get("gpu") or f"{machine.get('cores')} CPU cores ({machine.get('cpu')})"
         minutes = (training.get("train_seconds") or 0) / 60
-        model = spec.get("base_model")
-        if spec.get("keep_layers"):
-            model = f"the first {spec['keep_layers']} decoder layers of {model}"
+        model = spec.base_model
+        if spec.keep_layers:
+            model = f"the first {spec.keep_layers} decoder layers of {model}"
         lines.append(f"The LLM ({model}) was tuned for {minutes:.0f} minutes on {where}, in "
                      f"{training.get('precision')}; its row in the table is what that budget bought.")
-        if spec.get("taste"):
+        if spec.taste:
             lines.append("The LLM reads the visitor's history partly through a `<taste>` token, SASRec's state of the "
                          "history: it depends on that SASRec, and a history of items SASRec never saw gives it "
                          "nothing to read.")

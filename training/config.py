@@ -156,6 +156,10 @@ class FACEConfig(Schedule):
     align_entities: Positive = 16
 
 
+# What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).
+IndexEmbedding = Literal["text", "text+cf", "lightgcn", "sasrec"]
+
+
 @dataclass(config=STRICT)
 class IndexConfig:
     """Stage `index`: the RQ-VAE that gives every item a code (training/rqvae.py).
@@ -167,7 +171,7 @@ class IndexConfig:
     epochs: passes over the items (mini-batches of `batch_size`).
     """
 
-    embedding: Literal["text", "text+cf", "lightgcn", "sasrec"] = "text"
+    embedding: IndexEmbedding = "text"
     levels: Positive = 3
     codebook_size: Annotated[int, Field(ge=2)] = 32
     latent_dim: Positive = 32

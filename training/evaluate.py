@@ -34,7 +34,9 @@ def run(config: Config, workdir: Path) -> Path:
     histories: dict[str, dict[str, list[dict]]] = {}
     for source in run_sources():
         for trained in source(config, workdir, data):
-            scores = {split: evaluate(trained.model, data, split, config.eval.batch_size) for split in trained.splits}
+            scores = {split: evaluate(trained.model, data, split, config.eval.batch_size,
+                                      desc=f"[eval] {trained.name} seed {trained.seed} {split}")
+                      for split in trained.splits}
             runs.setdefault(trained.name, []).append(
                 {
                     "seed": trained.seed,

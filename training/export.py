@@ -11,13 +11,13 @@ No dataset ratings go in (the card quotes a few titles): the app reads the datas
 from __future__ import annotations
 
 import datetime as dt
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from face_app import bundle as fmt
+from face_app.decoder import GENERATOR_FILE, GeneratorSpec
 from face_app.descriptors import Descriptors
 from face_app.sources import DATASETS
 from training.card import write_card
@@ -51,12 +51,11 @@ def dataset_source(config: Config) -> dict:
 
 
 def base_model_source(model_dir: Path) -> dict | None:
-    """`{"source", "sha256"}` from the tuned model's generator.json, or None without a tuned model."""
-    spec_path = model_dir / "generator.json"
-    if not spec_path.exists():
+    """`{"source", "sha256"}` from the tuned model's `GeneratorSpec`, or None without a tuned model."""
+    if not (model_dir / GENERATOR_FILE).exists():
         return None
-    spec = json.loads(spec_path.read_text())
-    return {"source": str(spec.get("base_model")), "sha256": spec.get("base_sha256")}
+    spec = GeneratorSpec.load(model_dir)
+    return {"source": spec.base_model, "sha256": spec.base_sha256}
 
 
 def run(config: Config, workdir: Path) -> Path:
@@ -78,12 +77,8 @@ def run(config: Config, workdir: Path) -> Path:
         shutil.copytree(model, out / fmt.MODEL_DIR)
 
     descriptors = Descriptors.load(out / fmt.READOUT_DIR)
-    xy = fmt.pca_2d(descriptors.item_embeddings.detach().double().numpy())
-    (out / fmt.MAP_FILE).write_text(json.dumps(
-        {"method": "PCA of the CF item embeddings", "item_ids": list(descriptors.item_ids),
-         "xy": np.round(xy, 4).tolist()}))
-    data = SplitData.load(paths.data)
-    (out / fmt.PERSONAS_FILE).write_text(json.dumps({"user_ids": personas(data, config.export.personas)}))
+    fmt.write_map(out, list(descriptors.item_ids), descriptors.item_embeddings.detach().double().numpy())
+    fmt.write_personas(out, personas(SplitData.load(paths.data), config.export.personas))
 
     fmt.write_manifest(
         out,

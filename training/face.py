@@ -252,11 +252,14 @@ class LightGCNFACE(nn.Module):
 
 
 def train_face(
-    data: SplitData, config: Config, seed: int, pretrained: dict[str, torch.Tensor], text: TextEncoder,
+    data: SplitData, config: Config, seed: int, pretrained: dict[str, torch.Tensor] | None, text: TextEncoder,
     codebook: torch.Tensor, profiles: tuple[torch.Tensor, torch.Tensor], word_embeddings: torch.Tensor | None = None,
     word_groups: torch.Tensor | None = None,
 ) -> LightGCNFACE:
     """Fit FACE on a trained LightGCN (`pretrained` state), then train both jointly.
+
+    pretrained None: LightGCN from its initialisation, so the joint phase is its whole training (no warm start:
+    there is nothing learnt to regress keywords on).
 
     profiles: (user profile embeddings [U, D], item profile embeddings [I, D]), normalised.
     word_embeddings: [V, D] sentence embeddings of the codebook words, to warm-start the
@@ -269,11 +272,12 @@ def train_face(
     generator = seed_everything(seed)
     users, items = data.train_pairs()
     lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, (users, items))
-    lightgcn.load_state_dict(pretrained)
+    if pretrained is not None:
+        lightgcn.load_state_dict(pretrained)
     user_final, item_final = lightgcn.user_item_embeddings()
     face = FACE(config.cf.lightgcn.dim, settings.k, codebook, word_groups)
     user_profiles_, item_profiles_ = profiles
-    if word_embeddings is not None:
+    if word_embeddings is not None and pretrained is not None:
         entities = torch.cat([user_final, item_final])
         face.warm_start(
             entities,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "Recall@20", "NDCG@20")
 LARGEST_CUTOFF = max(int(name.split("@")[1]) for name in METRICS)  # 20: how deep a generated list must go
@@ -96,12 +97,15 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model: Recommender, data: Split, split: str = "test", batch_size: int = 256,
-             users: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics of `model` on every user that has a `split` target (or on those of `users` that have one)."""
+             users: np.ndarray | None = None, desc: str | None = None) -> dict[str, float]:
+    """Metrics of `model` on every user that has a `split` target (or on those of `users` that have one).
+
+    desc: show a progress bar (users scored) under this label."""
     targets_all = data.targets(split)
     users = np.flatnonzero(targets_all >= 0) if users is None else users[targets_all[users] >= 0]
     ranks = []
-    with torch.no_grad():
+    bar = tqdm(total=len(users), desc=desc, unit="user", disable=desc is None)
+    with torch.no_grad(), bar:
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
             histories = [data.history(int(u), split) for u in batch]
@@ -112,6 +116,7 @@ def evaluate(model: Recommender, data: Split, split: str = "test", batch_size: i
                 exclude[torch.from_numpy(rows), torch.from_numpy(np.concatenate(histories))] = True
             targets = torch.from_numpy(targets_all[batch])
             ranks.append(target_ranks(scores, targets, exclude))
+            bar.update(len(batch))
     return metrics_from_ranks(torch.cat(ranks) if ranks else torch.zeros(0))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 import torch
@@ -33,7 +34,7 @@ from face_app.catalog import TitleEncoder, cached_embeddings
 from face_app.index import ItemIndex
 from face_app.prompts import item_title
 from face_app.sources import cache_dir
-from training.config import Config, IndexConfig, torch_threads
+from training.config import Config, IndexConfig, IndexEmbedding, torch_threads
 from training.data import SplitData
 from training.workdir import MODEL_FILE, Workdir
 
@@ -221,17 +222,14 @@ def train_rqvae(x: torch.Tensor, config: IndexConfig) -> tuple[RQVAE, list[float
     return model.eval(), losses
 
 
-INDEX_EMBEDDINGS = ("text", "text+cf", "lightgcn", "sasrec")
-
-
 def item_embeddings(config: Config, workdir: Path, items: pd.DataFrame) -> torch.Tensor:
     """The RQ-VAE's input per `config.index.embedding`: `text` (MiniLM of title, year, genres), `text+cf` (and
     the LightGCN item embedding), or a CF model's item embeddings alone (`lightgcn`, `sasrec`)."""
     kind = config.index.embedding
     if kind in CF_TABLES:
         return cf_item_embeddings(workdir, kind)
-    if kind not in ("text", "text+cf"):
-        raise ValueError(f"index.embedding must be one of {INDEX_EMBEDDINGS}, not {kind!r}")
+    if kind not in get_args(IndexEmbedding):
+        raise ValueError(f"index.embedding must be one of {get_args(IndexEmbedding)}, not {kind!r}")
     text = text_embeddings(item_texts(items))
     return text if kind == "text" else torch.cat([text, cf_item_embeddings(workdir)], dim=1)
 

@@ -1,0 +1,131 @@
+"""The two arms that answer the chat behind one interface (`Recommender.rank`), so a study can compare them.
+
+- `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
+  (`prompts.recommend_prompt`, with the `<taste>` token for a model tuned with it) and the constrained decoder
+  (`ItemGenerator.recommend`): its picks are the generator's own top-N in its own order, and whatever the
+  engine excludes is never reached by a beam.
+- `EmbeddingRecommender` (LightGCN+FACE): the session's fold-in embedding against every item (popularity for
+  an empty history); the engine orders its pool (`face_app.picking`).
+
+`bundle_arms` builds both from a loaded bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from face_app.catalog import Catalog
+from face_app.prompts import item_title, recommend_prompt
+
+# The prompt carries the newest items of a long (persona) history.
+PROMPT_HISTORY = 20
+
+
+class Readout(Protocol):
+    """What the engine uses of `face_app.descriptors.Descriptors` (FACE read-out)."""
+
+    item_ids: list[str]
+    item_embeddings: torch.Tensor
+
+    def for_item(self, item_id: str) -> list[str]: ...
+    def fold_in(self, item_ids: Sequence[str]) -> torch.Tensor: ...
+    def describe_history(self, item_ids: Sequence[str]) -> list[str]: ...
+
+
+class Recommender(Protocol):
+    """One arm of the app: ranks catalog items for a session.
+
+    generative: the arm's order is final (filters are passed to it as exclusions); otherwise the engine
+    orders its pool by CF closeness and filters it afterwards."""
+
+    name: str
+    generative: bool
+
+    def rank(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None,
+             exclude: set[str], n: int) -> list[tuple[str, float]]:
+        """Up to `n` (item_id, score) pairs, best first, none of them in `exclude`."""
+        ...
+
+
+@dataclass
+class EmbeddingRecommender:
+    """LightGCN+FACE: the session's fold-in embedding against every item; popularity for an empty history."""
+
+    readout: Readout
+    popularity: np.ndarray
+    name: str = "lightgcn"
+    generative: bool = False
+
+    def scores(self, history: Sequence[str]) -> np.ndarray:
+        """float [n_items] in the read-out's item order."""
+        if not history:
+            return np.log1p(self.popularity.astype(np.float64))
+        with torch.no_grad():
+            user = self.readout.fold_in(list(history))
+            return (self.readout.item_embeddings @ user).double().numpy()
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        scores = self.scores(history)
+        order = np.argsort(-scores, kind="stable")
+        ids = self.readout.item_ids
+        out = []
+        for row in order:
+            if ids[row] not in exclude:
+                out.append((ids[row], float(scores[row])))
+                if len(out) == n:
+                    break
+        return out
+
+
+@dataclass
+class GeneratorRecommender:
+    """The tuned LLM: the shared prompt, generated under the prefix trie, excluded items never generated.
+
+    generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
+    titles: item id -> the title as the model was tuned on it (`prompts.item_title` of the dataset's title),
+    or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
+    beams: beam width (None: the generator's default). max_pool: at most this many items are generated
+    per turn (top-10 from 10 beams: the serving target's setting; beam search costs grow with the width); the
+    engine backfills from the CF ranking when filters starve it.
+    user_descriptors: whether the prompt carries the user's FACE descriptors (only for a model tuned with
+    them; otherwise the prompt is the plain history form the model was tuned and evaluated on).
+    """
+
+    generator: Any
+    tokens: Callable[[str], str]
+    titles: Callable[[str], str] | None = None
+    history: int = PROMPT_HISTORY
+    beams: int | None = 10
+    max_pool: int = 10
+    user_descriptors: bool = True
+    name: str = "llm"
+    generative: bool = True
+
+    def prompt(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None) -> str:
+        recent = list(history)[-self.history:] if self.history else []
+        titles = [self.titles(i) for i in recent] if self.titles else None
+        words = list(user_descriptors) if self.user_descriptors else []
+        taste = bool(getattr(self.generator, "taste_in_prompt", False)) and bool(history)
+        return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request, taste=taste)
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        prompt = self.prompt(history, user_descriptors, request)
+        return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams,
+                                        history=list(history))
+
+
+def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True) -> dict[str, Recommender]:
+    """The arms of a loaded `face_app.bundle.Bundle`: LightGCN+FACE always, the LLM when the bundle has a tuned
+    model (`load_llm=False` skips loading it), prompted as the generator spec says it was tuned."""
+    arms: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(bundle.descriptors, catalog.popularity)}
+    if load_llm and bundle.has_generator:
+        spec = bundle.generator_spec
+        titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) if spec.titles_in_history else None
+        arms["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles, history=spec.max_history,
+                                           user_descriptors=spec.prompts_user_words)
+    return arms
