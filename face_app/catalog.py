@@ -60,6 +60,8 @@ NUMBER_EDITS = 3
 MAX_EDITS = 6
 # Films offered when a mention is uncertain.
 MAX_CHOICES = 3
+# An uncertain run of at most this many ordinary lower-case words is never asked about (`ordinary_words`).
+ORDINARY_RUN = 2
 _ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*), (?P<article>The|A|An|Les|La|Le|L'|Il|Das|Die|Der|El)$")
 _PAREN = re.compile(r"\s*\(([^)]*)\)")
 # A word of a message, as title runs are cut from it (letters of any script, digits, inner apostrophes, "&").
@@ -112,6 +114,20 @@ class Mention:
     def item_id(self) -> str:
         """The film meant (the best choice)."""
         return self.choices[0]
+
+
+def ordinary_words(written: str) -> bool:
+    """Whether a run of at most `ORDINARY_RUN` words, none capitalised, is all ordinary English words (a small
+    word or a word of lemminflect's English lexicon): such a run a few edits from a title ("made" for Jade, "the
+    best" for The Pest) is the visitor's sentence, not a misspelt film, and is not asked about. A misspelling that
+    is no word ("wras", "bak"), a capitalised run, or an exact title ("psycho": two films) still is."""
+    words = [w[0] for w in _TOKEN.finditer(written)]
+    if not words or len(words) > ORDINARY_RUN or any(w[:1].isupper() for w in words):
+        return False
+    import lemminflect  # its lexicon loads in about half a second: only when a mention is uncertain
+
+    return all(w.lower() in _STOPWORDS or w.lower() in _SMALL_WORDS or lemminflect.getAllLemmas(w.lower())
+               for w in words)
 
 
 def display_title(raw: str) -> str:
@@ -407,6 +423,8 @@ class Catalog:
             judged = judged_once[(key, year)]
             if judged:
                 choices, confident, cost, length = judged
+                if not confident and cost > 0 and ordinary_words(text[words[i].start():words[j - 1].end()]):
+                    continue  # "it made me laugh" asks about no film ("made": Jade? The Game?)
                 found.append((len(key) - cost, confident, -i, i, j, choices))
         found.sort(reverse=True)
         taken: set[int] = set()

@@ -98,6 +98,27 @@ def test_an_uncertain_mention_is_asked_about_and_adds_nothing(engine: Engine) ->
     assert [q.choices for q in state.pending] == [["101", "103"]]
 
 
+@pytest.mark.parametrize("text", ["Star Wars made me cry", "star wars is the best", "it made me laugh"])
+def test_ordinary_words_near_a_title_are_not_asked_about(engine: Engine, text: str) -> None:
+    # "made" is one edit from "Jade"-like titles and "the best" from "The Pest" in the real catalog; here "star
+    # was" / "the war" sit as close to films of this catalog: ordinary lower-case words are the visitor's sentence
+    state = ConversationState()
+    engine.respond(state, text)
+    assert state.pending == []
+
+
+def test_a_misspelt_title_that_is_no_word_is_still_asked_about(engine: Engine) -> None:
+    for text in ("I loved star ws", "I loved Star Wra"):
+        assert parse(text, engine.catalog).unsure or parse(text, engine.catalog).titles, text
+
+
+def test_ordinary_words_rule() -> None:
+    from face_app.catalog import ordinary_words
+
+    assert ordinary_words("made") and ordinary_words("the best")
+    assert not ordinary_words("wras") and not ordinary_words("Made") and not ordinary_words("gone with the wend")
+
+
 @pytest.mark.parametrize("answer, added", [
     ("the first", ["101"]), ("1", ["101"]), ("2", ["103"]), ("Star Wars", ["101"]), ("the second one", ["103"]),
     ("the 1997 one", ["103"]), ("neither", []), ("no", []),
