@@ -270,7 +270,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from face_app.ui import load_app
+    from face_app.handlers import load_app
 
     results: dict[str, Any] = {"command": command, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                "commit": git_commit(), "machine": machine()}

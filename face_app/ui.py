@@ -1,11 +1,9 @@
-"""The Gradio 6 app: a chat whose recommendations are cards, a side panel with the visitor's descriptors,
-their history, a title search, a persona picker and a map of the catalog; optional study mode.
+"""The Gradio 6 layout: a chat whose recommendations are cards, a side panel with the visitor's descriptors,
+their history, a title search, a persona picker and a map of the catalog; optional study screens.
 
-`build_demo(engine, item_map, study=...)` returns the Blocks; `main(argv)` (what `app.py` calls)
-loads a bundle and launches it. Every per-visitor fact lives in a `Session` held in `gr.State`, so a
-second tab is a second session. All text from the dataset or the visitor is HTML-escaped before it is
-put in a card, a chip or the history; a chat message's text is also made markdown-inert (`chat_text`), so
-what a visitor types is shown as typed and never becomes a link, an image or markup.
+`build_demo(app)` lays out the Blocks around an `App` (`face_app.handlers`: what each event does);
+`launch(app)` queues and serves it (what `python app.py`, `face_app.cli`, calls). HTML of the pieces:
+`face_app.render`; the map's rows: `face_app.catalog_map`.
 
 From code (gradio_client): `/chat` takes a message and returns the cleared box, the chat, the descriptors, the
 history and the map (each named by its label); `/picks`, called next in the same client, returns the turn as
@@ -13,30 +11,20 @@ data, {"reply": text, "picks": [{item_id, title, year, rank, source, tokens, des
 reason}]}, so no program has to read the cards' HTML.
 """
 
+from __future__ import annotations
 
-import os
-import tempfile
-import time
-import uuid
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from face_app.catalog_map import catalog_map, catalog_points, map_colours
-from face_app.dialogue import ConversationState, clean_message
-from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Reply
-from face_app.render import card, chat_text, chips, esc, history_html, picks_row
-from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, normalise_code
+from face_app.catalog_map import map_colours
+from face_app.handlers import App, Session
+from face_app.render import esc
 
 # Two vCPUs: two turns at a time, a bounded queue behind them.
 CONCURRENCY = 2
 QUEUE_SIZE = 64
-PROMPT_LOG = 50  # history items logged with each study message
-ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
-NEITHER_CHOICE = "neither"  # the question's "none of these" answer (item ids never take this value)
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
@@ -46,225 +34,45 @@ CSS = """
 .fa-card .fa-reason {margin-top: 4px; font-size: 0.92em;}
 .fa-chip {display: inline-block; padding: 1px 9px; margin: 2px 3px 2px 0; border-radius: 999px;
   background: var(--color-accent-soft); border: 1px solid var(--border-color-accent); font-size: 0.86em;}
-.fa-history {list-style: none; padding-left: 0; margin: 0; max-height: 340px; overflow-y: auto;}
+/* The history's rows are shown whole (HISTORY_SHOWN of them), not in a scroll box of their own: on a phone its
+   clipped last row ran into the "and N earlier" line under the list. */
+.fa-history {list-style: none; padding-left: 0; margin: 0;}
 .fa-history li {padding: 3px 0; border-bottom: 1px dashed var(--border-color-primary);}
+.fa-history + .fa-muted {margin-top: 4px;}
 .fa-muted {opacity: 0.7; font-size: 0.88em;}
 .fa-code {font-family: var(--font-mono); font-size: 1.3em; letter-spacing: 0.08em;}
+/* Gradio floats the chat's toolbar (share, clear, copy) over the messages: a row above them instead. Its "scroll
+   down" arrow would float over the cards once a turn is shown from its top (SHOW_TURN): not drawn. */
+#chat .top-panel {position: static; align-self: flex-end;}
+#chat .scroll-down-button-container {display: none;}
+/* Gradio 6 puts thumbs under every assistant message (feedback is per chat, not per message): only cards keep them.
+   They are the last two buttons of a message's row (dislike, like, after copy): labels are translated, order not. */
+#chat .bot-row:not(:has(.fa-card)) .message-buttons button:nth-last-of-type(-n+2) {display: none;}
 """
 
-
-@dataclass
-class Session:
-    """One visitor: the engine's conversation state, the chat as shown, and which message is which item."""
-
-    state: ConversationState = field(default_factory=ConversationState)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    cards: dict[int, str] = field(default_factory=dict)  # chat message index -> item id of its card
-    ranks: dict[int, int] = field(default_factory=dict)
-    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    code: str | None = None  # study participant code
-    arm: str | None = None
-    recommender: str | None = None
-    show_descriptors: bool = True
-    last_event: float = field(default_factory=time.time)
-    banner: str = ""
-    turn: dict[str, Any] = field(default_factory=lambda: {"reply": "", "picks": []})  # the latest reply, as data
-
-
-# --- actions -----------------------------------------------------------------------------------------------------
-
-
-class App:
-    """The app's handlers around one shared engine (and, in study mode, one study log)."""
-
-    def __init__(self, engine: Engine, item_map: dict[str, tuple[float, float]], *, title: str = "face-app",
-                 study: StudyConfig | None = None, log: StudyLog | None = None,
-                 persona_labels: dict[str, str] | None = None) -> None:
-        self.engine = engine
-        self.item_map = item_map
-        self.points = catalog_points(engine, item_map)  # the map's static layer, built once
-        self.title = title
-        self.study = study
-        self.log = log
-        self.persona_labels = persona_labels or {u: f"User {u}" for u in engine.personas}
-
-    # study bookkeeping
-
-    def _event(self, session: Session, kind: str, **payload: Any) -> None:
-        if self.log is None or session.code is None:
-            return
-        now = time.time()
-        payload = {"arm": session.arm, "turn": session.state.turns, "since_last_s": round(now - session.last_event, 3),
-                   **payload}
-        session.last_event = now
-        self.log.log(session.code, session.session_id, kind, payload)
-
-    def enrol(self, session: Session, arm: Arm) -> None:
-        session.arm = arm.name
-        session.show_descriptors = arm.show_descriptors
-        session.recommender = arm.recommender if arm.recommender in self.engine.recommenders else "lightgcn"
-
-    # outputs
-
-    def panel(self, session: Session) -> tuple:
-        words = self.engine.user_descriptors(session.state) if session.show_descriptors else []
-        chip_html = f"<div><b>Your descriptors</b></div>{chips(words)}" if session.show_descriptors else ""
-        return (session.messages, chip_html, history_html(self.engine, session.state, session.show_descriptors),
-                catalog_map(self.engine, self.points, self.item_map, session.state), session)
-
-    def _reply(self, session: Session, reply: Reply) -> None:
-        session.turn = {"reply": reply.text, "picks": [picks_row(rec) for rec in reply.recommendations]}
-        session.messages.append({"role": "assistant", "content": chat_text(reply.text)})
-        for rec in reply.recommendations:
-            session.cards[len(session.messages)] = rec.item_id
-            session.ranks[len(session.messages)] = rec.rank
-            session.messages.append({"role": "assistant", "content": card(rec, session.show_descriptors)})
-
-    def chat(self, message: str, session: Session) -> tuple:
-        """One turn: the visitor's message in, the reply and its cards out."""
-        message = clean_message(message or "")
-        if not message:
-            session.messages.append({"role": "assistant", "content": chat_text(EMPTY_MESSAGE_HINT)})
-            return ("", *self.panel(session))
-        shown = message if len(message) <= MAX_MESSAGE_CHARS else message[:ECHO_CHARS] + " …"
-        session.messages.append({"role": "user", "content": chat_text(shown)})
-        reply = self.engine.respond(session.state, message, session.recommender)
-        self._reply(session, reply)
-        self._event(session, "message", text=message[:MAX_MESSAGE_CHARS], length=len(message), reply=reply.text,
-                    seconds=round(reply.seconds, 3),
-                    recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
-                                     for r in reply.recommendations],
-                    history=list(session.state.history[-PROMPT_LOG:]))
-        return ("", *self.panel(session))
-
-    def picks(self, session: Session) -> dict[str, Any]:
-        """The latest reply as data, for programs (the `/picks` endpoint) and the page's JSON panel:
-        {"reply": its text, "picks": [{item_id, title, year, rank, source, tokens, descriptors, ...}, ...]}."""
-        return session.turn
-
-    def question(self, session: Session) -> dict:
-        """The one-click answers to the pending "Did you mean ...?" question: shown only while one is open."""
-        if not session.state.pending:
-            return gr.Radio(choices=[], value=None, visible=False)
-        asked = session.state.pending[0]
-        choices = [(self.engine.catalog.item(i).label, i) for i in asked.choices] + [("Neither", NEITHER_CHOICE)]
-        return gr.Radio(choices=choices, value=None, visible=True, label=f"Did you mean… (you wrote “{asked.written}”)")
-
-    def choose(self, choice: str | None, session: Session) -> tuple:
-        """A click on one of the question's answers: the same turn as answering in words."""
-        if not choice or not session.state.pending:
-            return self.panel(session)
-        item_id = None if choice == NEITHER_CHOICE else choice
-        label = "Neither" if item_id is None else self.engine.catalog.item(item_id).label \
-            if item_id in self.engine.catalog else "?"
-        session.messages.append({"role": "user", "content": chat_text(label)})
-        reply = self.engine.answer(session.state, item_id, session.recommender)
-        self._reply(session, reply)
-        self._event(session, "choice", item_id=item_id, reply=reply.text,
-                    recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
-                                     for r in reply.recommendations])
-        return self.panel(session)
-
-    def feedback(self, session: Session, data: gr.LikeData) -> tuple:
-        index = data.index[0] if isinstance(data.index, list | tuple) else data.index
-        item_id = session.cards.get(int(index))
-        if item_id is None:
-            return self.panel(session)
-        liked = data.liked is True or data.liked == "Like"
-        self.engine.feedback(session.state, item_id, liked)
-        self._event(session, "feedback", item_id=item_id, liked=liked, rank=session.ranks.get(int(index)))
-        label = self.engine.catalog.item(item_id).label
-        note = f"Noted: you like {label}; it joins your history." if liked else \
-            f"Noted: no more {label}, or anything you disliked."
-        session.messages.append({"role": "assistant", "content": chat_text(note)})
-        return self.panel(session)
-
-    def use_persona(self, user_id: str | None, session: Session) -> tuple:
-        if not user_id:
-            return self.panel(session)
-        self.engine.use_persona(session.state, user_id)
-        label = self.persona_labels.get(user_id, user_id)
-        session.messages.append({"role": "assistant", "content": chat_text(
-            f"You are now {label}, with {len(session.state.history)} movies in your history. "
-            "Ask for recommendations, or say what you are in the mood for.")})
-        self._event(session, "persona", user_id=user_id, history=len(session.state.history))
-        reply = self.engine.respond(session.state, "recommend", session.recommender)
-        self._reply(session, reply)
-        self._event(session, "recommendations", recommendations=[
-            {"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
-            for r in reply.recommendations])
-        return self.panel(session)
-
-    def search(self, query: str) -> dict:
-        query = clean_message(query or "")
-        hits = self.engine.catalog.search(query, k=8) if query else []
-        choices = [(self.engine.catalog.item(i).label, i) for i, _ in hits]
-        return gr.Dropdown(choices=choices, value=choices[0][1] if choices else None)
-
-    def add_title(self, item_id: str | None, session: Session) -> tuple:
-        if item_id:
-            added = self.engine.add_titles(session.state, [item_id])
-            if added:
-                label = self.engine.catalog.item(item_id).label
-                session.messages.append({"role": "assistant", "content": chat_text(f"Added {label} to your history.")})
-                self._event(session, "add_title", item_id=item_id)
-        return self.panel(session)
-
-    def start_over(self, session: Session) -> tuple:
-        session.state.reset()
-        session.turn = {"reply": "", "picks": []}
-        session.messages.append({"role": "assistant", "content": chat_text("Starting over. Tell me a few movies you "
-                                                                           "like, or pick a persona.")})
-        self._event(session, "start_over")
-        return self.panel(session)
-
-    # study screens
-
-    def consent(self, agreed: bool, session: Session) -> tuple:
-        if not agreed or self.study is None or self.log is None:
-            return (gr.Column(visible=True), gr.Column(visible=False), "Please tick the box to take part.", session)
-        code, arm = self.log.enrol(self.study)
-        session.code = code
-        self.enrol(session, arm)
-        self._event(session, "consent", recommender=session.recommender, show_descriptors=session.show_descriptors)
-        session.banner = (f"Your participant code: <span class='fa-code'>{esc(code)}</span> (keep it to withdraw "
-                          f"later). {esc(self.study.task)}")
-        return gr.Column(visible=False), gr.Column(visible=True), "", session
-
-    def finish(self, session: Session) -> tuple:
-        if self.study and session.state.turns < self.study.min_turns:
-            gr.Warning(f"Please chat for at least {self.study.min_turns} turns first.")
-            return gr.Column(visible=True), gr.Column(visible=False)
-        self._event(session, "finish_task", liked=list(session.state.liked), disliked=list(session.state.disliked))
-        return gr.Column(visible=False), gr.Column(visible=True)
-
-    def submit_answers(self, session: Session, *values: Any) -> tuple:
-        assert self.study is not None
-        answers = {q.id: v for q, v in zip(self.study.questionnaire, values, strict=True)}
-        problems = self.study.check_answers(answers)
-        if problems:
-            return gr.Column(visible=True), gr.Column(visible=False), "<br>".join(esc(p) for p in problems), ""
-        self._event(session, "questionnaire", answers=answers)
-        thanks = (f"Thank you! Your participant code is <span class='fa-code'>{esc(session.code)}</span>. "
-                  "To withdraw your data later, enter it in the withdrawal box on the first page.")
-        return gr.Column(visible=False), gr.Column(visible=True), "", thanks
-
-    def withdraw(self, code: str) -> str:
-        if self.log is None:
-            return ""
-        removed = self.log.withdraw(code or "")
-        if removed:
-            return f"Withdrawn: every record of {esc(normalise_code(code))} was deleted."
-        return "No records under that code."
-
-    def admin_export(self, secret: str, fmt: str) -> tuple:
-        if self.log is None or not admin_allowed(secret):
-            disabled = not os.environ.get(ADMIN_SECRET_ENV)
-            return None, ("Admin download is disabled (no secret set)." if disabled else "Wrong secret.")
-        out = Path(tempfile.mkdtemp(prefix="face-app-export-")) / f"study-events.{fmt}"
-        out.write_text(self.log.export(fmt))
-        return str(out), f"{sum(1 for _ in self.log.events())} events."
-
+# After each update of the chat, the first message it added (the visitor's, or the reply's first) is scrolled to the
+# top of the chat, so the visitor reads the reply from its headline down; Gradio's autoscroll would show its tail.
+# Rows counted are those already shown in this tab, kept on `window`.
+SHOW_TURN = """
+async () => {
+  const frame = () => new Promise(resolve => requestAnimationFrame(resolve));
+  await frame();
+  const rows = document.querySelectorAll("#chat .message-row");
+  const seen = window.faRowsShown || 0;
+  window.faRowsShown = Math.max(seen, rows.length);
+  const first = rows[seen];
+  if (!first) return;
+  const log = first.closest("[role=log]");
+  // The new cards may still be laying out: place the row again until it sits at the top (or the chat ends).
+  for (let tries = 0; tries < 20; tries++) {
+    const offset = first.getBoundingClientRect().top - log.getBoundingClientRect().top;
+    const before = log.scrollTop;
+    log.scrollTop += offset;
+    if (Math.abs(offset) < 1 || (log.scrollTop === before && tries > 2)) return;
+    await frame();
+  }
+}
+"""
 
 
 # --- layout ------------------------------------------------------------------------------------------------------
@@ -292,8 +100,9 @@ def build_demo(app: App) -> gr.Blocks:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=320):
                     # One row per message, so a like's index is the message's index (grouped rows report the group's).
-                    chatbot = gr.Chatbot(label="Chat", height=560, elem_id="chat", layout="panel",
-                                         group_consecutive_messages=False,
+                    # No floating label over the messages; no autoscroll to the tail (SHOW_TURN shows the turn).
+                    chatbot = gr.Chatbot(label="Chat", show_label=False, height=560, elem_id="chat", layout="panel",
+                                         group_consecutive_messages=False, autoscroll=False,
                                          placeholder="Say what you liked: *I loved Toy Story and Fargo*")
                     with gr.Row():
                         message = gr.Textbox(label="Message", show_label=False, placeholder="Type a message…",
@@ -365,6 +174,7 @@ def build_demo(app: App) -> gr.Blocks:
         choice.input(app.choose, [choice, session], outputs, **private) \
             .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         chatbot.like(app.feedback, [session], outputs, **private)
+        chatbot.change(None, None, None, js=SHOW_TURN, **private)
         use_persona.click(app.use_persona, [persona, session], outputs, api_name="persona") \
             .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         query.submit(app.search, [query], [matches], api_name="search")
@@ -382,32 +192,6 @@ def build_demo(app: App) -> gr.Blocks:
                          [questionnaire_screen, thanks_screen, problems, thanks], api_visibility="private")
             download.click(app.admin_export, [secret, fmt], [export_file, export_note], api_visibility="private")
     return demo
-
-
-def persona_labels(engine: Engine, users: Any) -> dict[str, str]:
-    """"User 42 · 120 movies · 25, student" for each persona (demographics when the dataset has them)."""
-    labels = {}
-    info = {} if users is None else {str(r["user_id"]): r for r in users.to_dict("records")}
-    for user_id, history in engine.personas.items():
-        parts = [f"User {user_id}", f"{len(history)} movies"]
-        row = info.get(user_id, {})
-        extra = ", ".join(str(row[k]) for k in ("age", "gender", "occupation") if k in row and str(row[k]) not in
-                          ("", "nan", "<NA>"))
-        if extra:
-            parts.append(extra)
-        labels[user_id] = " · ".join(parts)
-    return labels
-
-
-def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLog | None = None,
-             load_llm: bool = True) -> App:
-    """Verify and load a bundle, read its catalog from the dataset, and wrap it in an `App`."""
-    from face_app.bundle import Bundle
-
-    bundle = Bundle.load(bundle_dir)
-    engine = Engine.from_bundle(bundle, load_llm=load_llm)
-    return App(engine, bundle.item_map, title=f"face-app · {bundle.name}", study=study, log=log,
-               persona_labels=persona_labels(engine, engine.users))
 
 
 def launch(app: App, **kwargs: Any) -> gr.Blocks:

@@ -19,7 +19,7 @@ from face_app.arms import EmbeddingRecommender
 from face_app.catalog import Catalog, normalise, title_forms
 from face_app.dialogue import ConversationState, parse
 from face_app.engine import Engine
-from face_app.ui import NEITHER_CHOICE, App, Session
+from face_app.handlers import NEITHER_CHOICE, App, Session
 
 FILMS = [
     ("101", "Star Wars", 1977, ["Sci-Fi", "Adventure"], [0.1, 0.2, 1.0, 0.0], ["space", "rebel", "saga"]),

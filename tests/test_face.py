@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from face_app.descriptors import ConceptProjection, Descriptors, assign_words, codebook_words, stem_groups, word_stem
-from training.face import FACE, faithfulness, info_nce, keyword_targets, retrieval_metrics
+from training.face import FACE, info_nce, keyword_targets
+from training.vocabulary import faithfulness, retrieval_metrics
 
 
 def small_face(seed: int = 0, dim: int = 6, k: int = 4, vocab: int = 40, word_dim: int = 12) -> FACE:

@@ -26,10 +26,10 @@ from face_app import prompts
 from face_app.bundle import FORMAT_VERSION, MANIFEST
 from face_app.dialogue import ConversationState, clean_message
 from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS
+from face_app.handlers import ECHO_CHARS, load_app
 from face_app.render import chat_text, chips
 from face_app.sources import sha256_file
 from face_app.study import StudyLog
-from face_app.ui import ECHO_CHARS, load_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

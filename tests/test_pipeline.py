@@ -66,6 +66,33 @@ def test_tiny_build_tunes_a_loadable_llm(tiny_build: Path) -> None:
     assert len(found) == 5 and not set(history) & {item for item, _ in found}
 
 
+def test_a_tuned_generator_is_merged_once_and_then_read_from_the_cache(tiny_build: Path) -> None:
+    import shutil
+
+    from face_app.decoder import ItemGenerator, merged_dir
+    from face_app.prompts import recommend_prompt
+
+    model_dir = tiny_build / "tune" / "model"
+    merged = merged_dir(model_dir)
+    shutil.rmtree(merged, ignore_errors=True)
+    first = ItemGenerator.load(model_dir)  # base + LoRA merged, then cached
+    assert (merged / "model.safetensors").exists()
+    second = ItemGenerator.load(model_dir)  # read from the cache
+    history = first.index.item_ids[:3]
+    prompt = recommend_prompt([first.index.text(i) for i in history], taste=True)
+    one = first.recommend(prompt, k=5, exclude=history, history=history)
+    two = second.recommend(prompt, k=5, exclude=history, history=history)
+    assert [i for i, _ in one] == [i for i, _ in two]
+    assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(one, two, strict=True))
+    # another adapter is another entry
+    copy = tiny_build / "copied-model"
+    shutil.copytree(model_dir, copy, dirs_exist_ok=True)
+    adapter = copy / "adapter" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes() + b" ")
+    assert merged_dir(copy) != merged
+    shutil.rmtree(copy)
+
+
 def test_tiny_build_renders_markdown_and_plots(tiny_build: Path) -> None:
     text = (tiny_build / "report.md").read_text()
     assert "| SASRec |" in text and "| total |" in text
@@ -121,8 +148,7 @@ def test_changed_config_refuses_to_reuse_stages(tiny_build: Path, capsys) -> Non
 
 
 def test_a_tune_setting_changes_only_the_stages_that_read_it(tiny_build: Path) -> None:
-    from training.config import load_config
-    from training.pipeline import DEPENDS_ON, config_hash
+    from training.config import DEPENDS_ON, config_hash, load_config
 
     before, after = load_config(TINY), load_config(TINY, ["tune.max_steps=80"])
     changed = {stage for stage in DEPENDS_ON if config_hash(before, stage) != config_hash(after, stage)}

@@ -18,7 +18,8 @@ from browser import CHROMIUM, browser_session
 from face_app import sources
 from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
-from face_app.ui import launch, load_app
+from face_app.handlers import load_app
+from face_app.ui import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "ml-100k"

@@ -19,6 +19,7 @@ from catalog_fixture import SmallReadout, items_frame
 from face_app.arms import EmbeddingRecommender
 from face_app.catalog import Catalog
 from face_app.engine import Engine
+from face_app.handlers import App, Session
 from face_app.study import (
     DEFAULT_CONFIG,
     StudyConfig,
@@ -27,7 +28,6 @@ from face_app.study import (
     new_code,
     normalise_code,
 )
-from face_app.ui import App, Session
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,7 @@
 """The Gradio app: escaping, the API through gradio_client on loopback, and a real browser (Playwright
-driving Debian's chromium): pick a persona, chat three turns, like an item, screenshot.
+driving Debian's chromium): pick a persona, chat three turns, like an item, screenshot; after each turn the chat
+shows it from its top, with thumbs under cards only; at 390 px the history list and its "and N earlier" line do not
+overlap.
 
 The app here serves the small invented catalog (tests/catalog_fixture.py); test_app.py serves a real
 tiny bundle. Set FACE_APP_SCREENSHOT=path to keep the browser test's screenshot.
@@ -13,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, browser_session
-from catalog_fixture import SmallReadout, items_frame
+from browser import CHROMIUM, browser_session, open_app
+from catalog_fixture import ROWS, SmallReadout, items_frame
 
 from bench.serving import serve
 from face_app.arms import EmbeddingRecommender
@@ -23,19 +25,24 @@ from face_app.catalog import Catalog
 from face_app.catalog_map import HISTORY_GROUP, PICKS_GROUP, catalog_map
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine, Recommendation
-from face_app.render import card, chips, history_html
-from face_app.ui import App, Session
+from face_app.handlers import App, Session
+from face_app.render import HISTORY_SHOWN, card, chips, history_html
+
+PERSONAS = {"7": ["1", "2", "4"], "8": ["5", "6", "11"]}
+# Eight more dramas, and a persona who has seen every film but the light ones: more than the history list shows.
+MORE_ROWS = [(str(12 + k), f"Harbor Lights {k + 1}", 1980 + k, ["Drama"], [0.3, 0.4, 0.1 * k, 0.9],
+              ["snow", "family", "rain"]) for k in range(1, 9)]
+LONG_PERSONA = {"9": ["1", "2", "3", "4", "8", "9", "10", "12", *(str(i) for i in range(13, 21))]}
 
 
-def small_app() -> App:
-    catalog = Catalog(items_frame(), popularity=np.arange(12, 0, -1))
-    readout = SmallReadout()
+def small_app(rows: list[tuple] = ROWS, personas: dict[str, list[str]] = PERSONAS) -> App:
+    catalog = Catalog(items_frame(rows), popularity=np.arange(len(rows), 0, -1))
+    readout = SmallReadout(rows)
     engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)},
-                    tokens=lambda i: f"<a_{i}><b_0><c_1>", n=3, pool=12,
-                    personas={"7": ["1", "2", "4"], "8": ["5", "6", "11"]})
+                    tokens=lambda i: f"<a_{i}><b_0><c_1>", n=3, pool=12, personas=personas)
     xy = pca_2d(readout.item_embeddings.double().numpy())
     return App(engine, {i: (float(x), float(y)) for i, (x, y) in zip(readout.item_ids, xy, strict=True)},
-               persona_labels={"7": "User 7 · 3 movies", "8": "User 8 · 3 movies"})
+               persona_labels={u: f"User {u} · {len(items)} movies" for u, items in personas.items()})
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +156,39 @@ def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     assert seen["cards"] == 3 * app.engine.n and "Iron Verdict" in seen["history"]
     assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
     assert shot.stat().st_size > 20_000
+    for view in seen["turns"]:
+        assert_turn_shown_from_its_top(view)
+
+
+def assert_turn_shown_from_its_top(view: dict) -> None:
+    """A turn as the chat shows it (tests/browser.py CHAT_VIEW): the visitor's message at the top of the chat (or as
+    near as the chat scrolls), the reply's first message starting inside the visible area, nothing drawn over the
+    messages, thumbs on cards only."""
+    visible, user, reply = view["visible"], view["user"], view["reply"]
+    assert abs(user["top"] - visible["top"]) < 2 or (view["at_end"] and visible["top"] <= user["top"])
+    assert visible["top"] <= reply["top"] < visible["bottom"] - 40  # at least a line of the reply shows
+    assert view["label"] is None and view["scroll_down"] is None
+    assert view["toolbar"]["bottom"] <= visible["top"]
+    plain = [bot["thumbs"] for bot in view["bots"] if not bot["card"]]
+    cards = [bot["thumbs"] for bot in view["bots"] if bot["card"]]
+    assert plain and all(thumbs == [] for thumbs in plain)
+    assert cards and all(thumbs == ["Dislike", "Like"] for thumbs in cards)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_browser_at_390_px_shows_the_turn_and_the_history_tail_below_the_list(tmp_path: Path) -> None:
+    app = small_app(ROWS + MORE_ROWS, {**PERSONAS, **LONG_PERSONA})
+    with serve(app) as url:
+        seen = browser_session(url, "User 9 · 16 movies", ["something lighter"], tmp_path / "screenshot.png",
+                               viewport=(390, 900))
+
+    assert_turn_shown_from_its_top(seen["turns"][0])
+    boxes = seen["history_boxes"]
+    rows, listed, tail = boxes["rows"], boxes["list"], boxes["tail"]
+    assert len(rows) == HISTORY_SHOWN and boxes["tail_text"] == f"and {16 - HISTORY_SHOWN} earlier"
+    assert all(listed["top"] <= row["top"] < row["bottom"] <= listed["bottom"] + 0.5 for row in rows)  # all whole
+    assert all(row["bottom"] <= tail["top"] + 0.5 for row in rows) and listed["bottom"] <= tail["top"]
+    assert tail["bottom"] - tail["top"] > 10 and tail["right"] <= 390
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
@@ -160,7 +200,7 @@ def test_browser_a_click_on_a_choice_adds_the_film(served) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(url)
+            open_app(page, url)
             expect(page.locator("#title-choice")).to_be_hidden(timeout=60_000)
             page.fill("#message textarea", "I loved kit cb")  # one weak candidate: asked, not added
             page.click("#send")

@@ -22,7 +22,7 @@ from face_app.bundle import Bundle
 from face_app.decoder import GENERATOR_FILE, GeneratorSpec
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
-from training.config import Config, config_dict
+from training.config import DEPENDS_ON, Config, config_dict, config_hash
 from training.report import descriptors_section, read_report, read_timings, results_table
 from training.workdir import Workdir
 
@@ -179,6 +179,20 @@ def conversations(bundle_dir: Path, scripts: dict[str, list[str]]) -> tuple[list
     return lines, summaries
 
 
+def stale_stages(config: Config, workdir: Path) -> list[str]:
+    """A line per finished stage of the workdir whose config sections have changed since it ran (a build that
+    re-ran only some stages, e.g. `--stages face,eval,export`): its output is from the earlier settings."""
+    paths = Workdir(workdir)
+    lines = []
+    for stage in (name for name in DEPENDS_ON if name != "export"):  # the card is written by the export stage
+        marker = paths.done_marker(stage)
+        if marker.exists() and json.loads(marker.read_text()).get("config_hash") != config_hash(config, stage):
+            lines.append(f"The {stage} stage's output was built from an earlier config than this bundle's: its "
+                         f"config sections ({', '.join(DEPENDS_ON[stage])}) differ now in at least one setting, and "
+                         f"its results are those of the earlier settings (`--stages {stage} --force` rebuilds it).")
+    return lines
+
+
 def limitations(report: dict[str, Any], workdir: Path) -> list[str]:
     """What this build cannot do, from its own report and records (no fact of another build)."""
     data = report.get("data", {})
@@ -247,6 +261,7 @@ def write_card(bundle_dir: Path, config: Config, workdir: Path) -> dict[str, Any
         transcript, summaries = conversations(bundle_dir, config.export.conversations)
         lines += transcript
     lines += ["", "## Limitations", "", *[f"- {text}" for text in limitations(report, workdir)],
+              *[f"- {text}" for text in stale_stages(config, workdir)],
               "", "## Data terms and citations", ""]
     movielens = config.data.source.startswith(("ml-", "grouplens"))
     if movielens:

@@ -15,6 +15,8 @@ to `face_app/hardware.py` (bf16 only where the hardware computes it natively).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -137,6 +139,10 @@ class FACEConfig(Schedule):
         and InfoNCE alignment losses (FACE: 1, 1, 0.1); temperature: InfoNCE's (FACE: 0.02).
     distinct_stems: no two descriptors of one entity share a stem (`face_app.descriptors.word_stem`:
         explore / exploring / exploration are one choice); false: only no word twice.
+    vocabulary: `describing` (training/vocabulary.py: one word per lemma in American spelling, nouns and
+        adjectives, the `vocabulary_share` of them closest to the catalog's profiles) or `all` (the codebook).
+    hub_penalty: weight of the CSLS hub correction in the read-out (`face_app.descriptors.hub_penalty`, over
+        each word's `hub_neighbours` closest concepts after training; 0: plain nearest word).
     """
 
     k: Positive = 8
@@ -154,6 +160,10 @@ class FACEConfig(Schedule):
     temperature: Rate = 0.02
     entities_per_step: Positive = 64
     align_entities: Positive = 16
+    vocabulary: Literal["describing", "all"] = "describing"
+    vocabulary_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    hub_penalty: Weight = 1.0
+    hub_neighbours: Positive = 10
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).
@@ -395,3 +405,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_dict(config: Config) -> dict[str, Any]:
     """The config as plain data (for reports and manifests)."""
     return dataclasses.asdict(config)
+
+
+# The config sections each stage's output depends on (its own and those of the stages it reads).
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "cf": ("data", "cf"),
+    "face": ("data", "cf", "face"),
+    "index": ("data", "cf", "index"),
+    "tune": ("data", "cf", "face", "index", "tune"),
+    "eval": ("data", "cf", "face", "index", "tune", "eval"),
+    "export": ("name", "data", "cf", "face", "index", "tune", "eval", "export"),
+}
+
+
+def config_hash(config: Config, stage: str | None = None) -> str:
+    """Short stable hash of the config sections `stage` depends on (None: the whole config)."""
+    values = config_dict(config)
+    if stage is not None:
+        values = {key: values[key] for key in DEPENDS_ON[stage]}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -20,8 +20,8 @@ gradient epochs), then train everything jointly with the CF tables at a lower le
 rate ("align"), early-stopped on valid NDCG@10. Recommendation scores are LightGCN's own
 (<e_u, e_i> of the jointly trained CF embeddings); FACE changes them only through training.
 
-Profiles come from the data: an item's title, year and genres; a user's demographics and
-the genres and titles of their training history. The descriptors of every entity, the
+Profiles and the frozen MiniLM: training/profiles.py. The descriptor vocabulary, the word measures and
+faithfulness: training/vocabulary.py. The descriptors of every entity, the
 read-out for serving (`face_app.descriptors.Descriptors`) and the faithfulness metrics
 (does an entity's descriptor text retrieve its own profile, against random words?) are
 written under `<workdir>/face/`.
@@ -33,25 +33,22 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from face_app import sources
 from face_app.descriptors import (
     ConceptProjection,
     Descriptors,
     assign_words,
+    hub_penalty,
     load_codebook,
-    minilm_path,
     pick_distinct,
     stem_groups,
 )
@@ -60,100 +57,12 @@ from training.config import Config, FACEConfig
 from training.data import SplitData
 from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
+from training.profiles import TextEncoder, item_profiles, user_profiles
+from training.vocabulary import describing_words, faithfulness, user_groups, word_report
 from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 MODEL_NAME = "LightGCN+FACE"
-
-
-# --- Profiles ----------------------------------------------------------------------------------
-
-
-def item_profiles(items: pd.DataFrame) -> list[str]:
-    """One line per item: title, year, genres (and the description where the source has one)."""
-    profiles = []
-    for row in items.itertuples():
-        year = f" ({row.year})" if not pd.isna(row.year) else ""
-        genres = f" Genres: {', '.join(row.genres)}." if len(row.genres) else ""
-        description = f" {row.description[:200]}" if row.description else ""
-        profiles.append(f"{row.title}{year}.{genres}{description}")
-    return profiles
-
-
-def user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: int = 4) -> list[str]:
-    """One line per user: demographics, most-watched genres and most recent titles of the training history."""
-    users = data.users
-    titles, genres = data.items["title"].tolist(), data.items["genres"].tolist()
-    profiles = []
-    for user in range(data.n_users):
-        row = users.iloc[user]
-        who = []
-        if "age" in users and not pd.isna(row["age"]):
-            who.append(f"{row['age']}-year-old")
-        if "gender" in users and isinstance(row["gender"], str):
-            who.append({"M": "man", "F": "woman"}.get(row["gender"], row["gender"]))
-        else:
-            who.append("person")
-        if "occupation" in users and isinstance(row["occupation"], str) and row["occupation"] not in ("none", "other"):
-            who.append(f"working as {row['occupation']}")
-        history = data.train[user]
-        counts = Counter(g for item in history for g in genres[item])
-        liked = ", ".join(g for g, _ in counts.most_common(genres_per_user))
-        recent = "; ".join(titles[item] for item in history[::-1][:titles_per_user])
-        profiles.append(f"A {' '.join(who)}. Likes {liked or 'anything'}. Watched: {recent}.")
-    return profiles
-
-
-# --- Text encoder (frozen MiniLM) ---------------------------------------------------------------
-
-
-class TextEncoder:
-    """The frozen all-MiniLM-L6-v2: sentence embeddings of texts, and of word-vector sequences.
-
-    `encode_texts` is sentence-transformers' encode (mean pooling, L2-normalised).
-    `encode_word_vectors` runs [CLS] v_1 .. v_K [SEP] through the same network from
-    token-embedding space, so the gradient reaches the vectors; for codebook rows it
-    equals `encode_texts(" ".join(words))` (every codebook word is one WordPiece token).
-    """
-
-    def __init__(self) -> None:
-        from sentence_transformers import SentenceTransformer  # heavy: loaded only when encoding
-
-        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
-        self.model.eval()
-        self.bert = self.model[0].auto_model
-        self.bert.requires_grad_(False)
-        self.tokenizer = self.model.tokenizer
-        self.word_embeddings = self.bert.get_input_embeddings().weight.detach()
-
-    def word_vectors(self, words: Sequence[str]) -> torch.Tensor:
-        """Frozen token-embedding rows of single-token words: [V, D]."""
-        ids = self.tokenizer.convert_tokens_to_ids(list(words))
-        return self.word_embeddings[torch.tensor(ids)].clone()
-
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        with torch.no_grad():
-            return self.model.encode(
-                list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True
-            ).cpu()
-
-    def encode_word_vectors(self, vectors: torch.Tensor) -> torch.Tensor:
-        """vectors: [B, K, D] in token-embedding space -> [B, D] normalised sentence embeddings."""
-        special = self.word_embeddings[[self.tokenizer.cls_token_id, self.tokenizer.sep_token_id]]
-        batch = len(vectors)
-        sequence = torch.cat([special[0].expand(batch, 1, -1), vectors, special[1].expand(batch, 1, -1)], dim=1)
-        hidden = self.bert(inputs_embeds=sequence).last_hidden_state
-        return F.normalize(hidden.mean(dim=1), dim=-1)
-
-    def cached_encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """encode_texts, cached in the face-app cache by the texts' sha256 (profiles are re-encoded rarely)."""
-        digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:24]
-        path = sources.cache_dir() / "profile-embeddings" / f"minilm-{digest}.safetensors"
-        if path.exists():
-            return load_file(path)["embeddings"]
-        embeddings = self.encode_texts(texts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": embeddings.contiguous()}, path)
-        return embeddings
+READOUT_ONLY = ("hub_penalty", "hub_neighbours")
 
 
 # --- The FACE module ----------------------------------------------------------------------------
@@ -342,12 +251,22 @@ def train_face(
     return model
 
 
-# --- Read-out and faithfulness -----------------------------------------------------------------
+# --- Read-out -----------------------------------------------------------------------------------
 
 
-def build_readout(model: LightGCNFACE, data: SplitData, words: list[str], k: int) -> Descriptors:
-    """The serving read-out of a trained model: embeddings, projection, codebook, every entity's words."""
+def build_readout(model: LightGCNFACE, data: SplitData, words: list[str], k: int, penalty_weight: float = 0.0,
+                  neighbours: int = 10) -> Descriptors:
+    """The serving read-out of a trained model: embeddings, projection, codebook, every entity's words.
+
+    penalty_weight: the hub correction's weight (`face_app.descriptors.hub_penalty`, `neighbours` per word, over
+    the items' concepts for items and the users' for users); 0 assigns the plain nearest words."""
     user_final, item_final = model.lightgcn.user_item_embeddings()
+    penalty = None
+    if penalty_weight > 0:  # each kind's hubs among its own concepts (users' concepts crowd other words than items')
+        with torch.no_grad():
+            penalty = penalty_weight * torch.stack([
+                hub_penalty(model.face.projection(final).flatten(0, 1), model.face.codebook, neighbours)
+                for final in (item_final, user_final)])
     degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
     readout = Descriptors(
         k=k,
@@ -363,52 +282,11 @@ def build_readout(model: LightGCNFACE, data: SplitData, words: list[str], k: int
         user_words=torch.zeros(0, k, dtype=torch.long),
         item_weights=degree.clamp_min(1.0).rsqrt(),
         user_norm=float(user_final.norm(dim=1).median()),
+        word_penalty=penalty,
     )
-    readout.item_words = readout.word_indices(item_final)
-    readout.user_words = readout.word_indices(user_final)
+    readout.item_words = readout.word_indices(item_final, "items")
+    readout.user_words = readout.word_indices(user_final, "users")
     return readout
-
-
-def retrieval_metrics(queries: torch.Tensor, profiles: torch.Tensor) -> dict[str, float]:
-    """Query i should retrieve profile i: hit@10 and MRR of its rank among all profiles.
-
-    queries, profiles: [N, D] normalised embeddings. Ties count against the query.
-    """
-    similarity = queries @ profiles.T
-    own = similarity.diagonal()[:, None]
-    rank = (similarity >= own).sum(dim=1) - 1  # 0-based; ties with others rank the own profile lower
-    return {"hit@10": float((rank < 10).float().mean()), "mrr": float((1.0 / (rank + 1).float()).mean())}
-
-
-def faithfulness(
-    text: TextEncoder, described: dict[str, list[list[str]]], profiles: dict[str, torch.Tensor],
-    words: list[str], k: int, seed: int = 0,
-) -> dict[str, Any]:
-    """Does each entity's descriptor text retrieve its own profile among all profiles of its kind?
-
-    described: {"items": words per item, "users": words per user}; profiles: the same
-    kinds' profile embeddings. The baseline gives every entity k distinct random codebook
-    words. Metrics are averaged over all entities of both kinds (and given per kind).
-    """
-    generator = torch.Generator().manual_seed(seed)
-    out: dict[str, Any] = {"k": k, "per_kind": {}}
-    totals = {"hit@10": 0.0, "mrr": 0.0, "random_hit@10": 0.0, "random_mrr": 0.0}
-    count = 0
-    for kind, entity_words in described.items():
-        random_words = [
-            [words[i] for i in torch.randperm(len(words), generator=generator)[:k].tolist()] for _ in entity_words
-        ]
-        real = retrieval_metrics(text.encode_texts([" ".join(w) for w in entity_words]), profiles[kind])
-        chance = retrieval_metrics(text.encode_texts([" ".join(w) for w in random_words]), profiles[kind])
-        kind_metrics = {**real, "random_hit@10": chance["hit@10"], "random_mrr": chance["mrr"]}
-        kind_metrics["n"] = len(entity_words)
-        out["per_kind"][kind] = kind_metrics
-        for name in totals:
-            totals[name] += kind_metrics[name] * len(entity_words)
-        count += len(entity_words)
-    out.update({name: value / count for name, value in totals.items()})
-    out["distinct_words"] = len({w for entity_words in described.values() for ws in entity_words for w in ws})
-    return out
 
 
 def report_samples(data: SplitData, n_items: int = 12, n_users: int = 5) -> tuple[list[int], list[int]]:
@@ -428,13 +306,29 @@ def report_samples(data: SplitData, n_items: int = 12, n_users: int = 5) -> tupl
 # --- Stage `face` -------------------------------------------------------------------------------
 
 
-def run_key(config: Config) -> dict[str, Any]:
-    """What a finished FACE run depends on: data, LightGCN and FACE settings."""
+def run_key(config: Config, words: Sequence[str] = ()) -> dict[str, Any]:
+    """What a finished FACE run depends on: data, LightGCN and FACE settings, and the vocabulary's words."""
     return {
+        "vocabulary": hashlib.sha256("\n".join(words).encode()).hexdigest()[:16],
         "data": dataclasses.asdict(config.data),
         "lightgcn": dataclasses.asdict(config.cf.lightgcn),
-        "face": dataclasses.asdict(config.face),
+        # the hub correction acts on the read-out only: a finished run serves any weight of it
+        "face": {k: v for k, v in dataclasses.asdict(config.face).items() if k not in READOUT_ONLY},
     }
+
+
+def descriptor_vocabulary(text: TextEncoder, settings: FACEConfig, profiles: torch.Tensor
+                          ) -> tuple[list[str], torch.Tensor]:
+    """The words FACE may choose from (`settings.vocabulary`, training/vocabulary.py) and their sentence
+    embeddings [V, D]. profiles: every entity's profile embedding, for the words' relevance to the domain."""
+    words = load_codebook()
+    embeddings = text.cached_encode(words)
+    if settings.vocabulary == "all":
+        return words, embeddings
+    keep = describing_words(words, embeddings, profiles, settings.vocabulary_share)
+    print(f"[face] vocabulary: {len(keep):,} of {len(words):,} codebook words (one per lemma, nouns and adjectives, "
+          f"the {settings.vocabulary_share:.0%} closest to the profiles)")
+    return [words[i] for i in keep], embeddings[keep]
 
 
 def word_groups(words: Sequence[str], config: Config) -> torch.Tensor | None:
@@ -480,14 +374,15 @@ def run(config: Config, workdir: Path) -> Path:
     paths = Workdir(workdir)
     data = SplitData.load(paths.data)
     settings: FACEConfig = config.face
-    words = load_codebook()
     text = TextEncoder()
-    codebook = text.word_vectors(words)
-    groups = word_groups(words, config)
     profile_texts = {"users": user_profiles(data), "items": item_profiles(data.items)}
     profiles = {kind: text.cached_encode(texts) for kind, texts in profile_texts.items()}
-    word_embeddings = text.cached_encode(words) if settings.warm_start else None
-    key = run_key(config)
+    words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([profiles["users"], profiles["items"]]))
+    codebook = text.word_vectors(words)
+    groups = word_groups(words, config)
+    if not settings.warm_start:
+        word_embeddings = None
+    key = run_key(config, words)
     first: LightGCNFACE | None = None
     for seed in config.cf.seeds:
         run_dir, run_json = paths.face_run(seed), paths.face_run(seed) / RUN_FILE
@@ -519,7 +414,7 @@ def run(config: Config, workdir: Path) -> Path:
         first = first or model
 
     assert first is not None, "config.cf.seeds is empty"
-    readout = build_readout(first, data, words, settings.k)
+    readout = build_readout(first, data, words, settings.k, settings.hub_penalty, settings.hub_neighbours)
     readout.save(paths.readout)
     described = {
         "items": [[words[i] for i in row] for row in readout.item_words.tolist()],
@@ -534,6 +429,9 @@ def run(config: Config, workdir: Path) -> Path:
         )
     )
     metrics = faithfulness(text, described, profiles, words, settings.k)
+    groups_of = {"items": [list(g) for g in data.items["genres"]], "users": user_groups(data.users)}
+    metrics["words"] = {kind: word_report(described[kind], groups_of[kind], words, settings.k) for kind in described}
+    metrics["vocabulary"] = {"rule": settings.vocabulary, "words": len(words), "hub_penalty": settings.hub_penalty}
     sample_items, sample_users = report_samples(data)
     counts = data.item_counts()
     samples = {
@@ -552,6 +450,11 @@ def run(config: Config, workdir: Path) -> Path:
     metrics["seed"] = config.cf.seeds[0]
     extra = {"descriptors": metrics, "descriptor_samples": samples}
     paths.report_extra("face").write_text(json.dumps(extra, indent=1))
+    for kind, report in metrics["words"].items():
+        ratio = metrics["per_kind"][kind]["hit@10"] / max(metrics["per_kind"][kind]["random_hit@10"], 1e-12)
+        print(f"[face] {kind}: faithfulness {ratio:.1f}x random, {report['distinct_words']} distinct words, own-group "
+              f"lift {report['own_group_lift']:.2f} (random {report['random_own_group_lift']:.2f}), "
+              f"{len(report['common_uninformative'])} common uninformative words")
     print(
         f"[face] descriptors: hit@10 {metrics['hit@10']:.4f} (random {metrics['random_hit@10']:.4f}), "
         f"MRR {metrics['mrr']:.4f} (random {metrics['random_mrr']:.4f}), {metrics['distinct_words']} distinct words"

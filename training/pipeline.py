@@ -10,7 +10,6 @@ to `<workdir>/machines.json`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import torch
 
 from training import cf, data, evaluate, export, face, rqvae, tune
 from training.card import record_machine
-from training.config import Config, config_dict
+from training.config import Config, config_dict, config_hash
 from training.report import update_timings
 from training.workdir import Workdir
 
@@ -38,27 +37,6 @@ STAGES: dict[str, Stage] = {
 
 class ConfigChanged(RuntimeError):
     """A finished stage in the workdir was built from a different config."""
-
-
-# The config sections each stage's output depends on (its own and those of the stages it reads).
-DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "cf": ("data", "cf"),
-    "face": ("data", "cf", "face"),
-    "index": ("data", "cf", "index"),
-    "tune": ("data", "cf", "face", "index", "tune"),
-    "eval": ("data", "cf", "face", "index", "tune", "eval"),
-    "export": ("name", "data", "cf", "face", "index", "tune", "eval", "export"),
-}
-
-
-def config_hash(config: Config, stage: str | None = None) -> str:
-    """Short stable hash of the config sections `stage` depends on (None: the whole config)."""
-    values = config_dict(config)
-    if stage is not None:
-        values = {key: values[key] for key in DEPENDS_ON[stage]}
-    text = json.dumps(values, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_stages(spec: str | None) -> list[str]:

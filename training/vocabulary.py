@@ -1,0 +1,275 @@
+"""Which codebook words FACE may use as descriptors, and how informative the chosen words are.
+
+The full codebook (`face_app.descriptors.load_codebook`, ~13k whole words shared by MiniLM and SmolLM2) holds
+every readable English word: reporting verbs ("confirms", "warns"), administrative nouns ("certification"),
+and several spellings and inflections of one word ("humour", "humor"; "comedy", "comedies"). `describing_words`
+restricts it by rule, in three steps:
+
+1. One word per normal form (`normal_form`: the lemma, from lemminflect's English lexicon, in American
+   spelling): "humour" and "humor", "comedy" and "comedies", "theatre" and "theaters" become one codebook row,
+   the form the encoder's vocabulary lists first (WordPiece ids run roughly by corpus frequency).
+2. Parts of speech that describe films, people and moods: a word stays when the lexicon knows it as a noun or
+   an adjective, or does not know it at all and it has 4 letters or more (genre and foreign words: "noir",
+   "thriller"); words the lexicon knows only as verbs or adverbs go ("confirms", "predict", "respectively"),
+   and so do unknown 3-letter strings ("apr", "ibn").
+3. Words of the domain: each word's relevance is the mean of its `RELEVANCE_NEIGHBOURS` highest cosines (MiniLM
+   sentence embeddings) to the catalog's item and user profiles; the `share` most relevant stay
+   ("certification" and "diagnostic" rank in the last fifth of the ML-100k vocabulary).
+
+Why lemminflect rather than a hand list: it is a maintained lexicon with its data inside the wheel (no download
+at run time), and its part-of-speech table is what tells "warns" from "war".
+
+`word_report` measures the chosen words per kind (items, users): distinct words, the most common words with
+the share of entities they describe and their best lift over the entity groups of at least `MIN_GROUP`
+members (genres for items, gender, age band and occupation for users), the common words that tell nothing (on
+more than `COMMON_SHARE` of the entities with a best lift under `MIN_LIFT`), and the mean leave-one-out lift of
+an entity's words for its own groups against random words of the same vocabulary. `faithfulness`: does an
+entity's descriptor text retrieve its own profile among all profiles of its kind, against random words?
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import lemminflect
+import numpy as np
+import torch
+
+from training.profiles import TextEncoder
+
+RELEVANCE_NEIGHBOURS = 50
+# A word on more than COMMON_SHARE of the entities of its kind must have a lift of at least MIN_LIFT on some group.
+COMMON_SHARE = 0.05
+MIN_LIFT = 1.5
+MIN_GROUP = 20
+DESCRIBING_POS = ("NOUN", "ADJ", "PROPN")
+UNKNOWN_MIN_LETTERS = 4
+# British -> American spelling, at the end of a lemma: humour -> humor, theatre -> theater, catalogue -> catalog,
+# realise -> realize, analyse -> analyze, defence -> defense. At least three letters must precede the ending, so
+# "tour", "hour" and "rise" are left alone.
+SPELLING = [(re.compile(r"^(\w{3,})our$"), r"\1or"), (re.compile(r"^(\w{3,})tre$"), r"\1ter"),
+            (re.compile(r"^(\w{3,})ogue$"), r"\1og"), (re.compile(r"^(\w{3,})ise$"), r"\1ize"),
+            (re.compile(r"^(\w{3,})yse$"), r"\1yze"), (re.compile(r"^(\w{3,})ence$"), r"\1ense")]
+# The same endings before a suffix the lemma keeps (favourite, colourful, organisation).
+SPELLING_INSIDE = [(re.compile(r"^(\w{3,})our(ite|ites|ful|able|less)$"), r"\1or\2"),
+                   (re.compile(r"^(\w{3,})is(ation|ations)$"), r"\1iz\2")]
+
+
+def american(word: str) -> str:
+    for pattern, replacement in SPELLING_INSIDE + SPELLING:
+        if pattern.match(word):
+            return pattern.sub(replacement, word)
+    return word
+
+
+def lemma(word: str) -> str:
+    """The word's lemma, a noun's or an adjective's before a verb's ("kids" -> "kid", "comedies" -> "comedy")."""
+    lemmas = lemminflect.getAllLemmas(word)
+    for pos in (*DESCRIBING_POS, "VERB", "ADV"):
+        if pos in lemmas:
+            return lemmas[pos][0]
+    return word
+
+
+def normal_form(word: str) -> str:
+    """One form for a word's spellings and inflections: the lemma in American spelling."""
+    return american(lemma(word))
+
+
+def describing(word: str) -> bool:
+    """A noun or an adjective by the lexicon, not a verb or an adverb alone; a word it does not know needs
+    `UNKNOWN_MIN_LETTERS` letters (shorter unknown strings are abbreviations and fragments: "apr", "ibn", "sid")."""
+    lemmas = lemminflect.getAllLemmas(word)
+    if not lemmas:
+        return len(word) >= UNKNOWN_MIN_LETTERS
+    return any(pos in lemmas for pos in DESCRIBING_POS)
+
+
+def one_per_form(words: Sequence[str]) -> list[int]:
+    """Indices of the first word of each normal form (`words` in the encoder's vocabulary order)."""
+    seen: set[str] = set()
+    kept = []
+    for i, word in enumerate(words):
+        form = normal_form(word)
+        if form not in seen:
+            seen.add(form)
+            kept.append(i)
+    return kept
+
+
+def relevance(word_embeddings: torch.Tensor, profiles: torch.Tensor, neighbours: int = RELEVANCE_NEIGHBOURS,
+              chunk: int = 2048) -> torch.Tensor:
+    """float [V]: each word's mean cosine to its `neighbours` closest profiles (both normalised, [V, D], [N, D])."""
+    top = min(neighbours, len(profiles))
+    return torch.cat([(word_embeddings[s : s + chunk] @ profiles.T).topk(top, dim=1).values.mean(1)
+                      for s in range(0, len(word_embeddings), chunk)])
+
+
+def describing_words(words: Sequence[str], word_embeddings: torch.Tensor, profiles: torch.Tensor,
+                     share: float) -> list[int]:
+    """Indices into `words` of the descriptor vocabulary (the module docstring's three steps), in `words` order.
+
+    word_embeddings: [V, D] sentence embeddings of the words alone; profiles: [N, D] of every entity's profile."""
+    merged = [i for i in one_per_form(words) if describing(words[i])]
+    if share >= 1.0 or not merged:
+        return merged
+    scores = relevance(word_embeddings[merged], profiles)
+    keep = max(1, round(share * len(merged)))
+    chosen = set(scores.topk(keep).indices.tolist())
+    return [index for position, index in enumerate(merged) if position in chosen]
+
+
+# --- How informative the chosen words are ------------------------------------------------------------------------
+
+
+def lifts(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]],
+          min_group: int = MIN_GROUP) -> dict[str, dict[str, float]]:
+    """word -> group -> lift, P(group | entity carries word) / P(group), for groups of at least `min_group`
+    entities (in a smaller group a handful of carriers makes any word look telling)."""
+    n = len(entity_words)
+    base: dict[str, int] = {}
+    for gs in groups:
+        for g in set(gs):
+            base[g] = base.get(g, 0) + 1
+    base = {g: size for g, size in base.items() if size >= min_group}
+    carriers: dict[str, int] = {}
+    joint: dict[str, dict[str, int]] = {}
+    for ws, gs in zip(entity_words, groups, strict=True):
+        for w in set(ws):
+            carriers[w] = carriers.get(w, 0) + 1
+            row = joint.setdefault(w, {})
+            for g in set(gs) & set(base):
+                row[g] = row.get(g, 0) + 1
+    return {w: {g: (joint[w].get(g, 0) / carriers[w]) / (base[g] / n) for g in base} for w in carriers}
+
+
+def own_group_lift(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]]) -> float:
+    """Mean leave-one-out lift of an entity's words for its own groups.
+
+    For entity e and each of its words w carried by at least one other entity: the share of the other carriers
+    of w in each of e's groups, over that group's share of all entities, averaged over e's groups. Random words
+    score about 1; words that say what an entity is score more."""
+    n = len(entity_words)
+    base: dict[str, int] = {}
+    for gs in groups:
+        for g in set(gs):
+            base[g] = base.get(g, 0) + 1
+    carriers: dict[str, int] = {}
+    joint: dict[tuple[str, str], int] = {}
+    for ws, gs in zip(entity_words, groups, strict=True):
+        for w in set(ws):
+            carriers[w] = carriers.get(w, 0) + 1
+            for g in set(gs):
+                joint[w, g] = joint.get((w, g), 0) + 1
+    values = []
+    for ws, gs in zip(entity_words, groups, strict=True):
+        own = set(gs)
+        if not own:
+            continue
+        for w in set(ws):
+            others = carriers[w] - 1
+            if others <= 0:
+                continue
+            values.append(np.mean([((joint[w, g] - 1) / others) / ((base[g] - 1) / (n - 1)) for g in own
+                                   if base[g] > 1]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def word_report(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]], vocabulary: Sequence[str],
+                k: int, top: int = 10, seed: int = 0, min_group: int = MIN_GROUP) -> dict[str, Any]:
+    """The word measures of one kind of entity (see the module docstring)."""
+    n = len(entity_words)
+    table = lifts(entity_words, groups, min_group)
+    counts: dict[str, int] = {}
+    for ws in entity_words:
+        for w in set(ws):
+            counts[w] = counts.get(w, 0) + 1
+
+    def best(word: str) -> tuple[str, float]:
+        group, value = max(table[word].items(), key=lambda pair: pair[1], default=("", 0.0))
+        return group, value
+
+    common = sorted(counts, key=lambda w: (-counts[w], w))
+    rng = np.random.default_rng(seed)
+    random_words = [[vocabulary[i] for i in rng.choice(len(vocabulary), size=min(k, len(vocabulary)), replace=False)]
+                    for _ in range(n)]
+    uninformative = [w for w in common if counts[w] / n > COMMON_SHARE and best(w)[1] < MIN_LIFT]
+    return {
+        "entities": n,
+        "distinct_words": len(counts),
+        "most_common": [{"word": w, "share": counts[w] / n, "best_group": best(w)[0], "lift": best(w)[1]}
+                        for w in common[:top]],
+        "common_uninformative": [{"word": w, "share": counts[w] / n, "lift": best(w)[1]} for w in uninformative],
+        "own_group_lift": own_group_lift(entity_words, groups),
+        "random_own_group_lift": own_group_lift(random_words, groups),
+    }
+
+
+def user_groups(users: Any) -> list[list[str]]:
+    """Each user's demographic groups: gender, age band, occupation (what the dataset has of them)."""
+    out = []
+    for row in users.itertuples():
+        groups = []
+        gender = getattr(row, "gender", None)
+        if isinstance(gender, str):
+            groups.append(f"gender {gender}")
+        age = getattr(row, "age", None)
+        if age is not None and not (isinstance(age, float) and np.isnan(age)):
+            band = "under 25" if age < 25 else "25-34" if age < 35 else "35-49" if age < 50 else "50 and over"
+            groups.append(f"age {band}")
+        occupation = getattr(row, "occupation", None)
+        if isinstance(occupation, str) and occupation not in ("none", "other"):
+            groups.append(f"occupation {occupation}")
+        out.append(groups)
+    return out
+
+
+# --- Faithfulness: do the words retrieve their entity's profile? ---------------------------------------------
+
+
+def retrieval_metrics(queries: torch.Tensor, profiles: torch.Tensor) -> dict[str, float]:
+    """Query i should retrieve profile i: hit@10 and MRR of its rank among all profiles.
+
+    queries, profiles: [N, D] normalised embeddings. Ties count against the query.
+    """
+    similarity = queries @ profiles.T
+    own = similarity.diagonal()[:, None]
+    rank = (similarity >= own).sum(dim=1) - 1  # 0-based; ties with others rank the own profile lower
+    return {"hit@10": float((rank < 10).float().mean()), "mrr": float((1.0 / (rank + 1).float()).mean())}
+
+
+def faithfulness(
+    text: TextEncoder, described: dict[str, list[list[str]]], profiles: dict[str, torch.Tensor],
+    words: list[str], k: int, seed: int = 0, random_draws: int = 5,
+) -> dict[str, Any]:
+    """Does each entity's descriptor text retrieve its own profile among all profiles of its kind?
+
+    described: {"items": words per item, "users": words per user}; profiles: the same
+    kinds' profile embeddings. The baseline gives every entity k distinct random codebook
+    words, averaged over `random_draws` draws (one draw's hit@10 on 943 users is a handful of
+    hits, too few to divide by). Metrics are averaged over all entities of both kinds (and given per kind).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"k": k, "per_kind": {}, "random_draws": random_draws}
+    totals = {"hit@10": 0.0, "mrr": 0.0, "random_hit@10": 0.0, "random_mrr": 0.0}
+    count = 0
+    for kind, entity_words in described.items():
+        real = retrieval_metrics(text.encode_texts([" ".join(w) for w in entity_words]), profiles[kind])
+        draws = []
+        for _ in range(random_draws):
+            random_words = [
+                [words[i] for i in torch.randperm(len(words), generator=generator)[:k].tolist()] for _ in entity_words
+            ]
+            draws.append(retrieval_metrics(text.encode_texts([" ".join(w) for w in random_words]), profiles[kind]))
+        chance = {name: float(np.mean([d[name] for d in draws])) for name in ("hit@10", "mrr")}
+        kind_metrics = {**real, "random_hit@10": chance["hit@10"], "random_mrr": chance["mrr"]}
+        kind_metrics["n"] = len(entity_words)
+        out["per_kind"][kind] = kind_metrics
+        for name in totals:
+            totals[name] += kind_metrics[name] * len(entity_words)
+        count += len(entity_words)
+    out.update({name: value / count for name, value in totals.items()})
+    out["distinct_words"] = len({w for entity_words in described.values() for ws in entity_words for w in ws})
+    return out
