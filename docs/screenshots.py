@@ -50,7 +50,7 @@ def screenshot(url: str, out: Path, width: int, height: int, full_page: bool) ->
 
 
 def main() -> int:
-    from face_app.ui import load_app
+    from face_app.handlers import load_app
 
     app = load_app(ROOT / "assets" / "ml-100k")
     with serve(app) as url:

@@ -52,7 +52,7 @@ def tiny_bundle(tiny_build: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_app(tiny_bundle: Path):
-    """`face_app.ui.load_app` on the tiny bundle, loaded once per session (its engine is shared, read-only)."""
+    """`face_app.handlers.load_app` on the tiny bundle, loaded once per session (its engine is shared, read-only)."""
     from face_app.handlers import load_app
 
     return load_app(tiny_bundle)

@@ -77,12 +77,13 @@ def test_every_title_is_named_surely_and_every_history_is_dominated_as_declared(
 
 def test_the_file_check_flags_a_misnamed_title_an_unsure_one_a_false_dominance_and_an_unknown_genre(catalog) -> None:
     wrong = Scenario("wrong", (Turn("Scream and Fargo are my favourites", {"count": 10}, ("Scream (1996)",)),
-                               Turn("Fargo made me laugh", {"no_genre": ["Horor"]})), {"genres": ["Horror"]})
+                               Turn("Fargo and the gmae made me laugh", {"no_genre": ["Horor"]})),
+                     {"genres": ["Horror"]})
     found = problems(catalog, [wrong])
     assert len(found) == 5, found
     assert found[0] == "'wrong': no genre 'Horor' in the catalog"
     assert "names ['Scream (1996)', 'Fargo (1996)'], declares ['Scream (1996)']" in found[1]
-    assert "'made' is unsure" in " ".join(found)  # the chat would ask "Did you mean...?" and show no picks
+    assert "'the gmae' is unsure" in " ".join(found)  # the chat would ask "Did you mean...?" and show no picks
     assert "1 of the first turn's 2 films match dominated_by genres ['Horror']" in found[-1]
 
 
