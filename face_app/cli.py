@@ -8,6 +8,7 @@ and can take minutes; a visitor of the console should know why nothing is served
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
         print(NO_BUNDLE.format(bundle=bundle), file=sys.stderr)
         return 1
     start = time.perf_counter()
+    # First-start steps of the library (a download, the model conversion) as plain lines on stdout.
+    steps = logging.StreamHandler(sys.stdout)
+    steps.setFormatter(logging.Formatter("face-app: %(message)s"))
+    logging.getLogger("face_app").addHandler(steps)
+    logging.getLogger("face_app").setLevel(logging.INFO)
     say("loading gradio and torch ...")
     # Imported here, not at the top: these take seconds, and --help or a missing bundle should not wait.
     from face_app.bundle import BundleError
@@ -72,5 +78,7 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
         return 1
     say("starting the web server", start)
     options = {key: value for key, value in (("server_name", args.host), ("server_port", args.port)) if value}
-    launch(app, **options)
+    demo = launch(app, prevent_thread_lock=True, quiet=True, **options)
+    say(f"ready on {demo.local_url} (Ctrl+C stops it)", start)
+    demo.block_thread()
     return 0

@@ -180,9 +180,11 @@ def merged_dir(directory: Path) -> Path:
 
 def save_merged(model: torch.nn.Module, target: Path) -> None:
     """Save a merged model where `merged_dir` says, atomically (a half-written entry is never read)."""
+    sources.log.info("merging the tuned adapter into its base model, cached for later starts (first start only) ...")
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
+    with llm.quiet_transformers():
+        model.save_pretrained(partial)
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)

