@@ -7,12 +7,15 @@
 - `EmbeddingRecommender` (LightGCN+FACE): the session's fold-in embedding against every item (popularity for
   an empty history); the engine orders its pool (`face_app.picking`).
 
-`bundle_arms` builds both from a loaded bundle.
+`bundle_arms` builds both from a loaded bundle (the LLM on a background thread for the served app: `LoadingArm`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +27,7 @@ from face_app.prompts import item_title, recommend_prompt
 
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
+log = logging.getLogger("face_app")
 
 
 class Readout(Protocol):
@@ -119,13 +123,54 @@ class GeneratorRecommender:
                                         history=list(history))
 
 
-def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True) -> dict[str, Recommender]:
+class LoadingArm:
+    """An arm whose model loads on a background thread: the app serves its page meanwhile, and the first call
+    that needs the model waits for it (a failed load raises there, and is logged when it happens).
+
+    name / generative: known before the model is; `arm`: the loaded recommender (blocks until it is)."""
+
+    def __init__(self, name: str, generative: bool, load: Callable[[], Recommender]) -> None:
+        self.name, self.generative = name, generative
+        self._started = time.perf_counter()
+        self._future = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"load-{name}").submit(load)
+        self._future.add_done_callback(self._report)
+
+    def _report(self, future: Future) -> None:
+        seconds = time.perf_counter() - self._started
+        if future.exception() is not None:
+            log.error(f"the {self.name} arm failed to load after {seconds:.1f} s: {future.exception()}")
+        else:
+            log.info(f"the {self.name} arm is loaded ({seconds:.1f} s after the start of its load)")
+
+    @property
+    def arm(self) -> Recommender:
+        return self._future.result()
+
+    def rank(self, history, user_descriptors, request, exclude, n):
+        return self.arm.rank(history, user_descriptors, request, exclude, n)
+
+    def __getattr__(self, attribute: str) -> Any:  # the loaded arm's other attributes (its generator, ...)
+        if attribute.startswith("_"):
+            raise AttributeError(attribute)
+        return getattr(self.arm, attribute)
+
+
+def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, background: bool = False
+                ) -> dict[str, Recommender]:
     """The arms of a loaded `face_app.bundle.Bundle`: LightGCN+FACE always, the LLM when the bundle has a tuned
-    model (`load_llm=False` skips loading it), prompted as the generator spec says it was tuned."""
+    model (`load_llm=False` skips loading it), prompted as the generator spec says it was tuned.
+
+    background: load the LLM on a background thread (`LoadingArm`): what the served app does, so that its page
+    is up while transformers and the model load."""
     arms: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(bundle.descriptors, catalog.popularity)}
     if load_llm and bundle.has_generator:
-        spec = bundle.generator_spec
-        titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) if spec.titles_in_history else None
-        arms["llm"] = GeneratorRecommender(bundle.generator(), bundle.tokens, titles, history=spec.max_history,
-                                           user_descriptors=spec.prompts_user_words)
+
+        def load() -> GeneratorRecommender:
+            spec = bundle.generator_spec
+            titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
+                if spec.titles_in_history else None
+            return GeneratorRecommender(bundle.generator(), bundle.tokens, titles, history=spec.max_history,
+                                        user_descriptors=spec.prompts_user_words)
+
+        arms["llm"] = LoadingArm("llm", True, load) if background else load()
     return arms

@@ -72,13 +72,14 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
         "and converts the base model, which can take a few minutes)" + (", without the LLM" if args.lightgcn_only
                                                                        else ""), start)
     try:
-        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only)
+        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only, background=True)
     except BundleError as error:
         print(f"face-app: {error}", file=sys.stderr)
         return 1
     say("starting the web server", start)
     options = {key: value for key, value in (("server_name", args.host), ("server_port", args.port)) if value}
     demo = launch(app, prevent_thread_lock=True, quiet=True, **options)
-    say(f"ready on {demo.local_url} (Ctrl+C stops it)", start)
+    say(f"ready on {demo.local_url} (Ctrl+C stops it)" + ("" if args.lightgcn_only else
+        "; the LLM arm may still be loading: a turn that needs it waits for it"), start)
     demo.block_thread()
     return 0

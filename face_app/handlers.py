@@ -259,9 +259,11 @@ def persona_labels(engine: Engine, users: Any) -> dict[str, str]:
 
 
 def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLog | None = None,
-             load_llm: bool = True) -> App:
-    """Verify and load a bundle, read its catalog from the dataset, and wrap it in an `App`."""
+             load_llm: bool = True, background: bool = False) -> App:
+    """Verify and load a bundle, read its catalog from the dataset, and wrap it in an `App`.
+
+    background: the LLM loads on a background thread while the page is served (`python app.py` does this)."""
     bundle = Bundle.load(bundle_dir)
-    engine = Engine.from_bundle(bundle, load_llm=load_llm)
+    engine = Engine.from_bundle(bundle, load_llm=load_llm, background=background)
     return App(engine, bundle.item_map, title=f"face-app · {bundle.name}", study=study, log=log,
                persona_labels=persona_labels(engine, engine.users))
