@@ -22,23 +22,7 @@ from pathlib import Path
 from bench.face_ablation import markdown as ablation_markdown
 from face_app.bundle import Bundle
 from face_app.engine import Engine
-
-
-def words_table(descriptors: dict) -> list[str]:
-    lines = ["| kind | faithfulness (hit@10 over random) | distinct words | own-group lift (random words) | "
-             "common words that tell nothing |", "|---|---|---|---|---|"]
-    for kind, values in descriptors.get("words", {}).items():
-        per_kind = descriptors["per_kind"][kind]
-        ratio = per_kind["hit@10"] / max(per_kind["random_hit@10"], 1e-12)
-        bad = ", ".join(f"{w['word']} ({w['share']:.0%})" for w in values["common_uninformative"]) or "none"
-        lines.append(f"| {kind} | {per_kind['hit@10']:.4f} / {per_kind['random_hit@10']:.4f} = {ratio:.1f}x | "
-                     f"{values['distinct_words']} | {values['own_group_lift']:.2f} "
-                     f"({values['random_own_group_lift']:.2f}) | {bad} |")
-    for kind, values in descriptors.get("words", {}).items():
-        lines += ["", f"Most common words of the {kind}: " + "; ".join(
-            f"**{w['word']}** {w['share']:.0%} (lift {w['lift']:.1f} on {w['best_group']})"
-            for w in values["most_common"]) + "."]
-    return lines
+from training.report import word_measures
 
 
 def page(bundle_dir: Path, ablation: Path | None, films: int, personas: int, command: str) -> str:
@@ -57,7 +41,7 @@ def page(bundle_dir: Path, ablation: Path | None, films: int, personas: int, com
                   f"share kept by relevance {face.get('vocabulary_share', 1)}), hub correction weight "
                   f"{face.get('hub_penalty', 0)}: see training/vocabulary.py and docs/face.md.", ""]
     if descriptors.get("words"):
-        lines += ["## Measures (the build's report)", "", *words_table(descriptors), ""]
+        lines += ["## Measures (the build's report)", *word_measures(descriptors), ""]
 
     lines += [f"## The {films} most-rated films", "", "| film | genres | words |", "|---|---|---|"]
     order = sorted(range(len(catalog.ids)), key=lambda r: (-int(catalog.popularity[r]), r))

@@ -422,10 +422,6 @@ class Engine:
         known = [i for i in state.history if i in self.closeness.row]
         return known[-self.recent_items:] if self.recent_items > 0 else []
 
-    def similarity(self, a: str, b: str) -> float:
-        """Cosine of two items' CF embeddings."""
-        return self.closeness.similarity(a, b)
-
     def _closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str]) -> Ranked:
         return self.closeness.closest_first(anchors, ranked, exclude, self.pool, self.model_weight)
 

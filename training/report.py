@@ -79,6 +79,32 @@ def timings_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def word_measures(metrics: dict[str, Any]) -> list[str]:
+    """The word measures of report.json's `descriptors` (`training.vocabulary.word_report` per kind) as markdown
+    lines: a table per kind, then each kind's most common words; none for a report without them."""
+    words = metrics.get("words")
+    if not words:
+        return []
+    lines = ["", "How informative the words are, per kind: faithfulness as hit@10 over random words' hit@10; "
+             "own-group lift: the mean leave-one-out lift of an entity's words for its own groups (genres for "
+             "items; gender, age band, occupation for users), against random words of the same vocabulary; "
+             "common uninformative words: on more than 5% of the entities with no group lift of 1.5.",
+             "", "| kind | faithfulness: hit@10 / random = ratio | distinct words | own-group lift (random words) | "
+             "common uninformative words |", "|---|---|---|---|---|"]
+    for kind, values in words.items():
+        per_kind = metrics["per_kind"][kind]
+        ratio = per_kind["hit@10"] / max(per_kind["random_hit@10"], 1e-12)
+        bad = ", ".join(f"{w['word']} ({w['share']:.0%})" for w in values["common_uninformative"]) or "none"
+        lines.append(f"| {kind} | {per_kind['hit@10']:.4f} / {per_kind['random_hit@10']:.4f} = {ratio:.1f}x | "
+                     f"{values['distinct_words']} | {values['own_group_lift']:.2f} "
+                     f"({values['random_own_group_lift']:.2f}) | {bad} |")
+    for kind, values in words.items():
+        lines += ["", f"The most common words of the {kind}: " + "; ".join(
+            f"{w['word']} {w['share']:.0%} (best lift {w['lift']:.1f}, {w['best_group']})"
+            for w in values["most_common"]) + "."]
+    return lines
+
+
 def descriptors_section(report: dict[str, Any]) -> list[str]:
     """FACE descriptor faithfulness and samples (report keys `descriptors`, `descriptor_samples`), as markdown lines."""
     metrics = report.get("descriptors")
@@ -106,24 +132,7 @@ def descriptors_section(report: dict[str, Any]) -> list[str]:
     if vocabulary:
         lines += ["", f"Vocabulary: `{vocabulary['rule']}`, {vocabulary['words']:,} words; hub correction weight "
                   f"{vocabulary['hub_penalty']} (training/vocabulary.py, `face_app.descriptors.hub_penalty`)."]
-    words = metrics.get("words")
-    if words:
-        lines += ["", "How informative the words are, per kind: faithfulness as hit@10 over random words' hit@10; "
-                  "own-group lift: the mean leave-one-out lift of an entity's words for its own groups (genres for "
-                  "items; gender, age band, occupation for users), against random words of the same vocabulary; "
-                  "common uninformative words: on more than 5% of the entities with no group lift of 1.5.",
-                  "", "| kind | faithfulness (x random) | distinct words | own-group lift | random words' lift | "
-                  "common uninformative words |", "|---|---|---|---|---|---|"]
-        for kind, values in words.items():
-            per_kind = metrics["per_kind"][kind]
-            ratio = per_kind["hit@10"] / max(per_kind["random_hit@10"], 1e-12)
-            bad = ", ".join(f"{w['word']} ({w['share']:.0%})" for w in values["common_uninformative"]) or "none"
-            lines.append(f"| {kind} | {ratio:.1f} | {values['distinct_words']} | {values['own_group_lift']:.2f} | "
-                         f"{values['random_own_group_lift']:.2f} | {bad} |")
-        for kind, values in words.items():
-            lines += ["", f"The most common words of the {kind}: " + "; ".join(
-                f"{w['word']} {w['share']:.0%} (best lift {w['lift']:.1f}, {w['best_group']})"
-                for w in values["most_common"]) + "."]
+    lines += word_measures(metrics)
     samples = report.get("descriptor_samples", {})
     if samples.get("items"):
         lines += ["", "| item | training interactions | profile | descriptors |", "|---|---|---|---|"]

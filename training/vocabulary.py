@@ -30,7 +30,9 @@ entity's descriptor text retrieve its own profile among all profiles of its kind
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lemminflect
@@ -124,84 +126,76 @@ def describing_words(words: Sequence[str], word_embeddings: torch.Tensor, profil
 # --- How informative the chosen words are ------------------------------------------------------------------------
 
 
+@dataclass
+class Counts:
+    """Co-occurrence counts of one kind of entity: n entities, entities per group, carriers per word (an entity
+    counts once per word), and entities per (word, group)."""
+
+    n: int
+    group_sizes: Counter
+    carriers: Counter
+    joint: Counter
+
+    @classmethod
+    def of(cls, entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]]) -> Counts:
+        pairs = list(zip(entity_words, groups, strict=True))
+        return cls(len(pairs), Counter(g for _, gs in pairs for g in set(gs)),
+                   Counter(w for ws, _ in pairs for w in set(ws)),
+                   Counter((w, g) for ws, gs in pairs for w in set(ws) for g in set(gs)))
+
+    def lifts(self, min_group: int = MIN_GROUP) -> dict[str, dict[str, float]]:
+        """word -> group -> lift, P(group | entity carries word) / P(group), for groups of at least `min_group`
+        entities (in a smaller group a handful of carriers makes any word look telling)."""
+        sizes = {g: size for g, size in self.group_sizes.items() if size >= min_group}
+        return {w: {g: (self.joint[w, g] / count) / (size / self.n) for g, size in sizes.items()}
+                for w, count in self.carriers.items()}
+
+
 def lifts(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]],
           min_group: int = MIN_GROUP) -> dict[str, dict[str, float]]:
-    """word -> group -> lift, P(group | entity carries word) / P(group), for groups of at least `min_group`
-    entities (in a smaller group a handful of carriers makes any word look telling)."""
-    n = len(entity_words)
-    base: dict[str, int] = {}
-    for gs in groups:
-        for g in set(gs):
-            base[g] = base.get(g, 0) + 1
-    base = {g: size for g, size in base.items() if size >= min_group}
-    carriers: dict[str, int] = {}
-    joint: dict[str, dict[str, int]] = {}
-    for ws, gs in zip(entity_words, groups, strict=True):
-        for w in set(ws):
-            carriers[w] = carriers.get(w, 0) + 1
-            row = joint.setdefault(w, {})
-            for g in set(gs) & set(base):
-                row[g] = row.get(g, 0) + 1
-    return {w: {g: (joint[w].get(g, 0) / carriers[w]) / (base[g] / n) for g in base} for w in carriers}
+    """`Counts.lifts` of the entities' words and groups."""
+    return Counts.of(entity_words, groups).lifts(min_group)
 
 
 def own_group_lift(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]]) -> float:
     """Mean leave-one-out lift of an entity's words for its own groups.
 
     For entity e and each of its words w carried by at least one other entity: the share of the other carriers
-    of w in each of e's groups, over that group's share of all entities, averaged over e's groups. Random words
-    score about 1; words that say what an entity is score more."""
-    n = len(entity_words)
-    base: dict[str, int] = {}
-    for gs in groups:
-        for g in set(gs):
-            base[g] = base.get(g, 0) + 1
-    carriers: dict[str, int] = {}
-    joint: dict[tuple[str, str], int] = {}
-    for ws, gs in zip(entity_words, groups, strict=True):
-        for w in set(ws):
-            carriers[w] = carriers.get(w, 0) + 1
-            for g in set(gs):
-                joint[w, g] = joint.get((w, g), 0) + 1
+    of w in each of e's groups (of two entities or more), over that group's share of all other entities,
+    averaged over e's groups. Random words score about 1; words that say what an entity is score more."""
+    c = Counts.of(entity_words, groups)
     values = []
     for ws, gs in zip(entity_words, groups, strict=True):
-        own = set(gs)
-        if not own:
-            continue
+        own = [g for g in set(gs) if c.group_sizes[g] > 1]
         for w in set(ws):
-            others = carriers[w] - 1
-            if others <= 0:
-                continue
-            values.append(np.mean([((joint[w, g] - 1) / others) / ((base[g] - 1) / (n - 1)) for g in own
-                                   if base[g] > 1]))
+            others = c.carriers[w] - 1
+            if own and others > 0:
+                values.append(np.mean([((c.joint[w, g] - 1) / others) / ((c.group_sizes[g] - 1) / (c.n - 1))
+                                       for g in own]))
     return float(np.mean(values)) if values else float("nan")
 
 
 def word_report(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence[str]], vocabulary: Sequence[str],
                 k: int, top: int = 10, seed: int = 0, min_group: int = MIN_GROUP) -> dict[str, Any]:
     """The word measures of one kind of entity (see the module docstring)."""
-    n = len(entity_words)
-    table = lifts(entity_words, groups, min_group)
-    counts: dict[str, int] = {}
-    for ws in entity_words:
-        for w in set(ws):
-            counts[w] = counts.get(w, 0) + 1
+    c = Counts.of(entity_words, groups)
+    table = c.lifts(min_group)
 
     def best(word: str) -> tuple[str, float]:
-        group, value = max(table[word].items(), key=lambda pair: pair[1], default=("", 0.0))
-        return group, value
+        return max(table[word].items(), key=lambda pair: pair[1], default=("", 0.0))
 
-    common = sorted(counts, key=lambda w: (-counts[w], w))
+    common = sorted(c.carriers, key=lambda w: (-c.carriers[w], w))
     rng = np.random.default_rng(seed)
     random_words = [[vocabulary[i] for i in rng.choice(len(vocabulary), size=min(k, len(vocabulary)), replace=False)]
-                    for _ in range(n)]
-    uninformative = [w for w in common if counts[w] / n > COMMON_SHARE and best(w)[1] < MIN_LIFT]
+                    for _ in range(c.n)]
+    uninformative = [w for w in common if c.carriers[w] / c.n > COMMON_SHARE and best(w)[1] < MIN_LIFT]
     return {
-        "entities": n,
-        "distinct_words": len(counts),
-        "most_common": [{"word": w, "share": counts[w] / n, "best_group": best(w)[0], "lift": best(w)[1]}
+        "entities": c.n,
+        "distinct_words": len(c.carriers),
+        "most_common": [{"word": w, "share": c.carriers[w] / c.n, "best_group": best(w)[0], "lift": best(w)[1]}
                         for w in common[:top]],
-        "common_uninformative": [{"word": w, "share": counts[w] / n, "lift": best(w)[1]} for w in uninformative],
+        "common_uninformative": [{"word": w, "share": c.carriers[w] / c.n, "lift": best(w)[1]}
+                                 for w in uninformative],
         "own_group_lift": own_group_lift(entity_words, groups),
         "random_own_group_lift": own_group_lift(random_words, groups),
     }
