@@ -4,6 +4,8 @@
         --recent 0,1,2,3,5,10 --weights 0,0.05,0.1,0.25,0.5,1 --out bench/ranking-valid.json
     python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split test --recent 0,3 \\
         --weights 0,0.1 --out bench/ranking-test.json
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid --recent 3 \\
+        --weights 0.1 --intent-llm 0,0.25,0.5,1,2 --intent-cf 0,0.025,0.05,0.1,0.2 --out bench/intent-valid.json
 
 Each user of the split (or a seeded sample of `--users`) becomes a session whose history is everything they
 saw before the target, and `Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
@@ -11,7 +13,12 @@ does. A generative arm (the LLM) is shown in its own order, so it is scored once
 top-10 asked directly with the same exclusions (`own`): the two agree when the chat shows what the LLM
 generated. A non-generative arm's pool is ordered by closeness to the newest `recent` history items plus
 `weight` times the arm's own order (`Engine._closest_first`), history and twins excluded; `recent` 0 is the
-arm's own order. The pool does not depend on (recent, weight), so it is computed once per user and reused.
+arm's own order. Each arm weighs its scores with the history's genre and decade prior (`face_app.picking.Intent`)
+at each weight of `--intent-llm` / `--intent-cf` (0: off), and how much of the history's genre and decade mix
+the picks cover is reported beside the accuracy (`genre_cover`, `decade_cover`: the mean over sessions and
+picks of `Intent.cover`; a pick of the history's main genre covers its share). The LightGCN pool does not
+depend on (recent, weight, intent), so it is computed once per user and reused; the LLM's guided search is
+run again for every weight.
 `<workdir>/data` is the build's split (`python -m training build --config C --workdir W --stages data`).
 Prints and writes HR@10 and NDCG@10 per (arm, recent, weight).
 """
@@ -41,7 +48,9 @@ class PoolCache:
     def __init__(self, arm) -> None:
         self.arm, self.name, self.generative, self.pools = arm, arm.name, arm.generative, {}
 
-    def rank(self, history, user_descriptors, request, exclude, n):
+    def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
+        if bonus is not None:  # a guided search differs with every prior
+            return self.arm.rank(history, user_descriptors, request, exclude, n, bonus)
         key = (tuple(history), request, frozenset(exclude), n)
         if key not in self.pools:
             self.pools[key] = self.arm.rank(history, user_descriptors, request, exclude, n)
@@ -58,19 +67,23 @@ def metrics(tops: list[list[str]], targets: list[str]) -> dict[str, float]:
 
 def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[str]) -> dict[str, float]:
     """HR@10 / NDCG@10 of the engine's top-10 (engine.n must be 10) over the sessions; for a generative arm also
-    those of the arm's own top-10 (`own_`) and the share of sessions whose two lists are identical."""
-    shown, own = [], []
+    those of the arm's own top-10 (`own_`, rows without the intent prior) and the share of sessions whose two lists are
+    identical."""
+    shown, own, covers = [], [], []
     recommender = engine.recommenders[arm]
     for history in histories:
         state = ConversationState()
         state.add_history(history)
         shown.append([r.item_id for r in engine.recommend(state, arm)])
+        rows = [engine.intent.row[i] for i in shown[-1]]
+        covers.append([float(cover[rows].mean()) for cover in engine.intent.cover(engine.intent.mixes(state.history))])
         if recommender.generative:
             ranked = recommender.rank(state.history, engine.user_descriptors(state), None, engine.excluded(state),
                                       engine.n)
             own.append([item_id for item_id, _ in ranked])
-    row = metrics(shown, targets)
-    if recommender.generative:
+    row = {**metrics(shown, targets), "genre_cover": float(np.mean([c[0] for c in covers])),
+           "decade_cover": float(np.mean([c[-1] for c in covers]))}
+    if recommender.generative and not engine.intent_llm:
         row.update({f"own_{k}": v for k, v in metrics(own, targets).items()})
         row["identical_lists"] = float(np.mean([a == b for a, b in zip(shown, own, strict=True)]))
     return row
@@ -96,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default="llm,lightgcn")
     parser.add_argument("--recent", default="0,1,3,5,10", help="history items to be close to (0: the arm's order)")
     parser.add_argument("--weights", default="0,0.1,0.25,0.5", help="weights of the arm's own order")
+    parser.add_argument("--intent-llm", default="0", help="weights of the history's genre and decade prior (LLM)")
+    parser.add_argument("--intent-cf", default="0", help="weights of the history's genre and decade prior (LightGCN)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the results here as JSON")
     args = parser.parse_args(argv)
@@ -105,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine.from_bundle(Bundle.load(args.bundle), n=10)
     recents = [int(r) for r in args.recent.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
+    intents = {"llm": [float(w) for w in args.intent_llm.split(",")],
+               "lightgcn": [float(w) for w in args.intent_cf.split(",")]}
     rows = []
     for arm in args.arms.split(","):
         if arm not in engine.recommenders:
@@ -114,13 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         generative = engine.recommenders[arm].generative
         for recent in recents[:1] if generative else recents:
             for weight in weights if recent and not generative else weights[:1]:
-                engine.recent_items, engine.model_weight = recent, weight
-                start = time.perf_counter()
-                row = {"arm": arm, "recent": None if generative else recent,
-                       "weight": weight if recent and not generative else None,
-                       **score(engine, arm, histories, targets), "seconds": round(time.perf_counter() - start, 1)}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for intent in intents.get(arm, [0.0]):
+                    engine.recent_items, engine.model_weight = recent, weight
+                    engine.intent_llm, engine.intent_cf = (intent, 0.0) if generative else (0.0, intent)
+                    start = time.perf_counter()
+                    row = {"arm": arm, "recent": None if generative else recent,
+                           "weight": weight if recent and not generative else None, "intent": intent,
+                           **score(engine, arm, histories, targets),
+                           "seconds": round(time.perf_counter() - start, 1)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     result = {"bundle": args.bundle, "split": args.split, "users": len(targets), "seed": args.seed, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

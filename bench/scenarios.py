@@ -293,9 +293,12 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n: int) -> dict[str, Any]:
+def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n: int,
+            intent: tuple[float, float] | None = None) -> dict[str, Any]:
     """Load the bundle's engine (the LLM only when asked for), check the scenarios against its catalog, and run
-    them on every arm. Raises ValueError listing the scenarios' `problems` when there are any."""
+    them on every arm. intent: the engine's weights of the history's genre and decade prior for the LLM and
+    LightGCN (None: the engine's defaults; 0: off). Raises ValueError listing the scenarios' `problems` when
+    there are any."""
     from bench.__main__ import git_commit
     from face_app import hardware
     from face_app.bundle import Bundle
@@ -303,6 +306,8 @@ def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n:
 
     machine = {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}
     engine = Engine.from_bundle(Bundle.load(bundle), load_llm="llm" in arms, n=n)
+    if intent is not None:
+        engine.intent_llm, engine.intent_cf = intent
     found = problems(engine.catalog, scenarios)
     if found:
         raise ValueError("the scenarios do not fit this bundle's catalog:\n" + "\n".join(found))
@@ -311,6 +316,7 @@ def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
         "bundle": str(bundle), "machine": machine, "n": n,
+        "intent": {"llm": engine.intent_llm, "lightgcn": engine.intent_cf},
         "arms": {arm: summarise([r for r in turns if r["arm"] == arm]) for arm in arms}, "turns": turns,
     }
 
@@ -327,12 +333,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["llm", "lightgcn"])
     parser.add_argument("--scenarios", type=Path, default=SCENARIOS)
     parser.add_argument("--out", type=Path, help="write the result here as JSON")
+    parser.add_argument("--intent", type=float, nargs=2, metavar=("LLM", "LIGHTGCN"),
+                        help="the weights of the history's genre and decade prior (default: the engine's, "
+                        "face_app.picking.INTENT_LLM and INTENT_CF; 0 0: the arms' own scores)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     scenarios, n = load_scenarios(args.scenarios)
     start = time.perf_counter()
     try:
-        result = measure(args.bundle, args.arms, scenarios, n)
+        result = measure(args.bundle, args.arms, scenarios, n, args.intent)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

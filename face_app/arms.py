@@ -2,8 +2,9 @@
 
 - `GeneratorRecommender` (the tuned LLM, a *generative* arm): the shared prompt template
   (`prompts.recommend_prompt`, with the `<taste>` token for a model tuned with it) and the constrained decoder
-  (`ItemGenerator.recommend`): its picks are the generator's own top-N in its own order, and whatever the
-  engine excludes is never reached by a beam.
+  (`ItemGenerator.recommend`): its picks are the generator's own top-N in its own order (its log-probabilities
+  weighed with the history's intent prior inside the search), and whatever the engine excludes is never
+  reached by a beam.
 - `EmbeddingRecommender` (LightGCN+FACE): the session's fold-in embedding against every item (popularity for
   an empty history); the engine orders its pool (`face_app.picking`).
 
@@ -51,8 +52,10 @@ class Recommender(Protocol):
     generative: bool
 
     def rank(self, history: Sequence[str], user_descriptors: Sequence[str], request: str | None,
-             exclude: set[str], n: int) -> list[tuple[str, float]]:
-        """Up to `n` (item_id, score) pairs, best first, none of them in `exclude`."""
+             exclude: set[str], n: int, bonus: dict[str, float] | None = None) -> list[tuple[str, float]]:
+        """Up to `n` (item_id, score) pairs, best first, none of them in `exclude`. bonus: item id -> a log prior
+        a generative arm weighs its own scores with inside its search (`face_app.picking.Intent`); the engine
+        applies it to a non-generative arm's pool itself."""
         ...
 
 
@@ -73,7 +76,7 @@ class EmbeddingRecommender:
             user = self.readout.fold_in(list(history))
             return (self.readout.item_embeddings @ user).double().numpy()
 
-    def rank(self, history, user_descriptors, request, exclude, n):
+    def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
         scores = self.scores(history)
         order = np.argsort(-scores, kind="stable")
         ids = self.readout.item_ids
@@ -117,10 +120,10 @@ class GeneratorRecommender:
         taste = bool(getattr(self.generator, "taste_in_prompt", False)) and bool(history)
         return recommend_prompt([self.tokens(i) for i in recent], titles, words or None, request, taste=taste)
 
-    def rank(self, history, user_descriptors, request, exclude, n):
+    def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
         prompt = self.prompt(history, user_descriptors, request)
         return self.generator.recommend(prompt, k=min(n, self.max_pool), exclude=exclude, beams=self.beams,
-                                        history=list(history))
+                                        history=list(history), bonus=bonus)
 
 
 class LoadingArm:
@@ -146,8 +149,8 @@ class LoadingArm:
     def arm(self) -> Recommender:
         return self._future.result()
 
-    def rank(self, history, user_descriptors, request, exclude, n):
-        return self.arm.rank(history, user_descriptors, request, exclude, n)
+    def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
+        return self.arm.rank(history, user_descriptors, request, exclude, n, bonus)
 
     def __getattr__(self, attribute: str) -> Any:  # the loaded arm's other attributes (its generator, ...)
         if attribute.startswith("_"):
@@ -160,8 +163,9 @@ def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, backgro
     """The arms of a loaded `face_app.bundle.Bundle`: LightGCN+FACE always, the LLM when the bundle has a tuned
     model (`load_llm=False` skips loading it), prompted as the generator spec says it was tuned.
 
-    background: load the LLM on a background thread (`LoadingArm`): what the served app does, so that its page
-    is up while transformers and the model load."""
+    background: load the LLM on a background thread (`LoadingArm`) and batch its searches across concurrent
+    turns (`ItemGenerator.batched`): what the served app does, so that its page is up while transformers and the
+    model load, and turns that reach the LLM at the same moment share one batched search."""
     arms: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(bundle.descriptors, catalog.popularity)}
     if load_llm and bundle.has_generator:
 
@@ -169,7 +173,10 @@ def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, backgro
             spec = bundle.generator_spec
             titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
                 if spec.titles_in_history else None
-            return GeneratorRecommender(bundle.generator(), bundle.tokens, titles, history=spec.max_history,
+            generator = bundle.generator()
+            if background:
+                generator.batched()
+            return GeneratorRecommender(generator, bundle.tokens, titles, history=spec.max_history,
                                         user_descriptors=spec.prompts_user_words)
 
         arms["llm"] = LoadingArm("llm", True, load) if background else load()

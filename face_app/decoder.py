@@ -41,6 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
+from face_app.batching import BATCH_WINDOW_S, MAX_BATCH, Batcher
 from face_app.index import ItemIndex, PrefixTrie
 from face_app.prompts import TASTE_TOKEN, chat_text
 from face_app.sequential import SASRec, SASRecShape
@@ -190,6 +191,67 @@ def save_merged(model: torch.nn.Module, target: Path) -> None:
     os.replace(partial, target)
 
 
+@dataclass
+class Search:
+    """One constrained search: the prompt's ids [1, L], the beam width, how many items come back, the items
+    never generated, the `<taste>` vector [1, hidden] (or None) and the intent bonus (item id -> log prior)."""
+
+    input_ids: torch.Tensor
+    beams: int
+    k: int
+    exclude: Collection[str] = ()
+    taste: torch.Tensor | None = None
+    bonus: dict[str, float] | None = None
+
+
+class Beams:
+    """The beams of one search as it walks down the trie: each beam's token prefix and its log-probability.
+
+    Kept by log-probability plus the best bonus below the prefix (`PrefixTrie.best_below`) when a bonus is
+    given; a finished item scores its log-probability plus its own bonus."""
+
+    def __init__(self, trie: PrefixTrie, width: int, exclude: Collection[str], bonus: dict[str, float] | None
+                 ) -> None:
+        self.trie, self.width = trie, width
+        self.excluded = trie.excluded_counts(exclude)
+        self.guide = trie.best_below(bonus) if bonus else None
+        self.prefixes: list[tuple[int, ...]] = [()]
+        self.scores = torch.zeros(1)
+        self.depth = 0
+
+    def step(self, logprobs: torch.Tensor) -> tuple[list[int], list[int]]:
+        """Extend the beams by one level from their next-token log-probabilities [beams, V]; returns which beams
+        were extended (their rows in `logprobs`) and by which token, in the new beams' order (empty when no
+        valid item is left)."""
+        rows, tokens = [], []
+        for row, prefix in enumerate(self.prefixes):
+            children = self.trie.children(prefix, self.excluded)
+            rows += [row] * len(children)
+            tokens += children
+        self.depth += 1
+        if not tokens:
+            self.prefixes, self.scores = [], torch.zeros(0)
+            return [], []
+        rows_t, tokens_t = torch.tensor(rows), torch.tensor(tokens)
+        candidate = self.scores[rows_t] + logprobs[rows_t, tokens_t]
+        guided = candidate
+        if self.guide is not None:
+            guided = candidate + torch.tensor([self.guide[(*self.prefixes[r], t)] for r, t in zip(rows, tokens,
+                                                                                                 strict=True)])
+        top = guided.topk(min(self.width, len(tokens)))
+        keep_rows, keep_tokens = rows_t[top.indices].tolist(), tokens_t[top.indices].tolist()
+        self.prefixes = [(*self.prefixes[r], t) for r, t in zip(keep_rows, keep_tokens, strict=True)]
+        self.scores = top.values if self.guide is not None and self.depth == self.trie.depth \
+            else candidate[top.indices]
+        return keep_rows, keep_tokens
+
+    def finished(self) -> list[tuple[str, float]]:
+        """Every beam's item and score, best first (empty when the search found none)."""
+        if self.depth < self.trie.depth:
+            return []
+        return [(self.trie.leaf(p), float(s)) for p, s in zip(self.prefixes, self.scores.tolist(), strict=True)]
+
+
 class ItemGenerator:
     """A causal LM that writes item indices, with the trie of the items it may write.
 
@@ -205,6 +267,7 @@ class ItemGenerator:
         self.taste = taste.eval() if taste is not None else None
         self.taste_at = taste_at
         self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
+        self.batcher: Batcher | None = None
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
         # Every prompt starts with the same chat header: its keys/values are computed once, then copied.
@@ -259,17 +322,32 @@ class ItemGenerator:
 
     def recommend(
         self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None,
-        history: Sequence[str] = (),
+        history: Sequence[str] = (), bonus: dict[str, float] | None = None,
     ) -> list[tuple[str, float]]:
-        """Top-k (item_id, log-probability of its index), best first; never an item in `exclude`.
+        """Top-k (item_id, log-probability of its index plus its bonus), best first; never an item in `exclude`.
 
         beams: beam width (default: the generator's, at least k). Fewer than k items come
         back only when fewer than k valid items remain. history: the visitor's item ids, oldest first,
-        for the `<taste>` token when the prompt holds one.
+        for the `<taste>` token when the prompt holds one. bonus: item id -> a log prior added to the model's
+        log-probability (`beam_search`). With a `Batcher` attached (`batched`), the search waits to run in
+        one batch with the searches other threads ask for at the same moment (`search_many`).
         """
-        width = max(beams or self.beams, k)
+        search = self.search(prompt, k, exclude, beams, history, bonus)
+        if self.batcher is not None:
+            return self.batcher.submit(search)
+        return self.beam_search(search.input_ids, search.beams, search.exclude, search.taste, search.bonus)[:k]
+
+    def search(self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None,
+               history: Sequence[str] = (), bonus: dict[str, float] | None = None) -> Search:
+        """One search as `recommend` asks it, ready for `search_many`."""
         vector = self.taste_vector(history)
-        return self.beam_search(self.input_ids(prompt, vector), width, exclude, vector)[:k]
+        return Search(self.input_ids(prompt, vector), max(beams or self.beams, k), k, exclude, vector, bonus)
+
+    def batched(self, window_s: float = BATCH_WINDOW_S, max_batch: int = MAX_BATCH) -> ItemGenerator:
+        """Serve `recommend` through a `Batcher`: searches asked from several threads at once run together."""
+        if self.batcher is None:
+            self.batcher = Batcher(self.search_many, window_s=window_s, max_batch=max_batch)
+        return self
 
     def input_ids(self, prompt: str, taste: torch.Tensor | None) -> torch.Tensor:
         """The prompt's ids, with the `<taste>` token at the answer for a model that reads it there."""
@@ -285,43 +363,82 @@ class ItemGenerator:
         with torch.no_grad():
             return self.taste(self.taste.states([known])).to(self.model.device)
 
+    def _check_taste(self, input_ids: torch.Tensor, taste: torch.Tensor | None) -> None:
+        if self.taste_id is not None and bool((input_ids == self.taste_id).any()) and taste is None:
+            raise ValueError("the prompt holds a <taste> token but no history to fill it was given")
+
     @torch.no_grad()
     def beam_search(
         self, input_ids: torch.Tensor, beams: int, exclude: Collection[str] = (),
-        taste: torch.Tensor | None = None,
+        taste: torch.Tensor | None = None, bonus: dict[str, float] | None = None,
     ) -> list[tuple[str, float]]:
         """Beam search over the trie; returns every finished beam as (item_id, score), best first.
 
-        taste: the `<taste>` embedding [1, hidden] when `input_ids` holds the token."""
-        if self.taste_id is not None and bool((input_ids == self.taste_id).any()) and taste is None:
-            raise ValueError("the prompt holds a <taste> token but no history to fill it was given")
-        excluded = self.trie.excluded_counts(exclude)
+        taste: the `<taste>` embedding [1, hidden] when `input_ids` holds the token. bonus: item id -> a log
+        prior (0 for an item it omits). Beams are then kept by log-probability plus the best bonus below their
+        prefix (`PrefixTrie.best_below`: an optimistic guide that never undervalues a prefix), and a finished
+        item scores its log-probability plus its own bonus: the items are still the model's generations, its
+        probabilities weighed with the prior."""
+        self._check_taste(input_ids, taste)
         out = self.prefill(input_ids, taste)
+        beam = Beams(self.trie, beams, exclude, bonus)
+        return self._decode([beam], out, None, None)[0]
+
+    @torch.no_grad()
+    def search_many(self, searches: Sequence[Search]) -> list[list[tuple[str, float]]]:
+        """Several searches in one batch: the prompts left-padded into one prefill, then every request's beams
+        stepped together, one forward pass per index level. Each result is its top-k, as `recommend` gives it
+        alone (the same items; the scores agree to float rounding, padding changes the order of additions)."""
+        if len(searches) == 1:
+            s = searches[0]
+            return [self.beam_search(s.input_ids, s.beams, s.exclude, s.taste, s.bonus)[: s.k]]
+        for s in searches:
+            self._check_taste(s.input_ids, s.taste)
+        length = max(s.input_ids.shape[1] for s in searches)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.full((len(searches), length), pad, dtype=torch.long, device=self.model.device)
+        mask = torch.zeros_like(ids)
+        for row, s in enumerate(searches):
+            ids[row, length - s.input_ids.shape[1]:] = s.input_ids[0]
+            mask[row, length - s.input_ids.shape[1]:] = 1
+        vectors = [s.taste for s in searches if s.taste is not None]
+        embeds = input_embeddings(self.model, ids, self.taste_id, torch.cat(vectors) if vectors else None)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        beams = [Beams(self.trie, s.beams, s.exclude, s.bonus) for s in searches]
+        found = self._decode(beams, out, mask, positions[:, -1])
+        return [items[: s.k] for items, s in zip(found, searches, strict=True)]
+
+    def _decode(self, beams: list[Beams], out: CausalLMOutputWithPast, mask: torch.Tensor | None,
+                position: torch.Tensor | None) -> list[list[tuple[str, float]]]:
+        """Step every request's beams down the trie after the prefill `out` (row r of it is request r). mask /
+        position: the padded batch's attention mask [B, L] and each row's last position [B] (None for one
+        unpadded prompt, whose positions the cache implies)."""
         cache = out.past_key_values
         logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
-        prefixes: list[tuple[int, ...]] = [()]
-        scores = torch.zeros(1)
+        rows = [[r] for r in range(len(beams))]  # the batch rows of each request's beams
         for depth in range(self.trie.depth):
-            rows, tokens = [], []
-            for row, prefix in enumerate(prefixes):
-                children = self.trie.children(prefix, excluded)
-                rows += [row] * len(children)
-                tokens += children
-            if not tokens:
-                return []
-            rows_t, tokens_t = torch.tensor(rows), torch.tensor(tokens)
-            candidate = scores[rows_t] + logprobs[rows_t, tokens_t]
-            top = candidate.topk(min(beams, len(tokens)))
-            keep_rows, keep_tokens = rows_t[top.indices], tokens_t[top.indices]
-            prefixes = [(*prefixes[r], t) for r, t in zip(keep_rows.tolist(), keep_tokens.tolist(), strict=True)]
-            scores = top.values
-            if depth + 1 < self.trie.depth:
-                cache.reorder_cache(keep_rows.to(input_ids.device))
-                step_ids = keep_tokens[:, None].to(input_ids.device)
-                out = self.model(input_ids=step_ids, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
-        return [(self.trie.leaf(p), float(s)) for p, s in zip(prefixes, scores.tolist(), strict=True)]
+            keep, tokens = [], []
+            for beam, own in zip(beams, rows, strict=True):
+                kept, chosen = beam.step(logprobs[own]) if own else ([], [])
+                keep += [own[k] for k in kept]
+                own[:] = range(len(tokens), len(tokens) + len(chosen))
+                tokens += chosen
+            if depth + 1 == self.trie.depth or not tokens:
+                break
+            index = torch.tensor(keep, device=self.model.device)
+            cache.reorder_cache(index)
+            step = {}
+            if mask is not None:
+                mask = torch.cat([mask[index], torch.ones_like(mask[index, :1])], dim=1)
+                position = position[index] + 1
+                step = {"attention_mask": mask, "position_ids": position[:, None]}
+            out = self.model(input_ids=torch.tensor(tokens, device=self.model.device)[:, None],
+                             past_key_values=cache, use_cache=True, **step)
+            cache = out.past_key_values
+            logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
+        return [beam.finished() for beam in beams]
 
     def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> CausalLMOutputWithPast:
         """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache.

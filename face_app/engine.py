@@ -39,7 +39,17 @@ from face_app.dialogue import (
     parse,
     read_answer,
 )
-from face_app.picking import MODEL_WEIGHT, RECENT_ITEMS, Closeness, Ranked, admitted, one_per_film
+from face_app.picking import (
+    INTENT_CF,
+    INTENT_LLM,
+    MODEL_WEIGHT,
+    RECENT_ITEMS,
+    Closeness,
+    Intent,
+    Ranked,
+    admitted,
+    one_per_film,
+)
 from face_app.wording import Wording, sentence
 
 # Longer messages are answered with a note and change nothing. Title matching (every run of words against
@@ -97,6 +107,8 @@ class Engine:
     recommenders: by name ("llm", "lightgcn"); `default` picks the one used when a call names none.
     tokens: item id -> index-token string (empty when the bundle has no index).
     pool, recent_items, model_weight: the LightGCN arm's ordering (`face_app.picking`).
+    intent_llm, intent_cf: the weight of the history's genre and decade prior (`picking.Intent`; 0: off) against
+    the LLM's log-probabilities, and against LightGCN's closeness order.
     """
 
     catalog: Catalog
@@ -108,12 +120,15 @@ class Engine:
     pool: int = 50
     recent_items: int = RECENT_ITEMS
     model_weight: float = MODEL_WEIGHT
+    intent_llm: float = INTENT_LLM
+    intent_cf: float = INTENT_CF
     personas: dict[str, list[str]] = field(default_factory=dict)
     users: Any = None  # the dataset's user table (demographics), for persona labels
 
     def __post_init__(self) -> None:
         self.closeness = Closeness(self.readout.item_ids, self.readout.item_embeddings.detach().double().numpy())
         self.wording = Wording(self.catalog, self.readout, self.closeness)
+        self.intent = Intent(self.catalog, self.readout.item_ids)
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
         years = [self.catalog.item(i).year for i in self.readout.item_ids if i in self.catalog]
         self._newest_year = max((y for y in years if y is not None), default=None)
@@ -382,19 +397,23 @@ class Engine:
             exclude.add(anchor)
         user_words = self.user_descriptors(state)
         anchors = [anchor] if anchor else self.recent(state)
+        # "more like X": the model is asked what follows X alone (on the scenario suite this kept more picks
+        # close to X than X appended to the whole history did: 2 of 3 turns against 1 of 3), and X's genres and
+        # decade are the intent the picks follow.
+        history = [anchor] if anchor else state.history
+        mixes = self._intent_mixes(state, history)
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            # "more like X": the model is asked what follows X alone (on the scenario suite this kept more picks
-            # close to X than X appended to the whole history did: 2 of 3 turns against 1 of 3).
-            history = [anchor] if anchor else state.history
-            kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n))
+            bonus = self.intent.bonus(mixes, self.intent_llm)
+            kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
             pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
             source = {item_id: recommender.name for item_id, _ in pool}
             ranked = [(item_id, score) for item_id, score in pool if item_id in self.closeness.row]
             ordered = self._closest_first(anchors, ranked, exclude) if anchors else ranked
+            ordered = self._with_intent(ordered, mixes)
             kept = one_per_film(self.catalog, admitted(self.catalog, state.constraints, ordered))
         if len(kept) < n:
             # Too few items pass the filters: fill from the CF ranking of the whole catalog.
@@ -407,6 +426,20 @@ class Engine:
         top = one_per_film(self.catalog, kept)[:n]
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
+
+    def _intent_mixes(self, state: ConversationState, history: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The genre and decade mixes the picks follow (`picking.Intent.mixes`): the history's (or X's, for "more
+        like X"), except an attribute the visitor set (genres asked for, years asked for), without the genres
+        left out."""
+        c = state.constraints
+        return self.intent.mixes(history, genres=not c.genres, years=not c.years, left_out=c.no_genres)
+
+    def _with_intent(self, ranked: Ranked, mixes: list[tuple[np.ndarray, np.ndarray]]) -> Ranked:
+        """`ranked` re-ordered by its score plus `intent_cf` times the intent prior (unchanged without one)."""
+        bonus = self.intent.bonus(mixes, self.intent_cf)
+        if bonus is None:
+            return ranked
+        return sorted(((i, s + bonus.get(i, 0.0)) for i, s in ranked), key=lambda pair: -pair[1])
 
     def _ruled_out(self, state: ConversationState) -> set[str]:
         """Every item the session's constraints rule out (a decade, a genre, the mood opposite to the one asked)."""

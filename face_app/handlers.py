@@ -84,10 +84,21 @@ class App:
     # outputs
 
     def panel(self, session: Session) -> tuple:
+        """The chat, the descriptors, the history, the map and the session (what most events redraw)."""
+        chat, chip_html, history, session = self.turn_panel(session)
+        return chat, chip_html, history, self.map(session), session
+
+    def turn_panel(self, session: Session) -> tuple:
+        """The panel without the map: what `/chat` returns. The map (the whole catalog, about 95 kB of rows)
+        follows in its own event, so a reply is shown without waiting for it."""
         words = self.engine.user_descriptors(session.state) if session.show_descriptors else []
         chip_html = f"<div><b>Your descriptors</b></div>{chips(words)}" if session.show_descriptors else ""
         return (session.messages, chip_html, history_html(self.engine, session.state, session.show_descriptors),
-                catalog_map(self.engine, self.points, self.item_map, session.state), session)
+                session)
+
+    def map(self, session: Session) -> Any:
+        """The catalog map's rows for this visitor (`face_app.catalog_map.catalog_map`)."""
+        return catalog_map(self.engine, self.points, self.item_map, session.state)
 
     def _reply(self, session: Session, reply: Reply) -> None:
         session.turn = {"reply": reply.text, "picks": [picks_row(rec) for rec in reply.recommendations]}
@@ -102,7 +113,7 @@ class App:
         message = clean_message(message or "")
         if not message:
             session.messages.append({"role": "assistant", "content": chat_text(EMPTY_MESSAGE_HINT)})
-            return ("", *self.panel(session))
+            return ("", *self.turn_panel(session))
         shown = message if len(message) <= MAX_MESSAGE_CHARS else message[:ECHO_CHARS] + " …"
         session.messages.append({"role": "user", "content": chat_text(shown)})
         reply = self.engine.respond(session.state, message, session.recommender)
@@ -112,7 +123,7 @@ class App:
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations],
                     history=list(session.state.history[-PROMPT_LOG:]))
-        return ("", *self.panel(session))
+        return ("", *self.turn_panel(session))
 
     def picks(self, session: Session) -> dict[str, Any]:
         """The latest reply as data, for programs (the `/picks` endpoint) and the page's JSON panel:

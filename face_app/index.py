@@ -149,6 +149,18 @@ class PrefixTrie:
                 counts[path[:depth]] = counts.get(path[:depth], 0) + 1
         return counts
 
+    def best_below(self, bonus: dict[str, float]) -> dict[tuple[int, ...], float]:
+        """Per prefix, the highest `bonus` among the items below it (items without a bonus count as 0), so that
+        a search adding it to a beam's score never undervalues a prefix that leads to a well-matched item."""
+        best: dict[tuple[int, ...], float] = {}
+        for item, path in self._items.items():
+            value = bonus.get(item, 0.0)
+            for depth in range(len(path) + 1):
+                prefix = path[:depth]
+                if value > best.get(prefix, -float("inf")):
+                    best[prefix] = value
+        return best
+
     def children(self, prefix: Sequence[int], excluded: dict[tuple[int, ...], int] | None = None) -> list[int]:
         """Token ids that extend `prefix` towards at least one valid, non-excluded item."""
         prefix = tuple(prefix)

@@ -1,4 +1,5 @@
-"""The re-ranking policy of the non-generative arm, and the filters every arm's picks obey.
+"""The re-ranking policy of the non-generative arm, the history's intent both arms follow, and the filters
+every arm's picks obey.
 
 - `Closeness`: the CF item space of the FACE read-out. The LightGCN arm's pool and the nearest items of the
   newest `RECENT_ITEMS` history items (or of X, on "more like X") are ordered by mean cosine to them plus
@@ -6,6 +7,11 @@
 - `admitted`: the visitor's standing constraints (years, genres asked for and left out, darker/lighter)
   applied to a ranked list; for the generative arm the engine turns them into exclusions inside the search.
 - `one_per_film`: a film listed under two ids in the catalog appears once.
+- `Intent`: what a history (or the film of "more like X") makes likely at a glance, its genres and its decades,
+  as a log prior over the catalog that each arm adds to its own scores with its own weight: the LLM inside its
+  constrained beam search (`face_app.decoder.ItemGenerator.recommend(bonus=)`, so the picks are still the items
+  it generates), LightGCN on its closeness-ordered pool. The weights were chosen on the valid split
+  (`python -m bench.ranking --intent ...`, docs/lcrec.md).
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ from face_app.dialogue import DARK_GENRES, LIGHT_GENRES, Constraints
 
 RECENT_ITEMS = 3
 MODEL_WEIGHT = 0.1
+# The weight of the intent prior against each arm's own scores (0: off): the LLM's log-probabilities of a whole
+# index, and LightGCN's closeness order (cosine plus MODEL_WEIGHT times its own order).
+INTENT_LLM = 1.0
+INTENT_CF = 0.1
+# The prior of an item that covers none of the history's genres (or decades) is log(FLOOR / (FLOOR + best cover)).
+FLOOR = 0.1
 
 Ranked = list[tuple[str, float]]
 
@@ -95,3 +107,66 @@ def one_per_film(catalog: Catalog, ranked: Ranked) -> Ranked:
             kept.append((item_id, score))
             taken.update([item_id, *catalog.twins(item_id)])
     return kept
+
+
+
+class Intent:
+    """The genres and decades of the catalog's items, and the prior a history puts on them.
+
+    A history's genre mix spreads each of its films evenly over the film's genres; its decade mix counts its
+    films per decade. An item covers the share of the genre mix its genres hold, and the share of the decade
+    mix its decade holds (0 for an unknown year)."""
+
+    def __init__(self, catalog: Catalog, item_ids: Sequence[str]) -> None:
+        self.item_ids = list(item_ids)
+        self.row = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        items = [catalog.item(i) if i in catalog else None for i in self.item_ids]
+        self.genre_names = sorted({g for item in items if item for g in item.genres})
+        decades = sorted({item.year // 10 for item in items if item and item.year})
+        genre_column = {g: j for j, g in enumerate(self.genre_names)}
+        decade_column = {d: j for j, d in enumerate(decades)}
+        self.genres = np.zeros((len(items), len(self.genre_names)))  # 1 where the item has the genre
+        self.decades = np.zeros((len(items), len(decades)))  # 1 on the item's decade
+        for row, item in enumerate(items):
+            if item and item.genres:
+                self.genres[row, [genre_column[g] for g in item.genres]] = 1.0
+            if item and item.year:
+                self.decades[row, decade_column[item.year // 10]] = 1.0
+
+    def mixes(self, history: Sequence[str], genres: bool = True, years: bool = True,
+              left_out: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(the history's mix, the items' indicator matrix) per attribute to follow: genres unless `genres` is
+        False (the visitor asked for genres), decades unless `years` is False (the visitor asked for years);
+        genres `left_out` by the visitor leave the mix. An attribute the history says nothing of is left out."""
+        rows = [self.row[i] for i in history if i in self.row]
+        out = []
+        if genres and rows:
+            spread = self.genres[rows] / np.maximum(self.genres[rows].sum(axis=1, keepdims=True), 1.0)
+            mix = spread.sum(axis=0)
+            mix[[j for j, g in enumerate(self.genre_names) if g in set(left_out)]] = 0.0
+            if mix.sum() > 0:
+                out.append((mix / mix.sum(), self.genres))
+        if years and rows:
+            mix = self.decades[rows].sum(axis=0)
+            if mix.sum() > 0:
+                out.append((mix / mix.sum(), self.decades))
+        return out
+
+    def cover(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Per attribute, float [items]: the share of the history's mix each item covers."""
+        return [matrix @ mix for mix, matrix in mixes]
+
+    def prior(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+        """float [items] in `item_ids` order: sum over the attributes of log((FLOOR + cover) / (FLOOR + the best
+        cover)): 0 for an item that covers the mix as well as any, about -2.2 per attribute for one that covers
+        none of it. None with no mix to follow."""
+        if not mixes:
+            return None
+        return sum(np.log((FLOOR + c) / (FLOOR + c.max())) for c in self.cover(mixes))
+
+    def bonus(self, mixes: list[tuple[np.ndarray, np.ndarray]], weight: float) -> dict[str, float] | None:
+        """item id -> weight * prior (None with no mix or weight 0)."""
+        prior = self.prior(mixes)
+        if prior is None or weight <= 0:
+            return None
+        return dict(zip(self.item_ids, (weight * prior).tolist(), strict=True))

@@ -18,12 +18,14 @@ from typing import Any
 
 import gradio as gr
 
+from face_app.batching import MAX_BATCH
 from face_app.catalog_map import map_colours
 from face_app.handlers import App, Session
 from face_app.render import esc
 
-# Two vCPUs: two turns at a time, a bounded queue behind them.
-CONCURRENCY = 2
+# Turns handled at once: as many as the LLM arm batches into one search (face_app.batching.MAX_BATCH), so that
+# concurrent turns reach it together; a bounded queue behind them.
+CONCURRENCY = MAX_BATCH
 QUEUE_SIZE = 64
 
 CSS = """
@@ -163,13 +165,17 @@ def build_demo(app: App) -> gr.Blocks:
 
         outputs = [chatbot, descriptor_box, history, plot, session]
         private = {"api_visibility": "private"}
-        # `/chat` keeps its five outputs (clients unpack them); the turn as data is `/picks` (JSON: the reply and
-        # each pick's id, title, year, rank, source, index tokens, descriptors), called after it in the same
-        # client session.
-        send.click(app.chat, [message, session], [message, *outputs], api_name="chat") \
+        # `/chat` returns the cleared message box, the chat, the descriptors and the history (clients unpack four
+        # outputs); the catalog map follows in its own event, so the reply never waits for it. The turn as data
+        # is `/picks` (JSON: the reply and each pick's id, title, year, rank, source, index tokens,
+        # descriptors), called after it in the same client session.
+        turn_outputs = [chatbot, descriptor_box, history, session]
+        send.click(app.chat, [message, session], [message, *turn_outputs], api_name="chat") \
+            .then(app.map, [session], [plot], **private) \
             .then(app.question, [session], [choice], **private) \
             .then(app.picks, [session], [picks], api_name="picks")
-        message.submit(app.chat, [message, session], [message, *outputs], **private) \
+        message.submit(app.chat, [message, session], [message, *turn_outputs], **private) \
+            .then(app.map, [session], [plot], **private) \
             .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)
         choice.input(app.choose, [choice, session], outputs, **private) \
             .then(app.question, [session], [choice], **private).then(app.picks, [session], [picks], **private)

@@ -94,5 +94,5 @@ def test_gradio_client_against_the_served_bundle(tiny_app) -> None:
         chat, descriptors, history, _plot = client.predict(persona, api_name="/persona")
         assert sum("fa-card" in str(m["content"]) for m in chat) == tiny_app.engine.n
         assert "fa-chip" in descriptors and "<li>" in history
-        _, chat, _, _, _ = client.predict("something darker", api_name="/chat")
+        _, chat, _, _ = client.predict("something darker", api_name="/chat")
         assert "darker" in str(chat[-tiny_app.engine.n - 1]["content"])

@@ -74,6 +74,70 @@ def test_scores_are_sorted_log_probabilities(generator: ItemGenerator) -> None:
     assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
 
 
+def test_a_bonus_weighs_the_models_log_probabilities_inside_the_search(generator: ItemGenerator) -> None:
+    prompt = prompt_for(generator, ["item4", "item6"])
+    everything = len(generator.index.item_ids)
+    logprob = dict(generator.recommend(prompt, k=everything, beams=everything))  # exhaustive: every item's score
+    assert generator.recommend(prompt, k=10, bonus={i: 0.0 for i in logprob}) == generator.recommend(prompt, k=10)
+    rng = random.Random(1)  # bonuses on the scale of this random model's log-probabilities (about -100)
+    bonus = {i: rng.uniform(0.0, 20.0) for i in generator.index.item_ids}
+    exhaustive = generator.recommend(prompt, k=10, beams=everything, bonus=bonus)
+    assert [i for i, _ in exhaustive] == sorted(logprob, key=lambda i: -(logprob[i] + bonus[i]))[:10]
+    assert [i for i, _ in exhaustive] != list(logprob)[:10]
+    favoured = {i: 1000.0 for i in generator.index.item_ids if generator.index.code(i)[0] == 5}
+    narrow = generator.recommend(prompt, k=10, beams=10, bonus=favoured)
+    assert len(narrow) == 10 and all(i in favoured for i, _ in narrow)  # the guide reaches them at the first level
+    assert not any(i in favoured for i in list(logprob)[:10])
+    for item, score in narrow:  # each score is the item's log-probability plus its own bonus
+        assert score == pytest.approx(logprob[item] + favoured[item], abs=1e-3)
+
+
+def test_a_batch_of_searches_gives_what_each_gives_alone(generator: ItemGenerator) -> None:
+    rng = random.Random(2)
+    histories = [["item1"], ["item5", "item9", "item30", "item31", "item40"], [], ["item7", "item8"]]
+    searches = [
+        generator.search(prompt_for(generator, histories[0]), k=10),
+        generator.search(prompt_for(generator, histories[1]), k=5, exclude={"item2", "item3"}),
+        generator.search(prompt_for(generator, histories[2]), k=10, beams=12,
+                         bonus={i: rng.uniform(0.0, 20.0) for i in generator.index.item_ids}),
+        generator.search(prompt_for(generator, histories[3]), k=3, exclude=generator.index.item_ids[:-2]),
+    ]
+    assert len({s.input_ids.shape[1] for s in searches}) > 1  # prompts of several lengths: padding matters
+    together = generator.search_many(searches)
+    for search, batched in zip(searches, together, strict=True):
+        alone = generator.beam_search(search.input_ids, search.beams, search.exclude, search.taste,
+                                      search.bonus)[: search.k]
+        assert [i for i, _ in batched] == [i for i, _ in alone]
+        assert [s for _, s in batched] == pytest.approx([s for _, s in alone], abs=1e-3)
+    assert len(together[3]) == 2 and len(together[1]) == 5
+
+
+def test_concurrent_recommendations_are_batched_and_each_gets_its_own(generator: ItemGenerator) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [prompt_for(generator, [f"item{i}", f"item{i + 1}"]) for i in range(0, 16, 2)]
+    alone = [generator.recommend(p, k=5) for p in prompts]
+    batched = ItemGenerator(generator.model, generator.tokenizer, generator.index, beams=10).batched(window_s=0.05)
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        together = list(pool.map(lambda p: batched.recommend(p, k=5), prompts))
+    assert [[i for i, _ in r] for r in together] == [[i for i, _ in r] for r in alone]
+    assert max(batched.batcher.sizes) > 1 and sum(batched.batcher.sizes) == len(prompts)
+
+
+def test_a_failed_batch_reaches_every_caller_and_the_next_batch_runs() -> None:
+    from face_app.batching import Batcher
+
+    def run_many(requests):
+        if "bad" in requests:
+            raise ValueError("bad request in the batch")
+        return [r.upper() for r in requests]
+
+    batcher = Batcher(run_many, window_s=0.0)
+    with pytest.raises(ValueError, match="bad request"):
+        batcher.submit("bad")
+    assert batcher.submit("fine") == "FINE"
+
+
 def test_everything_excluded_returns_nothing(generator: ItemGenerator) -> None:
     everything = list(generator.index.item_ids)
     assert generator.recommend(prompt_for(generator, []), k=5, exclude=everything) == []

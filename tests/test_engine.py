@@ -149,9 +149,10 @@ class FixedArm:
     def __init__(self, proposals: list[str], generative: bool = True) -> None:
         self.proposals, self.generative = proposals, generative
         self.excluded: set[str] = set()
+        self.bonus: dict[str, float] | None = None
 
-    def rank(self, history, user_descriptors, request, exclude, n):
-        self.excluded = set(exclude)
+    def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
+        self.excluded, self.bonus = set(exclude), bonus
         return [(item_id, 0.0) for item_id in self.proposals if item_id not in exclude][:n]
 
 
@@ -168,6 +169,17 @@ def test_a_generative_arms_picks_are_its_own_in_its_own_order(catalog: Catalog) 
     assert {r.source for r in reply.recommendations} == {"llm"}
 
 
+def test_a_generative_arm_is_given_the_historys_intent_to_weigh_inside_its_search(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["5", "7", "11"])
+    engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")  # crime and thrillers, the 1990s
+    bonus = engine.recommenders["llm"].bonus
+    assert bonus["12"] == pytest.approx(0.0, abs=0.2)  # a 1993 crime thriller covers the history best
+    assert bonus["3"] < bonus["5"] < bonus["12"]  # a 1987 horror film shares nothing; a 1995 comedy, the decade
+    engine.intent_llm = 0.0
+    engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
+    assert engine.recommenders["llm"].bonus is None
+
+
 def test_filters_reach_a_generative_arm_as_exclusions_inside_its_search(catalog: Catalog) -> None:
     engine = engine_with_arm(catalog, [str(i) for i in range(1, 13)])
     state = ConversationState()
@@ -182,10 +194,12 @@ def test_filters_reach_a_generative_arm_as_exclusions_inside_its_search(catalog:
 
 def test_a_non_generative_pool_gives_way_to_the_historys_nearest_items(catalog: Catalog) -> None:
     engine = engine_with_arm(catalog, ["5", "7", "11"], generative=False)
+    engine.intent_cf = 0.0  # closeness alone (the intent prior is tested below)
     reply = engine.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
     assert ids(reply) == ["12", "4", "3"]  # the dark films nearest the history, by closeness
     assert {r.source for r in reply.recommendations} == {"lightgcn"}
     kept = engine_with_arm(catalog, ["4", "5"], generative=False)
+    kept.intent_cf = 0.0
     reply = kept.respond(ConversationState(), "I loved Glass Harbor and The Night Ferry")
     assert ids(reply)[0] == "4" and reply.recommendations[0].source == "llm"  # close to the history: keeps its lead
 
@@ -606,3 +620,47 @@ def test_an_arm_loading_in_the_background_answers_once_loaded_and_reports_a_fail
         while not any("broken arm failed to load" in r.message for r in caplog.records):
             assert time.monotonic() < deadline, "the failed load was not reported"
             time.sleep(0.01)
+
+
+# --- intent ----------------------------------------------------------------------------------------------------
+
+
+def test_the_intent_prior_follows_the_historys_genres_and_decades(catalog: Catalog) -> None:
+    from face_app.picking import Intent
+
+    intent = Intent(catalog, [r[0] for r in ROWS])
+    mixes = intent.mixes(["1", "2", "4"])  # crime, thrillers, a mystery and a drama; the 1990s
+    assert len(mixes) == 2  # genres and decades
+    genres, decades = intent.cover(mixes)
+    assert genres[intent.row["12"]] == pytest.approx(genres.max())  # Thriller and Crime: the most of the mix
+    assert decades[intent.row["3"]] == 0.0 and decades[intent.row["12"]] == 1.0  # 1987 against 1993
+    prior = intent.prior(mixes)
+    assert prior.max() <= 0.0 and prior[intent.row["12"]] == pytest.approx(0.0)
+    assert prior[intent.row["3"]] == prior.min()  # a 1987 horror film shares neither genre nor decade
+    assert prior[intent.row["3"]] < prior[intent.row["5"]] < prior[intent.row["4"]]  # a 1995 musical: the decade
+    assert intent.bonus(mixes, 0.0) is None and intent.prior([]) is None
+    assert intent.bonus(mixes, 2.0)["5"] == pytest.approx(2.0 * prior[intent.row["5"]])
+
+
+def test_the_intent_leaves_alone_what_the_visitor_set(catalog: Catalog) -> None:
+    from face_app.picking import Intent
+
+    intent = Intent(catalog, [r[0] for r in ROWS])
+    assert len(intent.mixes(["1", "3"], genres=False)) == 1  # genres asked for: decades only
+    assert intent.mixes(["1", "3"], genres=False, years=False) == []
+    (genres, _), _ = intent.mixes(["1", "3"], left_out=["Horror"])
+    assert genres[intent.genre_names.index("Horror")] == 0.0 and genres.sum() == pytest.approx(1.0)
+    assert intent.mixes([]) == []
+
+
+def test_lightgcn_picks_follow_the_historys_genres_and_decades_with_the_intent_prior(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["5", "7", "11"], generative=False)
+    state = ConversationState()
+    state.add_history(["6", "11"])  # animation for children
+    engine.intent_cf = 0.0
+    plain = [r.item_id for r in engine.recommend(state)]
+    engine.intent_cf = 5.0
+    leaning = [r.item_id for r in engine.recommend(state)]
+    prior = engine.intent.prior(engine.intent.mixes(state.history))
+    assert sum(prior[engine.intent.row[i]] for i in leaning) > sum(prior[engine.intent.row[i]] for i in plain)
+    assert set(leaning) <= {r[0] for r in ROWS} - {"6", "11"}

@@ -182,7 +182,7 @@ def test_bad_input_through_gradio_client_gets_a_reply_and_nothing_unescaped(tiny
         for name, text in BAD_MESSAGES.items():
             if name == "lone surrogates":
                 continue  # gradio_client cannot encode them (UnicodeEncodeError); the next test sends them raw
-            cleared, chat, descriptors, history, _ = visitor.predict(text, api_name="/chat")
+            cleared, chat, descriptors, history = visitor.predict(text, api_name="/chat")
             assert cleared == "", name
             last = chat[-1] if chat[-1]["role"] == "assistant" else None
             assert last and text_of(last).strip(), name
@@ -215,9 +215,19 @@ def test_sixteen_concurrent_sessions_never_see_each_others_items_or_descriptors(
     openings = session_openings(engine.catalog, 16)
     assert len(openings) == 16
     scripts = [[opening, "something darker"] for opening in openings]
-    with serve(tiny_app) as url:
-        runs = chat_sessions(url, scripts)
-    for run, script in zip(runs, scripts, strict=True):
+    expected = []  # each script's picks from the engine alone, one turn at a time
+    for script in scripts:
+        state = ConversationState()
+        expected.append([html.escape(r.title) for m in script for r in engine.respond(state, m).recommendations])
+    generator = engine.recommenders[engine.default].generator
+    generator.batched(window_s=0.05)  # as the served app does: concurrent turns share one search
+    try:
+        with serve(tiny_app) as url:
+            runs = chat_sessions(url, scripts)
+    finally:
+        generator.batcher, sizes = None, generator.batcher.sizes
+    assert engine.default == "llm" and max(sizes) > 1  # turns did reach the LLM together
+    for run, script, picked in zip(runs, scripts, expected, strict=True):
         assert run.error is None and len(run.seconds) == len(script)
         item = engine.catalog.mentions(script[0].removeprefix("I loved "))[0]
         own = ConversationState(history=[item])
@@ -226,6 +236,7 @@ def test_sixteen_concurrent_sessions_never_see_each_others_items_or_descriptors(
         assert [text_of(m) for m in run.chat if m["role"] == "user"] == [chat_text(t) for t in script]
         picks = [title for m in run.chat for title in CARD_TITLE.findall(text_of(m))]
         assert len(picks) == len(script) * engine.n and html.escape(engine.catalog.item(item).title) not in picks
+        assert picks == picked  # batched with other sessions' turns, the same picks as alone
 
 
 # --- the study log across a crash ---------------------------------------------------------------------------------

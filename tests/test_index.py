@@ -60,3 +60,10 @@ def test_trie_prunes_subtrees_whose_items_are_all_excluded() -> None:
 def test_trie_refuses_two_items_on_one_path() -> None:
     with pytest.raises(ValueError, match="share the token sequence"):
         PrefixTrie({"x": [1, 2], "y": [1, 2]})
+
+
+def test_the_best_bonus_below_each_prefix() -> None:
+    trie = PrefixTrie({"x": [5, 7, 9], "y": [5, 7, 8], "z": [5, 6, 9], "w": [4, 6, 9]})
+    best = trie.best_below({"x": -2.0, "y": -1.0, "z": -3.0})  # w has none: 0
+    assert best[(5, 7)] == -1.0 and best[(5, 6)] == -3.0 and best[(5,)] == -1.0
+    assert best[(4,)] == 0.0 and best[()] == 0.0 and best[(5, 7, 9)] == -2.0

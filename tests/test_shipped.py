@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -129,8 +131,17 @@ def test_the_readme_launch_command_serves_the_shipped_bundle(face_app_cache: Pat
                 assert time.monotonic() < deadline, "the app did not serve its page in 240 s"
                 time.sleep(1)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        _, chat, _, _, _ = client.predict("I loved Toy Story and Aladdin", api_name="/chat")
+        _, chat, _, _ = client.predict("I loved Toy Story and Aladdin", api_name="/chat")
         assert sum("fa-card" in str(m["content"]) for m in chat) == 5
+        # docs/app.md's example client, as written there, against this app
+        example = (ROOT / "docs" / "app.md").read_text().split("<!-- example client -->\n```python\n")[1]
+        example = example.split("```")[0].replace("http://127.0.0.1:7860/", f"http://127.0.0.1:{port}/")
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(example, "docs/app.md", "exec"), {})
+        lines = printed.getvalue().splitlines()
+        assert lines[0].startswith("Added Toy Story (1995), Fargo (1996)") and lines[-1] == "10 picks from the 1990s"
+        assert [line.split()[0] for line in lines[1:6]] == ["1", "2", "3", "4", "5"]
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -79,6 +79,22 @@ def test_the_map_sends_the_static_catalog_once_built_and_the_visitor_on_top(serv
     assert (on_top[["x", "y"]].to_numpy() == [app.item_map[i] for i in ("1", "2", "5")]).all()
 
 
+def test_a_chat_turn_answers_without_the_map_and_redraws_it_right_after(served) -> None:
+    from face_app.ui import build_demo
+
+    app, _ = served
+    config = build_demo(app).config
+    types = {c["id"]: c["type"] for c in config["components"]}
+    chat = next(d for d in config["dependencies"] if d.get("api_name") == "chat")
+    after = [d for d in config["dependencies"] if d.get("trigger_after") == chat["id"]]
+    assert "nativeplot" not in {types[o] for o in chat["outputs"]}  # the reply does not carry the catalog's rows
+    assert [types[o] for d in after for o in d["outputs"]] == ["nativeplot"]  # the map follows it
+    session = Session()
+    app.chat("I loved Glass Harbor", session)
+    rows = app.map(session)
+    assert set(rows["group"]) >= {HISTORY_GROUP, PICKS_GROUP} and len(rows) == len(app.points) + 1 + app.engine.n
+
+
 def test_an_empty_message_gets_a_hint_and_a_huge_one_is_echoed_short(served) -> None:
     app, _ = served
     session = Session()
@@ -106,14 +122,14 @@ def test_gradio_client_chats_and_two_clients_keep_separate_sessions(served) -> N
 
     _, url = served
     alice, bob = Client(url, verbose=False), Client(url, verbose=False)
-    cleared, chat, descriptors, history, _plot = alice.predict("I loved Glass Harbor", api_name="/chat")
+    cleared, chat, descriptors, history = alice.predict("I loved Glass Harbor", api_name="/chat")
     assert cleared == ""
     assert [m["role"] for m in chat][:2] == ["user", "assistant"]
     cards = [m for m in chat if "fa-card" in str(m["content"])]
     assert len(cards) == 3 and "Glass Harbor" in history and "noir" in descriptors
-    _, bob_chat, _, bob_history, _ = bob.predict("I loved Kite Club", api_name="/chat")
+    _, bob_chat, _, bob_history = bob.predict("I loved Kite Club", api_name="/chat")
     assert "Kite Club" in bob_history and "Glass Harbor" not in bob_history
-    _, chat, _, history, _ = alice.predict("something lighter", api_name="/chat")
+    _, chat, _, history = alice.predict("something lighter", api_name="/chat")
     assert "Kite Club" not in history and len(chat) > len(bob_chat)
     hits = alice.predict("lemonade sumer", api_name="/search")
     assert hits["value"] == "7" if isinstance(hits, dict) else hits == "7"
@@ -142,7 +158,7 @@ def test_a_program_reads_a_turns_picks_as_json_and_the_api_names_its_outputs(ser
     assert first["source"] == "lightgcn" and first["tokens"] == f"<a_{first['item_id']}><b_0><c_1>"
     assert first["descriptors"] == app.engine.item_descriptors(first["item_id"])
     assert "1" not in {p["item_id"] for p in picks}  # Glass Harbor is the history, never a pick
-    _, _, _, _, _ = client.predict("anything but thrillers, just 2", api_name="/chat")
+    client.predict("anything but thrillers, just 2", api_name="/chat")
     later = client.predict(api_name="/picks")["picks"]
     assert len(later) == 2 and not any("Thriller" in p["genres"] for p in later)
 

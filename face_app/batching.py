@@ -1,0 +1,71 @@
+"""Micro-batching: calls that arrive from several threads at about the same moment run as one batch.
+
+`Batcher(run_many).submit(request)` blocks its caller until `run_many([...requests])` has answered it. One
+worker thread takes whatever requests are waiting, lets `window_s` pass so that requests arriving together
+join the same batch (at most `max_batch`), runs them, and hands each caller its own result (or the batch's
+exception). A lone caller waits `window_s` more than it would alone; under load the requests that queue
+while a batch runs form the next one. The served app's LLM arm uses it (`ItemGenerator.batched`), so that
+concurrent chat turns share one batched prefill and batched beam steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger("face_app")
+# A served generator collects the searches that arrive within this window into one batch (`ItemGenerator.batched`),
+# at most MAX_BATCH of them: the gradio queue's concurrency (face_app.ui.CONCURRENCY).
+BATCH_WINDOW_S = 0.005
+MAX_BATCH = 16
+
+
+class Batcher:
+    """Runs `run_many` on batches of submitted requests on one worker thread (started on first use)."""
+
+    def __init__(self, run_many: Callable[[Sequence[Any]], Sequence[Any]], window_s: float = BATCH_WINDOW_S,
+                 max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.run_many, self.window_s, self.max_batch = run_many, window_s, max_batch
+        self._waiting: list[tuple[Any, Future]] = []
+        self._ready = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self.sizes: list[int] = []  # every batch's size, in order (what the tests and the bench read)
+
+    def submit(self, request: Any) -> Any:
+        """`run_many([..., request, ...])`'s answer for `request`; raises what the batch raised."""
+        future: Future = Future()
+        with self._ready:
+            self._waiting.append((request, future))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
+                self._worker.start()
+            self._ready.notify()
+        return future.result()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting:
+                    self._ready.wait()
+            if self.window_s > 0:
+                time.sleep(self.window_s)
+            with self._ready:
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
+            self.sizes.append(len(batch))
+            try:
+                results = self.run_many([request for request, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
+            except Exception as error:  # every caller of the batch gets it; the worker goes on
+                log.error(f"a batch of {len(batch)} failed: {error}")
+                for _, future in batch:
+                    future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                future.set_result(result)
