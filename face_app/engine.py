@@ -284,7 +284,7 @@ class Engine:
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
-        headline = self.wording.headline(state, len(recs), anchor)
+        headline = self.wording.headline(state, len(recs), anchor, self._leaning(state, arm, anchor))
         return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, self.user_descriptors(state))
 
     def _not_understood(self, request: Request) -> str:
@@ -433,6 +433,13 @@ class Engine:
         left out."""
         c = state.constraints
         return self.intent.mixes(history, genres=not c.genres, years=not c.years, left_out=c.no_genres)
+
+    def _leaning(self, state: ConversationState, arm: str, anchor: str | None) -> str:
+        """What the intent prior leaned to on this turn, in words ("" when the arm's weight is 0)."""
+        recommender = self.recommenders.get(arm) or self._cf
+        if not (self.intent_llm if recommender.generative else self.intent_cf):
+            return ""
+        return self.intent.leaning(self._intent_mixes(state, [anchor] if anchor else state.history))
 
     def _with_intent(self, ranked: Ranked, mixes: list[tuple[np.ndarray, np.ndarray]]) -> Ranked:
         """`ranked` re-ordered by its score plus `intent_cf` times the intent prior (unchanged without one)."""

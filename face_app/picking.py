@@ -31,6 +31,9 @@ INTENT_LLM = 1.0
 INTENT_CF = 0.1
 # The prior of an item that covers none of the history's genres (or decades) is log(FLOOR / (FLOOR + best cover)).
 FLOOR = 0.1
+# The reply names what the prior leans to: genres holding at least LEAN_SHARE of the history's genre mix, and
+# decades holding at least LEAN_SHARE of its films (at most two of each, the largest first).
+LEAN_SHARE = 0.3
 
 Ranked = list[tuple[str, float]]
 
@@ -125,6 +128,7 @@ class Intent:
         decades = sorted({item.year // 10 for item in items if item and item.year})
         genre_column = {g: j for j, g in enumerate(self.genre_names)}
         decade_column = {d: j for j, d in enumerate(decades)}
+        self.decades_start = [10 * d for d in decades]  # the first year of each decade column
         self.genres = np.zeros((len(items), len(self.genre_names)))  # 1 where the item has the genre
         self.decades = np.zeros((len(items), len(decades)))  # 1 on the item's decade
         for row, item in enumerate(items):
@@ -151,6 +155,19 @@ class Intent:
             if mix.sum() > 0:
                 out.append((mix / mix.sum(), self.decades))
         return out
+
+    def leaning(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> str:
+        """What the mixes lean to, in words ("Horror and Thriller films of the 1980s"; "" when nothing stands out)."""
+        genres: list[str] = []
+        decades: list[str] = []
+        for mix, matrix in mixes:
+            names = self.genre_names if matrix is self.genres else [f"{d}s" for d in self.decades_start]
+            top = [j for j in np.argsort(-mix, kind="stable")[:2] if mix[j] >= LEAN_SHARE]
+            (genres if matrix is self.genres else decades).extend(names[j] for j in top)
+        if not genres and not decades:
+            return ""
+        films = f"{' and '.join(genres)} films" if genres else "films"
+        return films + (f" of the {' and '.join(sorted(decades))}" if decades else "")
 
     def cover(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Per attribute, float [items]: the share of the history's mix each item covers."""

@@ -88,7 +88,10 @@ class Wording:
             parts.append(f"It also fits your request: {state.constraints.describe()}.")
         return " ".join(parts)
 
-    def headline(self, state: ConversationState, count: int, anchor: str | None) -> str:
+    def headline(self, state: ConversationState, count: int, anchor: str | None, leaning: str = "") -> str:
+        """"Here are 5 picks (more like X; from the 1990s; leaning to Horror films of the 1980s, as in your
+        history):". leaning: what the history's intent prior favoured (`picking.Intent.leaning`), named so that
+        the visitor sees what was inferred."""
         if not count:
             return "I found nothing new that fits; try another decade or genre, or say \"start over\"."
         bits = []
@@ -96,6 +99,9 @@ class Wording:
             bits.append(f"more like {self.catalog.item(anchor).title}")
         if state.constraints.describe():
             bits.append(state.constraints.describe())
+        if leaning:
+            source = self.catalog.item(anchor).title if anchor else "your history"
+            bits.append(f"leaning to {leaning}, as in {source}")
         return f"Here are {count} picks" + (f" ({'; '.join(bits)})" if bits else "") + ":"
 
     def ask(self, question: Question) -> str:

@@ -79,10 +79,13 @@ def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
     pool = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.n)
     assert pool and all(engine.tokens(item_id).startswith("<a_") for item_id, _ in pool)
     assert not {item_id for item_id, _ in pool} & set(state.history)
-    # the chat shows the model's own top-N in its own order, each labelled as the model's
+    # the chat shows the model's own top-N in its own order (its search weighed with the history's intent
+    # prior), each labelled as the model's
+    bonus = engine.intent.bonus(engine.intent.mixes(state.history), engine.intent_llm)
+    guided = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.n, bonus)
     shown = engine.recommend(state, "llm")
-    assert [(r.item_id, r.source) for r in shown] == [(item_id, "llm") for item_id, _ in pool]
-    assert shown[0].tokens == engine.tokens(pool[0][0])
+    assert [(r.item_id, r.source) for r in shown] == [(item_id, "llm") for item_id, _ in guided]
+    assert shown[0].tokens == engine.tokens(guided[0][0])
 
 
 def test_gradio_client_against_the_served_bundle(tiny_app) -> None:

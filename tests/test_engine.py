@@ -664,3 +664,23 @@ def test_lightgcn_picks_follow_the_historys_genres_and_decades_with_the_intent_p
     prior = engine.intent.prior(engine.intent.mixes(state.history))
     assert sum(prior[engine.intent.row[i]] for i in leaning) > sum(prior[engine.intent.row[i]] for i in plain)
     assert set(leaning) <= {r[0] for r in ROWS} - {"6", "11"}
+
+
+def test_the_reply_names_what_the_intent_leaned_to(engine: Engine) -> None:
+    state = ConversationState()
+    reply = engine.respond(state, "I loved Glass Harbor, The Night Ferry and Last Train to Marrow")
+    assert "leaning to Thriller and Crime films of the 1990s, as in your history" in reply.text
+    reply = engine.respond(state, "more like the second one")
+    assert f"as in {reply.recommendations[0].title}" not in reply.text and "as in " in reply.text
+    engine.intent_cf = 0.0
+    assert "leaning" not in engine.respond(ConversationState(), "I loved Glass Harbor").text
+
+
+def test_only_what_stands_out_in_a_history_is_named_as_its_lean(catalog: Catalog) -> None:
+    from face_app.picking import Intent
+
+    intent = Intent(catalog, [r[0] for r in ROWS])
+    spread = ["1", "5", "6", "8", "10", "3"]  # no genre holds 30% of the mix; four of six films from the 1990s
+    assert intent.leaning(intent.mixes(spread)) == "films of the 1990s"
+    assert intent.leaning(intent.mixes(spread, years=False)) == ""
+    assert intent.leaning(intent.mixes(["10"])) == "War and Western films of the 1970s"  # a tie: alphabetical

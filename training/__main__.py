@@ -35,7 +35,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     report_cmd.add_argument("--readme", type=Path, help="also refresh the results block of this README")
 
+    card_cmd = commands.add_parser("card", help="rewrite an exported bundle's model card (its conversations replayed "
+                                   "through the app's current engine) and its manifest; nothing else changes")
+    card_cmd.add_argument("--config", required=True, type=Path)
+    card_cmd.add_argument("--workdir", required=True, type=Path, help="the build's workdir (its report and timings)")
+    card_cmd.add_argument("--bundle", required=True, type=Path, help="the exported bundle, e.g. assets/ml-100k")
+    card_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="the overrides the build was run with (its config, as the card shows it)")
+
     args = parser.parse_args(argv)
+    if args.command == "card":
+        from training.card import write_card
+
+        record_command(args.workdir, ["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
+        write_card(args.bundle, load_config(args.config, args.set), args.workdir)
+        print(f"wrote {args.bundle / 'README.md'} and its manifest")
+        return 0
     if args.command == "report":
         if args.out:
             print(f"wrote {publish(args.workdir, args.out, args.build_command)}")
