@@ -157,7 +157,7 @@ def chat_session(url: str, messages: Sequence[str]) -> SessionRun:
         session = client(url)
         for message in messages:
             start = time.perf_counter()
-            _, run.chat, run.descriptors, run.history, _ = session.predict(message, api_name="/chat")
+            _, run.chat, run.descriptors, run.history = session.predict(message, api_name="/chat")
             run.seconds.append(time.perf_counter() - start)
     except Exception as error:  # a failed turn is what is being counted
         run.error = f"{type(error).__name__}: {error}"

@@ -36,6 +36,7 @@ class Batcher:
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
         self.sizes: list[int] = []  # every batch's size, in order (what the tests and the bench read)
+        self.seconds: list[float] = []  # and the seconds it ran
 
     def submit(self, request: Any) -> Any:
         """`run_many([..., request, ...])`'s answer for `request`; raises what the batch raised."""
@@ -58,8 +59,10 @@ class Batcher:
             with self._ready:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
             self.sizes.append(len(batch))
+            start = time.perf_counter()
             try:
                 results = self.run_many([request for request, _ in batch])
+                self.seconds.append(time.perf_counter() - start)
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
             except Exception as error:  # every caller of the batch gets it; the worker goes on

@@ -279,13 +279,15 @@ class Engine:
         if request.again:
             reading.append("earlier picks allowed again")
         text = request.text if request.is_follow_up or anchor else None
-        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again, n=n)
+        user_words = self.user_descriptors(state)  # the history is settled for this turn: read out once
+        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again, n=n,
+                              user_words=user_words)
         state.last = [r.item_id for r in recs]
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
         headline = self.wording.headline(state, len(recs), anchor, self._leaning(state, arm, anchor))
-        return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, self.user_descriptors(state))
+        return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, user_words)
 
     def _not_understood(self, request: Request) -> str:
         """The reply to a message that names no known title and asks for nothing (it is not echoed back)."""
@@ -387,15 +389,17 @@ class Engine:
         return out | {twin for item_id in out for twin in self.catalog.twins(item_id)}
 
     def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
-                  anchor: str | None = None, again: bool = False, n: int | None = None) -> list[Recommendation]:
-        """Top-`n` (default `self.n`) for the session under its standing constraints (see the module docstring)."""
+                  anchor: str | None = None, again: bool = False, n: int | None = None,
+                  user_words: list[str] | None = None) -> list[Recommendation]:
+        """Top-`n` (default `self.n`) for the session under its standing constraints (see the module docstring).
+        user_words: the session's descriptors when the caller has them already (else read out here)."""
         arm = arm or self.default
         n = n or self.n
         recommender = self.recommenders.get(arm) or self._cf
         exclude = self.excluded(state, again)
         if anchor:
             exclude.add(anchor)
-        user_words = self.user_descriptors(state)
+        user_words = self.user_descriptors(state) if user_words is None else user_words
         anchors = [anchor] if anchor else self.recent(state)
         # "more like X": the model is asked what follows X alone (on the scenario suite this kept more picks
         # close to X than X appended to the whole history did: 2 of 3 turns against 1 of 3), and X's genres and

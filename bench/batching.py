@@ -1,0 +1,82 @@
+"""Concurrent LLM turns one after another against one batch: the work the served app's batcher saves.
+
+    python -m bench.batching --bundle assets/ml-100k --mode batch --sessions 16 --repeat 5
+    farm-bench --vs 'python -m bench.batching --mode alone' -- python -m bench.batching --mode batch
+
+The first `--sessions` personas of the bundle each open a session and ask for the chat's five picks: the
+LLM arm's own search as a turn asks it (its prompt, the history excluded, the intent prior), built once.
+`--mode alone` runs the searches one after another (`ItemGenerator.search_many` of one: the unbatched path
+with the cached chat header), `--mode batch` as one batch (left-padded prefill, every request's beams
+stepped together); either `--repeat` times. Prints the seconds per round, the machine and the load average,
+and checks that both modes give every session the same items (exit 1 if not). Whole-process timings through
+`farm-bench` include loading the bundle (about 3 s), the same for both modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from face_app import hardware
+from face_app.bundle import Bundle
+from face_app.dialogue import ConversationState
+from face_app.engine import Engine
+
+
+def searches(engine: Engine, sessions: int) -> list:
+    """The LLM arm's search for each of the first `sessions` personas, as a chat turn asks it."""
+    arm = engine.recommenders["llm"]
+    out = []
+    for persona in list(engine.personas)[:sessions]:
+        state = ConversationState()
+        engine.use_persona(state, persona)
+        bonus = engine.intent.bonus(engine.intent.mixes(state.history), engine.intent_llm)
+        prompt = arm.prompt(state.history, engine.user_descriptors(state), None)
+        out.append(arm.generator.search(prompt, k=engine.n, exclude=engine.excluded(state), beams=arm.beams,
+                                        history=state.history, bonus=bonus))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
+    parser.add_argument("--mode", choices=("alone", "batch"), default="batch")
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = Engine.from_bundle(Bundle.load(args.bundle))
+    if "llm" not in engine.recommenders:
+        print("error: the bundle has no LLM arm", file=sys.stderr)
+        return 2
+    generator = engine.recommenders["llm"].generator
+    asked = searches(engine, args.sessions)
+    alone = [generator.search_many([s])[0] for s in asked]
+    together = generator.search_many(asked)
+    same = [[i for i, _ in a] == [i for i, _ in b] for a, b in zip(alone, together, strict=True)]
+    rounds = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        if args.mode == "batch":
+            generator.search_many(asked)
+        else:
+            for search in asked:
+                generator.search_many([search])
+        rounds.append(time.perf_counter() - start)
+    print(json.dumps({"mode": args.mode, "sessions": len(asked), "round_s": rounds,
+                      "median_s": statistics.median(rounds), "same_items": sum(same),
+                      "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}}))
+    return 0 if all(same) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
