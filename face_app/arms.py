@@ -96,9 +96,10 @@ class GeneratorRecommender:
     generator: an `ItemGenerator` (face_app.decoder); tokens: item id -> its index tokens;
     titles: item id -> the title as the model was tuned on it (`prompts.item_title` of the dataset's title),
     or None when it was tuned on index tokens alone; history: the newest items the prompt carries (as tuned).
-    beams: beam width (None: the generator's default). max_pool: at most this many items are generated
-    per turn (top-10 from 10 beams: the serving target's setting; beam search costs grow with the width); the
-    engine backfills from the CF ranking when filters starve it.
+    beams: beam width (None: the generator's default), widened to the picks asked when more are asked (10
+    beams for the chat's 5 picks: the serving target's setting; 15 for "show me 15"). max_pool: at most this
+    many items are generated per turn (the most a turn may ask for, `face_app.engine.MAX_PICKS`); the engine
+    backfills from the CF ranking only when filters leave the search fewer valid items.
     user_descriptors: whether the prompt carries the user's FACE descriptors (only for a model tuned with
     them; otherwise the prompt is the plain history form the model was tuned and evaluated on).
     """
@@ -108,7 +109,7 @@ class GeneratorRecommender:
     titles: Callable[[str], str] | None = None
     history: int = PROMPT_HISTORY
     beams: int | None = 10
-    max_pool: int = 10
+    max_pool: int = 20
     user_descriptors: bool = True
     name: str = "llm"
     generative: bool = True
