@@ -386,26 +386,39 @@ class ItemGenerator:
 
     @torch.no_grad()
     def search_many(self, searches: Sequence[Search]) -> list[list[tuple[str, float]]]:
-        """Several searches in one batch: the prompts left-padded into one prefill, then every request's beams
-        stepped together, one forward pass per index level. Each result is its top-k, as `recommend` gives it
+        """Several searches in one batch: the prompts after the shared chat header (its cached keys/values copied
+        to every row) left-padded into one prefill, then every request's beams stepped together, one forward pass
+        per index level. Each result is its top-k, as `recommend` gives it
         alone (the same items; the scores agree to float rounding, padding changes the order of additions)."""
         if len(searches) == 1:
             s = searches[0]
             return [self.beam_search(s.input_ids, s.beams, s.exclude, s.taste, s.bonus)[: s.k]]
         for s in searches:
             self._check_taste(s.input_ids, s.taste)
-        length = max(s.input_ids.shape[1] for s in searches)
+        # The chat header every prompt starts with comes from its cache, copied to every row; each row's rest is
+        # left-padded after it, the padding masked out and the positions continuing from the header's.
+        n = len(self._header_ids)
+        shared = n > 0 and all(s.input_ids.shape[1] > n and s.input_ids[0, :n].tolist() == self._header_ids
+                               for s in searches)
+        rests = [s.input_ids[0, n:] if shared else s.input_ids[0] for s in searches]
+        length = max(len(rest) for rest in rests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids = torch.full((len(searches), length), pad, dtype=torch.long, device=self.model.device)
         mask = torch.zeros_like(ids)
-        for row, s in enumerate(searches):
-            ids[row, length - s.input_ids.shape[1]:] = s.input_ids[0]
-            mask[row, length - s.input_ids.shape[1]:] = 1
+        for row, rest in enumerate(rests):
+            ids[row, length - len(rest):] = rest
+            mask[row, length - len(rest):] = 1
         vectors = [s.taste for s in searches if s.taste is not None]
         embeds = input_embeddings(self.model, ids, self.taste_id, torch.cat(vectors) if vectors else None)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
+        cache = None
+        if shared:
+            cache = self._header(searches[0].input_ids[:, :n])
+            cache.reorder_cache(torch.zeros(len(searches), dtype=torch.long, device=self.model.device))
+            mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
+            positions = positions + n
+        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
         beams = [Beams(self.trie, s.beams, s.exclude, s.bonus) for s in searches]
         found = self._decode(beams, out, mask, positions[:, -1])
         return [items[: s.k] for items, s in zip(found, searches, strict=True)]
@@ -448,12 +461,15 @@ class ItemGenerator:
         if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
             embeds = input_embeddings(self.model, input_ids, self.taste_id, taste)
             return self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-        if self._header_cache is None:
-            header = self.model(input_ids=input_ids[:, :n], use_cache=True, logits_to_keep=1)
-            self._header_cache = header.past_key_values
-        cache = copy.deepcopy(self._header_cache)
+        cache = self._header(input_ids[:, :n])
         embeds = input_embeddings(self.model, input_ids[:, n:], self.taste_id, taste)
         return self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    def _header(self, header_ids: torch.Tensor) -> Any:
+        """A copy of the chat header's keys/values (computed on first use): a cache for one row to continue."""
+        if self._header_cache is None:
+            self._header_cache = self.model(input_ids=header_ids, use_cache=True, logits_to_keep=1).past_key_values
+        return copy.deepcopy(self._header_cache)
 
     def allowed_tokens(
         self, prompt_length: int, exclude: Collection[str] = ()
