@@ -388,8 +388,8 @@ class ItemGenerator:
     def search_many(self, searches: Sequence[Search]) -> list[list[tuple[str, float]]]:
         """Several searches in one batch: the prompts after the shared chat header (its cached keys/values copied
         to every row) left-padded into one prefill, then every request's beams stepped together, one forward pass
-        per index level. Each result is its top-k, as `recommend` gives it
-        alone (the same items; the scores agree to float rounding, padding changes the order of additions)."""
+        per index level. Each result is its top-k as `recommend` gives it alone: the same items, the scores
+        equal to float rounding (padding changes the order of additions)."""
         if len(searches) == 1:
             s = searches[0]
             return [self.beam_search(s.input_ids, s.beams, s.exclude, s.taste, s.bonus)[: s.k]]
