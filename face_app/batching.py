@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -22,6 +23,7 @@ log = logging.getLogger("face_app")
 # at most MAX_BATCH of them: the gradio queue's concurrency (face_app.ui.CONCURRENCY).
 BATCH_WINDOW_S = 0.005
 MAX_BATCH = 16
+SIZES_KEPT = 10_000
 
 
 class Batcher:
@@ -35,8 +37,8 @@ class Batcher:
         self._waiting: list[tuple[Any, Future]] = []
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
-        self.sizes: list[int] = []  # every batch's size, in order (what the tests and the bench read)
-        self.seconds: list[float] = []  # and the seconds it ran
+        # The sizes of the newest batches, in order (what the tests read); bounded, as a server runs for weeks.
+        self.sizes: deque[int] = deque(maxlen=SIZES_KEPT)
 
     def submit(self, request: Any) -> Any:
         """`run_many([..., request, ...])`'s answer for `request`; raises what the batch raised."""
@@ -59,10 +61,8 @@ class Batcher:
             with self._ready:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
             self.sizes.append(len(batch))
-            start = time.perf_counter()
             try:
                 results = self.run_many([request for request, _ in batch])
-                self.seconds.append(time.perf_counter() - start)
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} requests gave {len(results)} results")
             except Exception as error:  # every caller of the batch gets it; the worker goes on

@@ -409,7 +409,7 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            bonus = self.intent.bonus(mixes, self.intent_llm)
+            bonus = self.intent.bonus(mixes, self._intent_weight(recommender))
             kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
@@ -438,10 +438,13 @@ class Engine:
         c = state.constraints
         return self.intent.mixes(history, genres=not c.genres, years=not c.years, left_out=c.no_genres)
 
+    def _intent_weight(self, recommender: Recommender) -> float:
+        """The intent prior's weight for an arm: `intent_llm` for a generative one, else `intent_cf`."""
+        return self.intent_llm if recommender.generative else self.intent_cf
+
     def _leaning(self, state: ConversationState, arm: str, anchor: str | None) -> str:
         """What the intent prior leaned to on this turn, in words ("" when the arm's weight is 0)."""
-        recommender = self.recommenders.get(arm) or self._cf
-        if not (self.intent_llm if recommender.generative else self.intent_cf):
+        if not self._intent_weight(self.recommenders.get(arm) or self._cf):
             return ""
         return self.intent.leaning(self._intent_mixes(state, [anchor] if anchor else state.history))
 

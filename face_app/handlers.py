@@ -89,8 +89,8 @@ class App:
         return chat, chip_html, history, self.map(session), session
 
     def turn_panel(self, session: Session) -> tuple:
-        """The panel without the map: what `/chat` returns. The map (the whole catalog, about 95 kB of rows)
-        follows in its own event, so a reply is shown without waiting for it."""
+        """The panel without the map: what `/chat` returns. The map (a row for every catalog item) follows in
+        its own event, so a reply is shown without waiting for it."""
         words = self.engine.user_descriptors(session.state) if session.show_descriptors else []
         chip_html = f"<div><b>Your descriptors</b></div>{chips(words)}" if session.show_descriptors else ""
         return (session.messages, chip_html, history_html(self.engine, session.state, session.show_descriptors),
