@@ -6,21 +6,26 @@
         --weights 0,0.1 --out bench/ranking-test.json
     python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid --recent 3 \\
         --weights 0.1 --intent-llm 0,0.25,0.5,1,2 --intent-cf 0,0.025,0.05,0.1,0.2 --out bench/intent-valid.json
+    python -m bench.ranking --bundle assets/ml-100k --workdir runs/ml-100k --split valid --recent 3 \
+        --weights 0.1 --intent-llm 0,1 --intent-cf 0,0.1 --boost 0,2,4,8 --last 3 --out bench/boost-valid-last3.json
 
 Each user of the split (or a seeded sample of `--users`) becomes a session whose history is everything they
-saw before the target, and `Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
+saw before the target (or only its newest `--last` films: a history as short as a visitor types), and
+`Engine.recommend` gives its top-10 through the arm (`--arms`), exactly as a chat turn
 does. A generative arm (the LLM) is shown in its own order, so it is scored once, beside the generator's own
 top-10 asked directly with the same exclusions (`own`): the two agree when the chat shows what the LLM
 generated. A non-generative arm's pool is ordered by closeness to the newest `recent` history items plus
 `weight` times the arm's own order (`Engine._closest_first`), history and twins excluded; `recent` 0 is the
 arm's own order. Each arm weighs its scores with the history's genre and decade prior (`face_app.picking.Intent`)
-at each weight of `--intent-llm` / `--intent-cf` (0: off), and how much of the history's genre and decade mix
-the picks cover is reported beside the accuracy (`genre_cover`, `decade_cover`: the mean over sessions and
+at each weight of `--intent-llm` / `--intent-cf` (0: off) and each `--boost` (how much more a genre or decade
+that dominates the history weighs: `face_app.picking.DOMINANCE_BOOST`), and how much of the history's genre and
+decade mix the picks cover is reported beside the accuracy (`genre_cover`, `decade_cover`: the mean over sessions and
 picks of `Intent.cover`; a pick of the history's main genre covers its share). The LightGCN pool does not
 depend on (recent, weight, intent), so it is computed once per user and reused; the LLM's guided search is
 run again for every weight.
 `<workdir>/data` is the build's split (`python -m training build --config C --workdir W --stages data`).
-Prints and writes HR@10 and NDCG@10 per (arm, recent, weight).
+Prints and writes HR@10 and NDCG@10 per (arm, recent, weight, intent, boost), with the machine and the commit;
+`--out` is rewritten after every row, so a cut run keeps what it finished.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,9 +41,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.__main__ import git_commit
+from face_app import hardware
 from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
+from face_app.picking import DOMINANCE_BOOST
 from training.data import SplitData
 from training.metrics import metrics_from_ranks
 
@@ -89,14 +98,17 @@ def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[st
     return row
 
 
-def sessions(data: SplitData, split: str, users: int = 0, seed: int = 0) -> tuple[list[list[str]], list[str]]:
-    """(histories, targets) as item ids: every user with a `split` target, or a seeded sample of `users`."""
+def sessions(data: SplitData, split: str, users: int = 0, seed: int = 0,
+             last: int = 0) -> tuple[list[list[str]], list[str]]:
+    """(histories, targets) as item ids: every user with a `split` target, or a seeded sample of `users`; each
+    history cut to its newest `last` items (0: whole)."""
     ids = data.items["item_id"].astype(str).tolist()
     targets = data.targets(split)
     chosen = np.flatnonzero(targets >= 0)
     if users and users < len(chosen):
         chosen = np.sort(np.random.default_rng(seed).choice(chosen, users, replace=False))
-    return [[ids[i] for i in data.history(int(u), split)] for u in chosen], [ids[targets[u]] for u in chosen]
+    histories = [[ids[i] for i in data.history(int(u), split)] for u in chosen]
+    return [h[-last:] if last else h for h in histories], [ids[targets[u]] for u in chosen]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,18 +123,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0,0.1,0.25,0.5", help="weights of the arm's own order")
     parser.add_argument("--intent-llm", default="0", help="weights of the history's genre and decade prior (LLM)")
     parser.add_argument("--intent-cf", default="0", help="weights of the history's genre and decade prior (LightGCN)")
+    parser.add_argument("--boost", default=str(DOMINANCE_BOOST),
+                        help="how much more a dominated genre or decade weighs (with an intent weight above 0)")
+    parser.add_argument("--last", type=int, default=0, help="only the newest N films of each history (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the results here as JSON")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    histories, targets = sessions(SplitData.load(Path(args.workdir) / "data"), args.split, args.users, args.seed)
+    data = SplitData.load(Path(args.workdir) / "data")
+    histories, targets = sessions(data, args.split, args.users, args.seed, args.last)
     engine = Engine.from_bundle(Bundle.load(args.bundle), n=10)
     recents = [int(r) for r in args.recent.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
     intents = {"llm": [float(w) for w in args.intent_llm.split(",")],
                "lightgcn": [float(w) for w in args.intent_cf.split(",")]}
-    rows = []
+    boosts = [float(b) for b in args.boost.split(",")]
+    rows: list[dict] = []
+    result = {"command": " ".join(["python -m bench.ranking", *argv]), "commit": git_commit(),
+              "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+              "bundle": args.bundle, "split": args.split, "last": args.last, "users": len(targets),
+              "seed": args.seed, "rows": rows}
     for arm in args.arms.split(","):
         if arm not in engine.recommenders:
             print(f"the bundle has no {arm!r} arm; skipped", file=sys.stderr)
@@ -131,19 +153,20 @@ def main(argv: list[str] | None = None) -> int:
         generative = engine.recommenders[arm].generative
         for recent in recents[:1] if generative else recents:
             for weight in weights if recent and not generative else weights[:1]:
-                for intent in intents.get(arm, [0.0]):
+                for intent, boost in [(i, b) for i in intents.get(arm, [0.0]) for b in (boosts if i else [0.0])]:
                     engine.recent_items, engine.model_weight = recent, weight
                     engine.intent_llm, engine.intent_cf = (intent, 0.0) if generative else (0.0, intent)
+                    engine.intent_boost = boost
                     start = time.perf_counter()
                     row = {"arm": arm, "recent": None if generative else recent,
                            "weight": weight if recent and not generative else None, "intent": intent,
-                           **score(engine, arm, histories, targets),
-                           "seconds": round(time.perf_counter() - start, 1)}
+                           "boost": boost, **score(engine, arm, histories, targets),
+                           "seconds": round(time.perf_counter() - start, 1),
+                           "load_average": [round(x, 2) for x in os.getloadavg()]}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    result = {"bundle": args.bundle, "split": args.split, "users": len(targets), "seed": args.seed, "rows": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+                    if args.out:
+                        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

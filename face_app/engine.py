@@ -18,6 +18,7 @@ fewer than N items in the whole catalog) and `face_app.wording` (reasons, explan
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,12 +41,14 @@ from face_app.dialogue import (
     read_answer,
 )
 from face_app.picking import (
+    DOMINANCE_BOOST,
     INTENT_CF,
     INTENT_LLM,
     MODEL_WEIGHT,
     RECENT_ITEMS,
     Closeness,
     Intent,
+    Mix,
     Ranked,
     admitted,
     one_per_film,
@@ -58,6 +61,8 @@ from face_app.wording import Wording, sentence
 MAX_MESSAGE_CHARS = 2000
 EMPTY_MESSAGE_HINT = ('Type a message first: name a few movies ("I loved Toy Story and Fargo") '
                       'or ask for "something darker".')
+# Histories whose FACE read-out the engine remembers (a tuple of ids and k words each: well under 1 MB).
+DESCRIBED_HISTORIES = 4096
 # Picks a turn may ask for ("show me 10"): more than MAX_PICKS gives MAX_PICKS, and the reply says so.
 MAX_PICKS = 20
 # "recent" / "newer": the catalog's newest RECENT_YEARS years (ML-100k ends in 1998, so 1994-1998), never today's.
@@ -108,7 +113,8 @@ class Engine:
     tokens: item id -> index-token string (empty when the bundle has no index).
     pool, recent_items, model_weight: the LightGCN arm's ordering (`face_app.picking`).
     intent_llm, intent_cf: the weight of the history's genre and decade prior (`picking.Intent`; 0: off) against
-    the LLM's log-probabilities, and against LightGCN's closeness order.
+    the LLM's log-probabilities, and against LightGCN's closeness order; intent_boost: how much more an
+    attribute the history is dominated by weighs (`picking.DOMINANCE_BOOST`).
     """
 
     catalog: Catalog
@@ -122,6 +128,7 @@ class Engine:
     model_weight: float = MODEL_WEIGHT
     intent_llm: float = INTENT_LLM
     intent_cf: float = INTENT_CF
+    intent_boost: float = DOMINANCE_BOOST
     personas: dict[str, list[str]] = field(default_factory=dict)
     users: Any = None  # the dataset's user table (demographics), for persona labels
 
@@ -129,6 +136,8 @@ class Engine:
         self.closeness = Closeness(self.readout.item_ids, self.readout.item_embeddings.detach().double().numpy())
         self.wording = Wording(self.catalog, self.readout, self.closeness)
         self.intent = Intent(self.catalog, self.readout.item_ids)
+        self._described = functools.lru_cache(maxsize=DESCRIBED_HISTORIES)(
+            lambda history: tuple(self.readout.describe_history(history)))
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
         years = [self.catalog.item(i).year for i in self.readout.item_ids if i in self.catalog]
         self._newest_year = max((y for y in years if y is not None), default=None)
@@ -175,7 +184,10 @@ class Engine:
             state.dislike(item_id)
 
     def user_descriptors(self, state: ConversationState) -> list[str]:
-        return list(self.readout.describe_history(state.history)) if state.history else []
+        """The FACE read-out of the session's history (no words for an empty one). Remembered per history
+        (`DESCRIBED_HISTORIES` of them): a turn that leaves the history as it was ("something darker") and the
+        panel drawn after it read it out once, not again."""
+        return list(self._described(tuple(state.history))) if state.history else []
 
     def item_descriptors(self, item_id: str) -> list[str]:
         return list(self.readout.for_item(item_id))
@@ -409,7 +421,7 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            bonus = self.intent.bonus(mixes, self._intent_weight(recommender))
+            bonus = self.intent.bonus(mixes, self._intent_weight(recommender), self.intent_boost)
             kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
@@ -431,7 +443,7 @@ class Engine:
         return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
                 for rank, (item_id, score) in enumerate(top, start=1)]
 
-    def _intent_mixes(self, state: ConversationState, history: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _intent_mixes(self, state: ConversationState, history: Sequence[str]) -> list[Mix]:
         """The genre and decade mixes the picks follow (`picking.Intent.mixes`): the history's (or X's, for "more
         like X"), except an attribute the visitor set (genres asked for, years asked for), without the genres
         left out."""
@@ -448,9 +460,9 @@ class Engine:
             return ""
         return self.intent.leaning(self._intent_mixes(state, [anchor] if anchor else state.history))
 
-    def _with_intent(self, ranked: Ranked, mixes: list[tuple[np.ndarray, np.ndarray]]) -> Ranked:
+    def _with_intent(self, ranked: Ranked, mixes: list[Mix]) -> Ranked:
         """`ranked` re-ordered by its score plus `intent_cf` times the intent prior (unchanged without one)."""
-        bonus = self.intent.bonus(mixes, self.intent_cf)
+        bonus = self.intent.bonus(mixes, self.intent_cf, self.intent_boost)
         if bonus is None:
             return ranked
         return sorted(((i, s + bonus.get(i, 0.0)) for i, s in ranked), key=lambda pair: -pair[1])
@@ -470,7 +482,7 @@ class Engine:
         return known[-self.recent_items:] if self.recent_items > 0 else []
 
     def _closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str]) -> Ranked:
-        return self.closeness.closest_first(anchors, ranked, exclude, self.pool, self.model_weight)
+        return self.closeness.closest_first(anchors, ranked, exclude, self.model_weight)
 
     # --- words ------------------------------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """The re-ranking policy of the non-generative arm, the history's intent both arms follow, and the filters
 every arm's picks obey.
 
-- `Closeness`: the CF item space of the FACE read-out. The LightGCN arm's pool and the nearest items of the
-  newest `RECENT_ITEMS` history items (or of X, on "more like X") are ordered by mean cosine to them plus
-  `MODEL_WEIGHT` times the arm's own order (both chosen on the valid split by `python -m bench.ranking`).
+- `Closeness`: the CF item space of the FACE read-out. For the LightGCN arm every item is ordered by mean
+  cosine to the newest `RECENT_ITEMS` history items (or to X, on "more like X") plus `MODEL_WEIGHT` times the
+  arm's own order of its pool (both chosen on the valid split by `python -m bench.ranking`).
 - `admitted`: the visitor's standing constraints (years, genres asked for and left out, darker/lighter)
   applied to a ranked list; for the generative arm the engine turns them into exclusions inside the search.
 - `one_per_film`: a film listed under two ids in the catalog appears once.
@@ -17,6 +17,7 @@ every arm's picks obey.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,11 +32,26 @@ INTENT_LLM = 1.0
 INTENT_CF = 0.1
 # The prior of an item that covers none of the history's genres (or decades) is log(FLOOR / (FLOOR + best cover)).
 FLOOR = 0.1
+# A history is dominated by an attribute when one genre is carried (or one decade holds) more than DOMINANT of its
+# films; the prior of that attribute then weighs up to 1 + DOMINANCE_BOOST times as much (linearly from DOMINANT
+# to all of the films), so that a history of westerns gets westerns while a varied one keeps the arm's own order.
+DOMINANT = 0.5
+DOMINANCE_BOOST = 0.0
 # The reply names what the prior leans to: genres holding at least LEAN_SHARE of the history's genre mix, and
 # decades holding at least LEAN_SHARE of its films (at most two of each, the largest first).
 LEAN_SHARE = 0.3
 
 Ranked = list[tuple[str, float]]
+
+
+class Mix(NamedTuple):
+    """One attribute (genres or decades) of a history: share [columns] sums to 1; matrix [items, columns] is 1
+    where an item has the column's genre or decade; dominance in [0, 1]: how far the most common genre (decade)
+    of the history's films goes past DOMINANT of them, 1 when every film has it."""
+
+    share: np.ndarray
+    matrix: np.ndarray
+    dominance: float
 
 
 class Closeness:
@@ -58,21 +74,17 @@ class Closeness:
         known = [c for c in candidates if c in self.row]
         return max(known, key=lambda c: self.similarity(c, item_id)) if known else None
 
-    def closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str], pool: int,
+    def closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str],
                       model_weight: float = MODEL_WEIGHT) -> Ranked:
-        """`ranked` and the anchors' `2 * pool` nearest items (none of `exclude`), ordered by mean closeness to
-        `anchors` plus `model_weight` times the model's own order (1 for its first item, falling linearly to 0)."""
-        sims = (self.unit @ self.unit[[self.row[a] for a in anchors]].T).mean(axis=1)
-        position = {item_id: p for p, (item_id, _) in enumerate(ranked)}
-        neighbours = [self.item_ids[r] for r in np.argsort(-sims, kind="stable")[: 2 * pool]]
-        candidates = list(position) + [i for i in neighbours if i not in position and i not in exclude]
+        """Every item of the space but `exclude`, ordered by mean closeness to `anchors` plus `model_weight` times
+        the model's own order (1 for the first item of `ranked`, falling linearly to 0; 0 outside it). The whole
+        space, not only the anchors' nearest, so that the intent prior and the filters can reach any item."""
+        score = (self.unit @ self.unit[[self.row[a] for a in anchors]].T).mean(axis=1)
         denom = max(len(ranked), 1)
-
-        def combined(item_id: str) -> float:
-            prior = 1.0 - position[item_id] / denom if item_id in position else 0.0
-            return float(sims[self.row[item_id]]) + model_weight * prior
-
-        return sorted(((i, combined(i)) for i in candidates), key=lambda pair: -pair[1])
+        for position, (item_id, _) in enumerate(ranked):
+            score[self.row[item_id]] += model_weight * (1.0 - position / denom)
+        order = np.argsort(-score, kind="stable")
+        return [(self.item_ids[r], float(score[r])) for r in order if self.item_ids[r] not in exclude]
 
 
 def mood(item: Item) -> int:
@@ -138,29 +150,30 @@ class Intent:
                 self.decades[row, decade_column[item.year // 10]] = 1.0
 
     def mixes(self, history: Sequence[str], genres: bool = True, years: bool = True,
-              left_out: Sequence[str] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(the history's mix, the items' indicator matrix) per attribute to follow: genres unless `genres` is
-        False (the visitor asked for genres), decades unless `years` is False (the visitor asked for years);
-        genres `left_out` by the visitor leave the mix. An attribute the history says nothing of is left out."""
+              left_out: Sequence[str] = ()) -> list[Mix]:
+        """The history's `Mix` per attribute to follow: genres unless `genres` is False (the visitor asked for
+        genres), decades unless `years` is False (the visitor asked for years); genres `left_out` by the visitor
+        leave the mix. An attribute the history says nothing of is left out."""
         rows = [self.row[i] for i in history if i in self.row]
         out = []
         if genres and rows:
-            spread = self.genres[rows] / np.maximum(self.genres[rows].sum(axis=1, keepdims=True), 1.0)
+            kept = self.genres[rows].copy()
+            kept[:, [j for j, g in enumerate(self.genre_names) if g in set(left_out)]] = 0.0
+            spread = kept / np.maximum(self.genres[rows].sum(axis=1, keepdims=True), 1.0)
             mix = spread.sum(axis=0)
-            mix[[j for j, g in enumerate(self.genre_names) if g in set(left_out)]] = 0.0
             if mix.sum() > 0:
-                out.append((mix / mix.sum(), self.genres))
+                out.append(Mix(mix / mix.sum(), self.genres, dominance(kept.mean(axis=0).max())))
         if years and rows:
             mix = self.decades[rows].sum(axis=0)
             if mix.sum() > 0:
-                out.append((mix / mix.sum(), self.decades))
+                out.append(Mix(mix / mix.sum(), self.decades, dominance(mix.max() / len(rows))))
         return out
 
-    def leaning(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> str:
+    def leaning(self, mixes: list[Mix]) -> str:
         """What the mixes lean to, in words ("Horror and Thriller films of the 1980s"; "" when nothing stands out)."""
         genres: list[str] = []
         decades: list[str] = []
-        for mix, matrix in mixes:
+        for mix, matrix, _ in mixes:
             names = self.genre_names if matrix is self.genres else [f"{d}s" for d in self.decades_start]
             top = [j for j in np.argsort(-mix, kind="stable")[:2] if mix[j] >= LEAN_SHARE]
             (genres if matrix is self.genres else decades).extend(names[j] for j in top)
@@ -169,21 +182,28 @@ class Intent:
         films = f"{' and '.join(genres)} films" if genres else "films"
         return films + (f" of the {' and '.join(sorted(decades))}" if decades else "")
 
-    def cover(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    def cover(self, mixes: list[Mix]) -> list[np.ndarray]:
         """Per attribute, float [items]: the share of the history's mix each item covers."""
-        return [matrix @ mix for mix, matrix in mixes]
+        return [mix.matrix @ mix.share for mix in mixes]
 
-    def prior(self, mixes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
-        """float [items] in `item_ids` order: sum over the attributes of log((FLOOR + cover) / (FLOOR + the best
-        cover)): 0 for an item that covers the mix as well as any, about -2.2 per attribute for one that covers
-        none of it. None with no mix to follow."""
+    def prior(self, mixes: list[Mix], boost: float = DOMINANCE_BOOST) -> np.ndarray | None:
+        """float [items] in `item_ids` order: sum over the attributes of (1 + boost * dominance) times
+        log((FLOOR + cover) / (FLOOR + the best cover)): 0 for an item that covers the mix as well as any, about
+        -2.4 per attribute (times the dominance factor) for one that covers none of it. None with no mix."""
         if not mixes:
             return None
-        return sum(np.log((FLOOR + c) / (FLOOR + c.max())) for c in self.cover(mixes))
+        return sum((1.0 + boost * mix.dominance) * np.log((FLOOR + c) / (FLOOR + c.max()))
+                   for mix, c in zip(mixes, self.cover(mixes), strict=True))
 
-    def bonus(self, mixes: list[tuple[np.ndarray, np.ndarray]], weight: float) -> dict[str, float] | None:
+    def bonus(self, mixes: list[Mix], weight: float, boost: float = DOMINANCE_BOOST) -> dict[str, float] | None:
         """item id -> weight * prior (None with no mix or weight 0)."""
-        prior = self.prior(mixes)
+        prior = self.prior(mixes, boost)
         if prior is None or weight <= 0:
             return None
         return dict(zip(self.item_ids, (weight * prior).tolist(), strict=True))
+
+
+def dominance(top_share: float) -> float:
+    """How far the share of a history's films that carry its most common genre (or decade) goes past DOMINANT,
+    scaled to [0, 1]."""
+    return float(np.clip((top_share - DOMINANT) / (1.0 - DOMINANT), 0.0, 1.0))

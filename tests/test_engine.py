@@ -16,6 +16,7 @@ from face_app.arms import EmbeddingRecommender, GeneratorRecommender
 from face_app.catalog import Catalog, display_title, ordered_histories
 from face_app.dialogue import ConversationState, parse
 from face_app.engine import MAX_MESSAGE_CHARS, Engine
+from face_app.picking import FLOOR
 
 
 @pytest.fixture(scope="module")
@@ -648,9 +649,55 @@ def test_the_intent_leaves_alone_what_the_visitor_set(catalog: Catalog) -> None:
     intent = Intent(catalog, [r[0] for r in ROWS])
     assert len(intent.mixes(["1", "3"], genres=False)) == 1  # genres asked for: decades only
     assert intent.mixes(["1", "3"], genres=False, years=False) == []
-    (genres, _), _ = intent.mixes(["1", "3"], left_out=["Horror"])
+    genres = intent.mixes(["1", "3"], left_out=["Horror"])[0].share
     assert genres[intent.genre_names.index("Horror")] == 0.0 and genres.sum() == pytest.approx(1.0)
     assert intent.mixes([]) == []
+
+
+def test_a_history_is_read_out_once_however_many_turns_and_panels_ask(catalog: Catalog) -> None:
+    readout = SmallReadout()
+    calls = []
+    describe = readout.describe_history
+    readout.describe_history = lambda item_ids: calls.append(tuple(item_ids)) or describe(item_ids)
+    engine = Engine(catalog, readout, {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}, n=3)
+    state = ConversationState()
+    first = engine.respond(state, "I loved Glass Harbor").user_descriptors
+    assert engine.respond(state, "something darker").user_descriptors == first
+    assert engine.user_descriptors(state) == first and calls == [("1",)]  # the history did not change
+    engine.respond(state, "I also loved Kite Club")
+    assert calls == [("1",), ("1", "6")]
+    assert engine.user_descriptors(ConversationState()) == []  # no history, no read-out
+
+
+def test_a_dominated_attribute_weighs_more_and_a_varied_one_does_not(catalog: Catalog) -> None:
+    from face_app.picking import Intent
+
+    intent = Intent(catalog, [r[0] for r in ROWS])
+    crime = intent.mixes(["1", "12"])  # both Crime and Thriller, both of the 1990s
+    assert [m.dominance for m in crime] == [1.0, 1.0]
+    assert intent.prior(crime, boost=3.0) == pytest.approx(4.0 * intent.prior(crime, boost=0.0))
+    varied = intent.mixes(["1", "5", "6", "8"])  # no genre in more than one film of four; all four of the 1990s
+    assert [m.dominance for m in varied] == [0.0, 1.0]
+    genre_part, decade_part = (np.log((FLOOR + c) / (FLOOR + c.max())) for c in intent.cover(varied))
+    assert intent.prior(varied, boost=3.0) == pytest.approx(genre_part + 4.0 * decade_part)
+    # three films of four in one genre: half the way from "half of them" to "all of them"
+    assert intent.mixes(["1", "4", "12", "5"], years=False)[0].dominance == pytest.approx(0.5)
+    # a genre the visitor left out dominates nothing
+    assert intent.mixes(["1", "4"], years=False)[0].dominance == 1.0  # Crime
+    assert intent.mixes(["1", "4"], years=False, left_out=["Crime"])[0].dominance == 0.0
+    assert intent.bonus(crime, 2.0, boost=1.0)["5"] == pytest.approx(2.0 * intent.prior(crime, 1.0)[intent.row["5"]])
+
+
+def test_lightgcn_orders_the_whole_catalog_by_closeness(catalog: Catalog) -> None:
+    from face_app.picking import Closeness
+
+    space = Closeness([r[0] for r in ROWS], np.array([r[4] for r in ROWS]))
+    ordered = space.closest_first(["1"], [("8", 0.0)], exclude={"1", "3"}, model_weight=0.0)
+    assert {i for i, _ in ordered} == {r[0] for r in ROWS} - {"1", "3"}  # every item but the excluded
+    scores = [s for _, s in ordered]
+    assert scores == sorted(scores, reverse=True) and ordered[0][0] == "12"
+    boosted = dict(space.closest_first(["1"], [("8", 0.0)], exclude=set(), model_weight=0.5))
+    assert boosted["8"] == pytest.approx(space.similarity("1", "8") + 0.5)  # the model's first item
 
 
 def test_lightgcn_picks_follow_the_historys_genres_and_decades_with_the_intent_prior(catalog: Catalog) -> None:
