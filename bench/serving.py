@@ -1,12 +1,19 @@
 """The app as visitors meet it: `python app.py --bundle B` as a process on a loopback port (`AppProcess`), or
 an `App` served from this process (`serve`), and many `gradio_client` sessions chatting with it at once
-(`chat_sessions`). Used by `python -m bench` and by the tests."""
+(`chat_sessions`). Used by `python -m bench` and by the tests. As a program, one session's served turns:
+
+    python -m bench.serving [--bundle assets/ml-100k] [--turns 20] [--lightgcn-only] [--fresh-tls]
+
+prints the median and every turn's seconds (after 3 turns of warm-up), the machine and the load average;
+`--fresh-tls` lets gradio_client build a TLS context per HTTP call, as it does by default (`tls_context`)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -143,18 +150,33 @@ class SessionRun:
     history: str = ""
 
 
-def client(url: str) -> Any:
-    """A `gradio_client.Client` on `url`: a new session, with `CLIENT_TIMEOUT_S` on every HTTP call."""
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One default TLS context (certifi's CAs, as httpx builds it) for every client of this process.
+
+    gradio_client makes each HTTP call through a fresh `httpx` client, which builds a TLS context and loads the
+    CA bundle again unless it is given one: about 50 ms of CPU per call, two calls per turn, even for plain
+    HTTP on loopback. A browser does nothing of the kind, so the bench's clients share this one."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def client(url: str, shared_tls: bool = True) -> Any:
+    """A `gradio_client.Client` on `url`: a new session, with `CLIENT_TIMEOUT_S` on every HTTP call and the shared
+    `tls_context` (unless not `shared_tls`: gradio_client's default, a new one per call)."""
     from gradio_client import Client
 
-    return Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+    # `ssl_verify` reaches every httpx call as `verify=`, which takes a context as well as a bool.
+    return Client(url, verbose=False, ssl_verify=tls_context() if shared_tls else True,
+                  httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
 
 
-def chat_session(url: str, messages: Sequence[str]) -> SessionRun:
+def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True) -> SessionRun:
     """A fresh gradio_client session (its own server-side state) sending `messages` to `/chat` one at a time."""
     run = SessionRun(list(messages))
     try:
-        session = client(url)
+        session = client(url, shared_tls)
         for message in messages:
             start = time.perf_counter()
             _, run.chat, run.descriptors, run.history = session.predict(message, api_name="/chat")
@@ -168,3 +190,37 @@ def chat_sessions(url: str, scripts: Sequence[Sequence[str]]) -> list[SessionRun
     """One concurrent session (a thread and a client each) per script, all started at once."""
     with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
         return list(pool.map(lambda script: chat_session(url, script), scripts))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+    import statistics
+
+    from bench.__main__ import SESSION_FOLLOW_UPS
+    from face_app import hardware
+
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description="One session's served turns.")
+    parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--lightgcn-only", action="store_true", help="serve without the LLM arm")
+    parser.add_argument("--fresh-tls", action="store_true", help="a new TLS context per HTTP call (the default "
+                        "of gradio_client)")
+    args = parser.parse_args(argv)
+    messages = ["I loved Toy Story"] + [SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(args.turns - 1)]
+    with AppProcess(args.bundle, *(["--lightgcn-only"] if args.lightgcn_only else [])) as app:
+        app.wait_until_served()
+        warm = chat_session(app.url, messages[:3], not args.fresh_tls)
+        run = chat_session(app.url, messages, not args.fresh_tls)
+    if warm.error or run.error:
+        print(f"a turn failed: {warm.error or run.error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"served_turn_p50_s": round(statistics.median(run.seconds), 4),
+                      "seconds": [round(x, 4) for x in run.seconds], "shared_tls": not args.fresh_tls,
+                      "lightgcn_only": args.lightgcn_only, "machine": hardware.machine(),
+                      "load_average": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
