@@ -81,7 +81,7 @@ def decode_all(engine: Engine, histories: list[list[str]], k: int,
         state = ConversationState()
         state.add_history(history)
         words = engine.user_descriptors(state)
-        bonus = engine.intent.bonus(engine.intent.mixes(history), engine.intent_llm, engine.intent_boost)
+        bonus = engine.intent.bonus(engine.intent.mixes(history), engine.intent_llm, engine.boost_llm)
         start = time.perf_counter()
         ranked = arm.rank(history, words, None, set(history), k, bonus)
         seconds.append(time.perf_counter() - start)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             run(REFERENCE[0], beams, 5, reference5)
     generator.model, generator._header_cache = fp32, None
     result = {"command": " ".join(["python -m bench.formats", *(sys.argv[1:] if argv is None else argv)]),
-              "commit": git_commit(), "intent": {"weight": engine.intent_llm, "boost": engine.intent_boost},
+              "commit": git_commit(), "intent": {"weight": engine.intent_llm, "boost": engine.boost_llm},
               "bundle": str(args.bundle), "users": len(histories), "threads": args.threads, "load_at_start": load,
               "load_at_end": os.getloadavg()[0], "machine": hardware.machine(), "rows": rows}
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -18,11 +18,11 @@ generated. A non-generative arm's pool is ordered by closeness to the newest `re
 `weight` times the arm's own order (`Engine._closest_first`), history and twins excluded; `recent` 0 is the
 arm's own order. Each arm weighs its scores with the history's genre and decade prior (`face_app.picking.Intent`)
 at each weight of `--intent-llm` / `--intent-cf` (0: off) and each `--boost` (how much more a genre or decade
-that dominates the history weighs: `face_app.picking.DOMINANCE_BOOST`), and how much of the history's genre and
-decade mix the picks cover is reported beside the accuracy (`genre_cover`, `decade_cover`: the mean over sessions and
-picks of `Intent.cover`; a pick of the history's main genre covers its share). The LightGCN pool does not
-depend on (recent, weight, intent), so it is computed once per user and reused; the LLM's guided search is
-run again for every weight.
+that dominates the history weighs: `face_app.picking.DOMINANCE_BOOST_LLM` / `_CF`), and how much of the
+history's genre and decade mix the picks cover is reported beside the accuracy (`genre_cover`,
+`decade_cover`: the mean over sessions and picks of `Intent.cover`; a pick of the history's main genre covers
+its share). The LightGCN pool does not depend on (recent, weight, intent, boost), so it is computed once per
+user and reused; the LLM's guided search is run again for every weight and boost.
 `<workdir>/data` is the build's split (`python -m training build --config C --workdir W --stages data`).
 Prints and writes HR@10 and NDCG@10 per (arm, recent, weight, intent, boost), with the machine and the commit;
 `--out` is rewritten after every row, so a cut run keeps what it finished.
@@ -46,7 +46,6 @@ from face_app import hardware
 from face_app.bundle import Bundle
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
-from face_app.picking import DOMINANCE_BOOST
 from training.data import SplitData
 from training.metrics import metrics_from_ranks
 
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0,0.1,0.25,0.5", help="weights of the arm's own order")
     parser.add_argument("--intent-llm", default="0", help="weights of the history's genre and decade prior (LLM)")
     parser.add_argument("--intent-cf", default="0", help="weights of the history's genre and decade prior (LightGCN)")
-    parser.add_argument("--boost", default=str(DOMINANCE_BOOST),
+    parser.add_argument("--boost", default="0",
                         help="how much more a dominated genre or decade weighs (with an intent weight above 0)")
     parser.add_argument("--last", type=int, default=0, help="only the newest N films of each history (0: all)")
     parser.add_argument("--threads", type=int, default=2)
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 for intent, boost in [(i, b) for i in intents.get(arm, [0.0]) for b in (boosts if i else [0.0])]:
                     engine.recent_items, engine.model_weight = recent, weight
                     engine.intent_llm, engine.intent_cf = (intent, 0.0) if generative else (0.0, intent)
-                    engine.intent_boost = boost
+                    engine.boost_llm = engine.boost_cf = boost
                     start = time.perf_counter()
                     row = {"arm": arm, "recent": None if generative else recent,
                            "weight": weight if recent and not generative else None, "intent": intent,

@@ -294,12 +294,13 @@ def table(result: dict[str, Any]) -> str:
 
 
 def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n: int,
-            intent: tuple[float, float] | None = None, boost: float | None = None) -> dict[str, Any]:
+            intent: tuple[float, float] | None = None,
+            boost: tuple[float, float] | None = None) -> dict[str, Any]:
     """Load the bundle's engine (the LLM only when asked for), check the scenarios against its catalog, and run
     them on every arm. intent: the engine's weights of the history's genre and decade prior for the LLM and
-    LightGCN (None: the engine's defaults; 0: off); boost: how much more a dominated attribute weighs (None: the
-    engine's default, `face_app.picking.DOMINANCE_BOOST`). Raises ValueError listing the scenarios' `problems` when
-    there are any."""
+    LightGCN (None: the engine's defaults; 0: off); boost: how much more a dominated attribute weighs, for the
+    LLM and LightGCN (None: the engine's, `face_app.picking.DOMINANCE_BOOST_LLM` and `_CF`). Raises ValueError
+    listing the scenarios' `problems` when there are any."""
     from bench.__main__ import git_commit
     from face_app import hardware
     from face_app.bundle import Bundle
@@ -310,7 +311,7 @@ def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n:
     if intent is not None:
         engine.intent_llm, engine.intent_cf = intent
     if boost is not None:
-        engine.intent_boost = boost
+        engine.boost_llm, engine.boost_cf = boost
     found = problems(engine.catalog, scenarios)
     if found:
         raise ValueError("the scenarios do not fit this bundle's catalog:\n" + "\n".join(found))
@@ -319,7 +320,8 @@ def measure(bundle: Path, arms: Sequence[str], scenarios: Sequence[Scenario], n:
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": git_commit(),
         "bundle": str(bundle), "machine": machine, "n": n,
-        "intent": {"llm": engine.intent_llm, "lightgcn": engine.intent_cf, "boost": engine.intent_boost},
+        "intent": {"llm": engine.intent_llm, "lightgcn": engine.intent_cf},
+        "boost": {"llm": engine.boost_llm, "lightgcn": engine.boost_cf},
         "arms": {arm: summarise([r for r in turns if r["arm"] == arm]) for arm in arms}, "turns": turns,
     }
 
@@ -339,8 +341,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--intent", type=float, nargs=2, metavar=("LLM", "LIGHTGCN"),
                         help="the weights of the history's genre and decade prior (default: the engine's, "
                         "face_app.picking.INTENT_LLM and INTENT_CF; 0 0: the arms' own scores)")
-    parser.add_argument("--boost", type=float, help="how much more the prior of an attribute the history is "
-                        "dominated by weighs (default: the engine's, face_app.picking.DOMINANCE_BOOST)")
+    parser.add_argument("--boost", type=float, nargs=2, metavar=("LLM", "LIGHTGCN"),
+                        help="how much more the prior of an attribute the history is dominated by weighs (default: "
+                        "the engine's, face_app.picking.DOMINANCE_BOOST_LLM and _CF)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     scenarios, n = load_scenarios(args.scenarios)

@@ -41,7 +41,8 @@ from face_app.dialogue import (
     read_answer,
 )
 from face_app.picking import (
-    DOMINANCE_BOOST,
+    DOMINANCE_BOOST_CF,
+    DOMINANCE_BOOST_LLM,
     INTENT_CF,
     INTENT_LLM,
     MODEL_WEIGHT,
@@ -113,8 +114,8 @@ class Engine:
     tokens: item id -> index-token string (empty when the bundle has no index).
     pool, recent_items, model_weight: the LightGCN arm's ordering (`face_app.picking`).
     intent_llm, intent_cf: the weight of the history's genre and decade prior (`picking.Intent`; 0: off) against
-    the LLM's log-probabilities, and against LightGCN's closeness order; intent_boost: how much more an
-    attribute the history is dominated by weighs (`picking.DOMINANCE_BOOST`).
+    the LLM's log-probabilities, and against LightGCN's closeness order; boost_llm, boost_cf: how much more an
+    attribute the history is dominated by weighs, per arm (`picking.Mix.dominance`).
     """
 
     catalog: Catalog
@@ -128,7 +129,8 @@ class Engine:
     model_weight: float = MODEL_WEIGHT
     intent_llm: float = INTENT_LLM
     intent_cf: float = INTENT_CF
-    intent_boost: float = DOMINANCE_BOOST
+    boost_llm: float = DOMINANCE_BOOST_LLM
+    boost_cf: float = DOMINANCE_BOOST_CF
     personas: dict[str, list[str]] = field(default_factory=dict)
     users: Any = None  # the dataset's user table (demographics), for persona labels
 
@@ -421,7 +423,7 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            bonus = self.intent.bonus(mixes, self._intent_weight(recommender), self.intent_boost)
+            bonus = self.intent.bonus(mixes, self._intent_weight(recommender), self.boost_llm)
             kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
@@ -462,7 +464,7 @@ class Engine:
 
     def _with_intent(self, ranked: Ranked, mixes: list[Mix]) -> Ranked:
         """`ranked` re-ordered by its score plus `intent_cf` times the intent prior (unchanged without one)."""
-        bonus = self.intent.bonus(mixes, self.intent_cf, self.intent_boost)
+        bonus = self.intent.bonus(mixes, self.intent_cf, self.boost_cf)
         if bonus is None:
             return ranked
         return sorted(((i, s + bonus.get(i, 0.0)) for i, s in ranked), key=lambda pair: -pair[1])

@@ -33,10 +33,12 @@ INTENT_CF = 0.1
 # The prior of an item that covers none of the history's genres (or decades) is log(FLOOR / (FLOOR + best cover)).
 FLOOR = 0.1
 # A history is dominated by an attribute when one genre is carried (or one decade holds) more than DOMINANT of its
-# films; the prior of that attribute then weighs up to 1 + DOMINANCE_BOOST times as much (linearly from DOMINANT
-# to all of the films), so that a history of westerns gets westerns while a varied one keeps the arm's own order.
+# films; the prior of that attribute then weighs up to 1 + boost times as much (linearly from DOMINANT to all of
+# the films), so that a history of westerns gets westerns while a varied one keeps the arm's own order. The boost
+# of each arm was chosen on the valid split, on whole histories and on their newest 3 films (docs/lcrec.md).
 DOMINANT = 0.5
-DOMINANCE_BOOST = 0.0
+DOMINANCE_BOOST_LLM = 2.0
+DOMINANCE_BOOST_CF = 4.0
 # The reply names what the prior leans to: genres holding at least LEAN_SHARE of the history's genre mix, and
 # decades holding at least LEAN_SHARE of its films (at most two of each, the largest first).
 LEAN_SHARE = 0.3
@@ -186,7 +188,7 @@ class Intent:
         """Per attribute, float [items]: the share of the history's mix each item covers."""
         return [mix.matrix @ mix.share for mix in mixes]
 
-    def prior(self, mixes: list[Mix], boost: float = DOMINANCE_BOOST) -> np.ndarray | None:
+    def prior(self, mixes: list[Mix], boost: float = 0.0) -> np.ndarray | None:
         """float [items] in `item_ids` order: sum over the attributes of (1 + boost * dominance) times
         log((FLOOR + cover) / (FLOOR + the best cover)): 0 for an item that covers the mix as well as any, about
         -2.4 per attribute (times the dominance factor) for one that covers none of it. None with no mix."""
@@ -195,7 +197,7 @@ class Intent:
         return sum((1.0 + boost * mix.dominance) * np.log((FLOOR + c) / (FLOOR + c.max()))
                    for mix, c in zip(mixes, self.cover(mixes), strict=True))
 
-    def bonus(self, mixes: list[Mix], weight: float, boost: float = DOMINANCE_BOOST) -> dict[str, float] | None:
+    def bonus(self, mixes: list[Mix], weight: float, boost: float = 0.0) -> dict[str, float] | None:
         """item id -> weight * prior (None with no mix or weight 0)."""
         prior = self.prior(mixes, boost)
         if prior is None or weight <= 0:
