@@ -9,7 +9,8 @@ Every row decodes the same prompts: the LLM arm's own prompt (`face_app.arms.Gen
 seeded test users' histories (`--workdir`'s split), with the history excluded, the history's FACE descriptors
 in the prompt and the history's intent prior in the search (`face_app.picking.Intent`, at the engine's weight
 and boost), exactly as a chat turn asks.
-The reference is the shipped setting: fp32 weights, 10 beams. Rows:
+The reference is fp32 weights and 10 beams (the chat's setting until 9 beams were adopted from this bench's
+beam rows, `bench/beams.json`). Rows:
 
 - weight formats at 10 beams, top-10: `int8` (`torch.ao.quantization.quantize_dynamic` on every `nn.Linear`,
   the LM head included: int8 weights, activations quantized per call; runs on fbgemm/onednn kernels on any x86),

@@ -300,7 +300,7 @@ class Engine:
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
-        headline = self.wording.headline(state, len(recs), anchor, self._leaning(state, arm, anchor))
+        headline = self.wording.headline(state, len(recs), anchor, self._leaning(state, arm, anchor), asked=n)
         return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, user_words)
 
     def _not_understood(self, request: Request) -> str:

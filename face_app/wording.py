@@ -88,10 +88,12 @@ class Wording:
             parts.append(f"It also fits your request: {state.constraints.describe()}.")
         return " ".join(parts)
 
-    def headline(self, state: ConversationState, count: int, anchor: str | None, leaning: str = "") -> str:
+    def headline(self, state: ConversationState, count: int, anchor: str | None, leaning: str = "",
+                 asked: int | None = None) -> str:
         """"Here are 5 picks (more like X; from the 1990s; leaning to Horror films of the 1980s, as in your
-        history):". leaning: what the history's intent prior favoured (`picking.Intent.leaning`), named so that
-        the visitor sees what was inferred."""
+        history):"; "Only 2 new films fit (...):" when fewer than the `asked` picks are left. leaning: what the
+        history's intent prior favoured (`picking.Intent.leaning`), named so that the visitor sees what was
+        inferred."""
         if not count:
             return "I found nothing new that fits; try another decade or genre, or say \"start over\"."
         bits = []
@@ -102,7 +104,11 @@ class Wording:
         if leaning:
             source = self.catalog.item(anchor).title if anchor else "your history"
             bits.append(f"leaning to {leaning}, as in {source}")
-        return f"Here are {count} picks" + (f" ({'; '.join(bits)})" if bits else "") + ":"
+        if asked is not None and count < asked:
+            start = f"Only {count} new film{'s' * (count != 1)} fit{'s' * (count == 1)}"
+        else:
+            start = "Here is 1 pick" if count == 1 else f"Here are {count} picks"
+        return start + (f" ({'; '.join(bits)})" if bits else "") + ":"
 
     def ask(self, question: Question) -> str:
         """"Did you mean Star Wars (1977) or Star Kid (1997)?", and how to answer."""

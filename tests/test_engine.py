@@ -654,6 +654,15 @@ def test_the_intent_leaves_alone_what_the_visitor_set(catalog: Catalog) -> None:
     assert intent.mixes([]) == []
 
 
+def test_the_headline_counts_its_picks_and_says_when_fewer_are_left_than_asked(engine: Engine) -> None:
+    state = ConversationState()
+    assert "Here is 1 pick (" in engine.respond(state, "I loved Glass Harbor, show me 1").text
+    assert "Here are 3 picks (" in engine.respond(state, "show me 3").text
+    # eleven films of the twelve are not in the history and four of them were shown: seven new ones
+    reply = engine.respond(state, "show me 10")
+    assert len(reply.recommendations) == 7 and "Only 7 new films fit (" in reply.text
+
+
 def test_a_history_is_read_out_once_however_many_turns_and_panels_ask(catalog: Catalog) -> None:
     readout = SmallReadout()
     calls = []

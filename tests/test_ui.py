@@ -167,9 +167,16 @@ def test_a_program_reads_a_turns_picks_as_json_and_the_api_names_its_outputs(ser
 def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     app, url = served
     shot = Path(os.environ.get("FACE_APP_SCREENSHOT") or tmp_path / "screenshot.png")
-    seen = browser_session(url, "User 7 · 3 movies", ["something lighter", "more like the second one",
-                                                     "why that one?"], shot)
-    assert seen["cards"] == 3 * app.engine.n and "Iron Verdict" in seen["history"]
+    messages = ["something lighter", "more like the second one", "why that one?"]
+    seen = browser_session(url, "User 7 · 3 movies", messages, shot)
+    # the page shows every card the engine gives the same chat (the persona's turn, then each message's); on
+    # this 12-film catalog the third turn has only one new light film left, and its headline says so
+    state = ConversationState()
+    app.engine.use_persona(state, "7")
+    replies = [app.engine.respond(state, text) for text in ["recommend", *messages]]
+    assert seen["cards"] == sum(len(reply.recommendations) for reply in replies) == 2 * app.engine.n + 1
+    assert "Only 1 new film fits" in replies[2].text and "Only 1 new film fits" in seen["chat"]
+    assert "Iron Verdict" in seen["history"]
     assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
     assert shot.stat().st_size > 20_000
     for view in seen["turns"]:
