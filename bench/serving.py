@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # gradio_client's HTTP calls time out after 5-20 s by default: too short for a busy 2-core machine serving
 # 16 sessions; a turn that takes longer than this counts as failed.
 CLIENT_TIMEOUT_S = 300.0
+# Concurrent sessions: a title of their own, then follow-ups that never add to the history, so a history
+# panel that shows anything but the session's own title is state from another session.
+SESSION_FOLLOW_UPS = ("something darker", "from the 90s", "more like the second one", "recommend something else")
 
 
 def free_port() -> int:
@@ -197,7 +200,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
     import statistics
 
-    from bench.__main__ import SESSION_FOLLOW_UPS
     from face_app import hardware
 
     parser = argparse.ArgumentParser(prog="python -m bench.serving", description="One session's served turns.")
