@@ -108,10 +108,12 @@ def test_libraries_sit_below_the_stages() -> None:
 # in its own interpreter (about 7 s each on a 2-core machine, for some thirty modules).
 THIRD_PARTY = ("numpy", "pandas", "torch", "safetensors", "transformers", "gradio")
 FORK_SERVER = """
-import json, os, sys, traceback
+import json, os, sys, threading, traceback
 for name in sys.argv[2].split(","):
     __import__(name)
 for module in sys.argv[3:]:
+    # a fork copies only this thread: a lock another thread held (the import lock) would stay held in the child
+    assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
     pid = os.fork()
     if pid == 0:  # the child: a fresh interpreter's state plus the third-party packages, then `module` alone
         try:
