@@ -206,18 +206,15 @@ def crossed(run: Any) -> bool:
 def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_turns: int) -> dict[str, Any]:
     """Start `python app.py --bundle B`, time it to its first page, chat `rss_turns` turns through one client and
     read its peak memory, then run one concurrent session per opening."""
-    from bench.serving import SESSION_FOLLOW_UPS, AppProcess, chat_session, chat_sessions
-
-    def script(opening: str, turns: int) -> list[str]:
-        return [opening, *(SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(turns - 1))]
+    from bench.serving import AppProcess, chat_session, chat_sessions, session_script
 
     with AppProcess(bundle) as app:
         ready = app.wait_until_served()
-        warm = chat_session(app.url, script(openings[0], rss_turns))
+        warm = chat_session(app.url, session_script(openings[0], rss_turns))
         if warm.error:
             raise RuntimeError(f"the served app failed a turn: {warm.error}\n{app.output()[-3000:]}")
         rss = app.peak_rss_mb()
-        runs = chat_sessions(app.url, [script(o, session_turns) for o in openings])
+        runs = chat_sessions(app.url, [session_script(o, session_turns) for o in openings])
     seconds = [s for run in runs for s in run.seconds]
     return {
         "ready_s": ready,

@@ -158,8 +158,9 @@ def tls_context() -> ssl.SSLContext:
     """One default TLS context (certifi's CAs, as httpx builds it) for every client of this process.
 
     gradio_client makes each HTTP call through a fresh `httpx` client, which builds a TLS context and loads the
-    CA bundle again unless it is given one: about 50 ms of CPU per call, two calls per turn, even for plain
-    HTTP on loopback. A browser does nothing of the kind, so the bench's clients share this one."""
+    CA bundle again unless it is given one, two calls per turn, even for plain HTTP on loopback (`python -m
+    bench.serving --fresh-tls` shows the cost). A browser does nothing of the kind, so the bench's clients
+    share this one."""
     import certifi
 
     return ssl.create_default_context(cafile=certifi.where())
@@ -173,6 +174,11 @@ def client(url: str, shared_tls: bool = True) -> Any:
     # `ssl_verify` reaches every httpx call as `verify=`, which takes a context as well as a bool.
     return Client(url, verbose=False, ssl_verify=tls_context() if shared_tls else True,
                   httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
+
+
+def session_script(opening: str, turns: int) -> list[str]:
+    """`opening`, then `turns - 1` of SESSION_FOLLOW_UPS in turn: a session whose history is its opening's."""
+    return [opening, *(SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(turns - 1))]
 
 
 def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True) -> SessionRun:
@@ -209,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fresh-tls", action="store_true", help="a new TLS context per HTTP call (the default "
                         "of gradio_client)")
     args = parser.parse_args(argv)
-    messages = ["I loved Toy Story"] + [SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(args.turns - 1)]
+    messages = session_script("I loved Toy Story", args.turns)
     with AppProcess(args.bundle, *(["--lightgcn-only"] if args.lightgcn_only else [])) as app:
         app.wait_until_served()
         warm = chat_session(app.url, messages[:3], not args.fresh_tls)

@@ -423,7 +423,7 @@ class Engine:
         if recommender.generative:
             # The filters act inside the search: the generator never reaches an item they rule out.
             exclude |= self._ruled_out(state)
-            bonus = self.intent.bonus(mixes, self._intent_weight(recommender), self.boost_llm)
+            bonus = self._intent_bonus(recommender, mixes)
             kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
             source = {item_id: recommender.name for item_id, _ in kept}
         else:
@@ -431,7 +431,7 @@ class Engine:
             source = {item_id: recommender.name for item_id, _ in pool}
             ranked = [(item_id, score) for item_id, score in pool if item_id in self.closeness.row]
             ordered = self._closest_first(anchors, ranked, exclude) if anchors else ranked
-            ordered = self._with_intent(ordered, mixes)
+            ordered = self._with_intent(ordered, self._intent_bonus(recommender, mixes))
             kept = one_per_film(self.catalog, admitted(self.catalog, state.constraints, ordered))
         if len(kept) < n:
             # Too few items pass the filters: fill from the CF ranking of the whole catalog.
@@ -456,15 +456,20 @@ class Engine:
         """The intent prior's weight for an arm: `intent_llm` for a generative one, else `intent_cf`."""
         return self.intent_llm if recommender.generative else self.intent_cf
 
+    def _intent_bonus(self, recommender: Recommender, mixes: list[Mix]) -> dict[str, float] | None:
+        """item id -> the arm's weight times the intent prior, with the arm's dominance boost (None: no prior)."""
+        boost = self.boost_llm if recommender.generative else self.boost_cf
+        return self.intent.bonus(mixes, self._intent_weight(recommender), boost)
+
     def _leaning(self, state: ConversationState, arm: str, anchor: str | None) -> str:
         """What the intent prior leaned to on this turn, in words ("" when the arm's weight is 0)."""
         if not self._intent_weight(self.recommenders.get(arm) or self._cf):
             return ""
         return self.intent.leaning(self._intent_mixes(state, [anchor] if anchor else state.history))
 
-    def _with_intent(self, ranked: Ranked, mixes: list[Mix]) -> Ranked:
-        """`ranked` re-ordered by its score plus `intent_cf` times the intent prior (unchanged without one)."""
-        bonus = self.intent.bonus(mixes, self.intent_cf, self.boost_cf)
+    @staticmethod
+    def _with_intent(ranked: Ranked, bonus: dict[str, float] | None) -> Ranked:
+        """`ranked` re-ordered by its score plus the arm's intent bonus (unchanged without one)."""
         if bonus is None:
             return ranked
         return sorted(((i, s + bonus.get(i, 0.0)) for i, s in ranked), key=lambda pair: -pair[1])

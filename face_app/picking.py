@@ -10,8 +10,9 @@ every arm's picks obey.
 - `Intent`: what a history (or the film of "more like X") makes likely at a glance, its genres and its decades,
   as a log prior over the catalog that each arm adds to its own scores with its own weight: the LLM inside its
   constrained beam search (`face_app.decoder.ItemGenerator.recommend(bonus=)`, so the picks are still the items
-  it generates), LightGCN on its closeness-ordered pool. The weights were chosen on the valid split
-  (`python -m bench.ranking --intent ...`, docs/lcrec.md).
+  it generates), LightGCN on its closeness order of the whole catalog. A genre or decade that dominates the
+  history weighs more (`Mix.dominance`). The weights and boosts were chosen on the valid split
+  (`python -m bench.ranking --intent-llm ... --boost ...`, docs/lcrec.md).
 """
 
 from __future__ import annotations
@@ -124,7 +125,6 @@ def one_per_film(catalog: Catalog, ranked: Ranked) -> Ranked:
             kept.append((item_id, score))
             taken.update([item_id, *catalog.twins(item_id)])
     return kept
-
 
 
 class Intent:

@@ -105,7 +105,7 @@ def test_libraries_sit_below_the_stages() -> None:
 
 
 # Third-party packages the fork server imports before it forks: what every module would otherwise import again
-# in its own interpreter (about 7 s each on a 2-core machine, for some thirty modules).
+# in its own interpreter (3-9 s a module on a 2-core machine in `pytest --durations`, for some forty modules).
 THIRD_PARTY = ("numpy", "pandas", "torch", "safetensors", "transformers", "gradio")
 FORK_SERVER = """
 import json, os, sys, threading, traceback
