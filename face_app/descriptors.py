@@ -304,12 +304,13 @@ class Descriptors:
         return [[self.words[i] for i in row] for row in self.word_indices(embeddings, kind).tolist()]
 
     def for_item(self, item_id: str) -> list[str]:
-        """Precomputed descriptors of a catalog item (KeyError for an unknown id)."""
-        return [self.words[i] for i in self.item_words[self._item_index[str(item_id)]].tolist()]
+        """The words a catalog item's card shows, best first (KeyError for an unknown id). A read-out with a display
+        rule stores -1 for the words it does not show."""
+        return [self.words[i] for i in self.item_words[self._item_index[str(item_id)]].tolist() if i >= 0]
 
     def for_user(self, user_id: str) -> list[str]:
-        """Precomputed descriptors of a dataset user (KeyError for an unknown id)."""
-        return [self.words[i] for i in self.user_words[self._user_index[str(user_id)]].tolist()]
+        """The words a dataset user's chips show, best first (KeyError for an unknown id; -1 rows: not shown)."""
+        return [self.words[i] for i in self.user_words[self._user_index[str(user_id)]].tolist() if i >= 0]
 
     def fold_in(self, item_ids: Sequence[str]) -> torch.Tensor:
         """A session user's CF embedding [d] from the items of their history.

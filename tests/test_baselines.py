@@ -205,15 +205,30 @@ def test_sasrec_is_causal() -> None:
     assert not torch.allclose(model(seq)[0, -1], model(changed)[0, -1])
 
 
+def counted_targets(windows: list[tuple[np.ndarray, int]]) -> list[int]:
+    return sorted(int(t) for w, n in windows for t in w[len(w) - n :])
+
+
 def test_training_windows_cover_every_next_item_target_once() -> None:
     train = [np.arange(10), np.array([7]), np.array([2, 3])]
 
     windows = training_windows(train, max_len=4)
 
-    targets = sorted(int(t) for w in windows for t in w[1:])
-    assert targets == sorted([i + 1 for i in range(1, 10)] + [3 + 1])  # shifted ids; the 1-item user has none
-    assert all(len(w) <= 5 for w in windows)
-    assert len(windows[0]) == 5 and windows[0][-1] == 10  # the newest window is full and ends at the newest item
+    assert counted_targets(windows) == sorted([i + 1 for i in range(1, 10)] + [3 + 1])  # the 1-item user has none
+    assert all(len(w) <= 5 for w, _ in windows)
+    assert len(windows[0][0]) == 5 and windows[0][0][-1] == 10  # the newest window is full, ends at the newest item
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_strided_windows_count_each_target_once_with_at_least_max_len_minus_stride_context(stride: int) -> None:
+    train = [np.arange(12), np.array([2, 3, 4])]
+
+    windows = training_windows(train, max_len=5, stride=stride)
+
+    assert counted_targets(windows) == sorted([i + 1 for i in range(1, 12)] + [3 + 1, 4 + 1])
+    for window, n in windows:
+        first_target = len(window) - n  # position of the oldest counted target in the window
+        assert first_target >= 5 - stride or window[0] in (1, 3)  # or the window starts the sequence
 
 
 def test_pad_right_aligned_left_pads_to_the_longest_sequence() -> None:

@@ -101,6 +101,8 @@ class SASRecConfig(Schedule, SASRecShape):
         this length for training, and truncated to the newest `max_len` for scoring).
     ffn_mult: feed-forward width as a multiple of `dim` (1 as in the SASRec paper).
     batch_size: windows per step. epochs/eval_every/patience: see `Schedule`.
+    window_stride: a training window starts every this many items (None: every max_len); under max_len every
+        target keeps at least max_len - stride items of context (training/sasrec.py `training_windows`).
     """
 
     lr: Rate = 1e-3
@@ -109,6 +111,7 @@ class SASRecConfig(Schedule, SASRecShape):
     epochs: Positive = 120
     eval_every: Positive = 5
     patience: Positive = 10
+    window_stride: Positive | None = None
 
 
 @dataclass(config=STRICT)

@@ -18,16 +18,25 @@ from training.data import SplitData
 from training.loop import seed_everything, train_with_early_stopping
 
 
-def training_windows(train: list[np.ndarray], max_len: int) -> list[np.ndarray]:
-    """Cut each training sequence into windows of at most max_len + 1 items, from the newest end.
+def training_windows(train: list[np.ndarray], max_len: int, stride: int | None = None
+                     ) -> list[tuple[np.ndarray, int]]:
+    """Cut each training sequence into windows of at most max_len + 1 items, from the newest end, every `stride`
+    items (None: every max_len, windows that overlap by one item).
 
-    Consecutive windows overlap by one item, so every next-item target appears
-    exactly once per epoch. Returns shifted ids (0 = padding).
+    Returns (shifted ids with 0 = padding, targets): a window's loss counts its newest `targets` positions, so every
+    next-item target counts exactly once per epoch, and with a stride under max_len each target but those of a
+    sequence's oldest window is predicted from at least max_len - stride earlier items (RecBole's SASRec, which
+    trains one prefix per target, is stride 1; the window at stride max_len gives the first targets of a window
+    almost no context).
     """
+    stride = max_len if stride is None else stride
     windows = []
     for seq in train:
-        for end in range(len(seq), 1, -max_len):
-            windows.append(seq[max(0, end - max_len - 1) : end] + 1)
+        for end in range(len(seq), 1, -stride):
+            start = max(0, end - max_len - 1)
+            window = seq[start:end] + 1
+            oldest = end - stride <= 1  # the last window of this sequence: every target it has
+            windows.append((window, len(window) - 1 if oldest else min(stride, len(window) - 1)))
     return windows
 
 
@@ -43,15 +52,17 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def train_epoch() -> float:
-        windows = training_windows(data.train, config.max_len)
+        windows = training_windows(data.train, config.max_len, config.window_stride)
         order = rng.permutation(len(windows))
         total, count = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            seq = pad_right_aligned([windows[i] for i in order[start : start + config.batch_size]], config.max_len + 1)
+            batch = [windows[i] for i in order[start : start + config.batch_size]]
+            seq = pad_right_aligned([window for window, _ in batch], config.max_len + 1)
             inputs, targets = seq[:, :-1], seq[:, 1:] - 1
-            # Only positions with a real input and a real target count; the catalog-wide
+            # Only a window's own targets count (its newest positions; padding has none); the catalog-wide
             # logits are the bulk of the cost, so they are computed for those alone.
-            keep = (inputs != 0) & (targets >= 0)
+            counted = torch.tensor([n for _, n in batch])[:, None]
+            keep = torch.arange(inputs.shape[1] - 1, -1, -1)[None, :] < counted
             loss = F.cross_entropy(model.logits(model(inputs)[keep]), targets[keep])
             optimizer.zero_grad()
             loss.backward()
