@@ -180,7 +180,7 @@ def merge(sheet: dict[str, Any], judged: dict[str, Any], round_tag: str) -> int:
             raise ValueError(f"unknown label {label!r} for {mark}; labels are {LABELS}")
         entity = sheet["judgments"][kind].setdefault(str(mark["id"]), {})
         if mark["word"] not in entity:
-            entity[mark["word"]] = {"label": label, "round": round_tag}
+            entity[mark["word"]] = {"label": label, "round": round_tag, "reader": judged.get("reader", "?")}
             added += 1
     return added
 
