@@ -1,6 +1,6 @@
 """Do the descriptor words a visitor reads describe the film (or the user)? Judged blind, scored by one command.
 
-    python -m bench.descriptor_fit --bundle assets/ml-100k                    # score a bundle (bench/descriptor-fit.json)
+    python -m bench.descriptor_fit --bundle assets/ml-100k        # score a bundle: bench/descriptor-fit.json
     python -m bench.descriptor_fit draw --bundle assets/ml-100k --blind DIR   # once: the sample and the first sheet
     python -m bench.descriptor_fit pending --bundle DIR --blind DIR           # a bundle's words not yet judged
     python -m bench.descriptor_fit merge --judged FILE [FILE ...] --round TAG # the readers' marks into the sheet

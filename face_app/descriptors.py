@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,13 +98,16 @@ class ConceptProjection(nn.Module):
             nn.init.orthogonal_(concept)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(k, word_dim))
+        # subtracted before normalising (the read-out's `centre`: the mean item embedding, so that concepts say how
+        # an entity differs from the average film rather than how popular it is); zero for the joint model
+        self.register_buffer("centre", torch.zeros(dim))
 
     @property
     def k(self) -> int:
         return self.weight.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bd,kde->bke", F.normalize(x, dim=-1), self.weight) + self.bias
+        return torch.einsum("bd,kde->bke", F.normalize(x - self.centre, dim=-1), self.weight) + self.bias
 
 
 # Longest first; each strip must leave at least MIN_STEM letters.
@@ -203,6 +206,77 @@ def pick_distinct(scores: torch.Tensor, groups: torch.Tensor | None, k: int) -> 
 
 
 @dataclass
+class Display:
+    """Which of an entity's candidate words a card or a chip row shows (issue 23's display rule).
+
+    The candidates are the `candidates` nearest codebook words of each of the entity's K concepts (the FACE
+    quantizer's choice and its runners-up, after the hub correction). They are shown best first by the fit proxy,
+    how much closer a word comes to the entity's genres than to the average genre: the highest cosine between the
+    word and "a {genre} film" over the film's genres, less the word's mean cosine over all genres (so "film" and
+    "movie", close to every genre, score about 0). A user's genres are the `user_genres` their history holds most
+    above the catalog's average (`genre_prior`, the genres' shares of all training interactions). Of the proxies
+    tried on the judged sheet, this kind agreed best with the readers (docs/descriptors.md). A word is shown while
+    its proxy is at least `min_fit`, up to k words; when fewer pass, the best are shown up to `min_words`. No two
+    words of one group (stem). A dataset user and a visitor with the same history read the same words.
+
+    word_vectors: [V, D] normalised sentence embeddings of the codebook words; genre_vectors: [G, D] of "a {genre}
+    film"; item_genres: bool [I, G]; genre_prior: [G]; user_hidden: bool [V], words a user is never shown
+    (sensitive topics, training/suitability.py).
+    """
+
+    candidates: int
+    min_words: int
+    min_fit: float
+    user_genres: int
+    word_vectors: torch.Tensor
+    genre_vectors: torch.Tensor
+    item_genres: torch.Tensor
+    genre_prior: torch.Tensor
+    user_hidden: torch.Tensor
+
+    def history_genres(self, rows: Sequence[int]) -> torch.Tensor:
+        """bool [G]: the `user_genres` genres whose share of a history's items (their row indices) is highest over
+        `genre_prior`, among those it holds; ties by genre order."""
+        counts = self.item_genres[list(rows)].float().sum(0)
+        lift = counts / counts.sum().clamp_min(1.0) / self.genre_prior.float().clamp_min(1e-6)
+        chosen = torch.zeros(len(counts), dtype=torch.bool)
+        top = torch.argsort(-lift, stable=True)[: self.user_genres]
+        chosen[top[counts[top] > 0]] = True
+        return chosen
+
+    def fit(self, genres: torch.Tensor) -> torch.Tensor:
+        """[B, V]: each word's proxy for entities with these genres (bool [B, G]); 0 for an entity with none."""
+        similarity = self.word_vectors.float() @ self.genre_vectors.float().T  # [V, G]
+        centred = similarity - similarity.mean(dim=1, keepdim=True)
+        masked = centred[None].masked_fill(~genres[:, None, :], float("-inf"))
+        best = masked.max(dim=-1).values
+        return torch.where(genres.any(-1, keepdim=True), best, torch.zeros_like(best))
+
+
+def choose_shown(concept_scores: torch.Tensor, fit: torch.Tensor, groups: torch.Tensor, k: int, display: Display,
+                 blocked: Callable[[int], bool] | None = None) -> list[int]:
+    """One entity's shown words (codebook rows, best first) by `Display`'s rule.
+
+    concept_scores: [K, V] each concept's cosine to every word after the hub correction (-inf: never this
+    entity's); fit: [V] the proxy; blocked(word): a word the caller withholds (the items' exposure cap)."""
+    top = concept_scores.topk(min(display.candidates, concept_scores.shape[1]), dim=1)
+    pool = {int(w) for w, value in zip(top.indices.flatten(), top.values.flatten(), strict=True)
+            if value > float("-inf")}
+    order = sorted(pool, key=lambda w: (-float(fit[w]), w))
+    shown: list[int] = []
+    taken: set[int] = set()
+    for word in order:
+        if len(shown) >= k or (len(shown) >= display.min_words and float(fit[word]) < display.min_fit):
+            break
+        group = int(groups[word])
+        if group in taken or (blocked is not None and blocked(word)):
+            continue
+        shown.append(word)
+        taken.add(group)
+    return shown
+
+
+@dataclass
 class Descriptors:
     """The FACE read-out of one trained model (`Descriptors.load(<workdir>/face/readout)`).
 
@@ -217,6 +291,8 @@ class Descriptors:
     user_norm: typical norm of a trained user embedding (fold-in output scale).
     word_penalty: [2, V] subtracted from each word's cosine when words are assigned (`hub_penalty`), row 0 for
     items and row 1 for users (a visitor is a user): each kind's hubs measured among its own concepts. None: none.
+    display: the display rule (`Display`), or None: every entity shows its k quantizer words. item_words and
+    user_words hold the shown words, -1 after the last.
     """
 
     k: int
@@ -233,6 +309,7 @@ class Descriptors:
     item_weights: torch.Tensor
     user_norm: float
     word_penalty: torch.Tensor | None = None
+    display: Display | None = None
 
     def __post_init__(self) -> None:
         self._item_index = {item_id: i for i, item_id in enumerate(self.item_ids)}
@@ -246,7 +323,8 @@ class Descriptors:
         tensors = load_file(directory / "readout.safetensors")
         k, dim, word_dim = tensors["projection.weight"].shape
         projection = ConceptProjection(dim, k, word_dim)
-        projection.load_state_dict({"weight": tensors["projection.weight"], "bias": tensors["projection.bias"]})
+        projection.load_state_dict({"weight": tensors["projection.weight"], "bias": tensors["projection.bias"],
+                                    "centre": tensors.get("projection.centre", torch.zeros(dim))})
         projection.requires_grad_(False)
         return cls(
             k=meta["k"],
@@ -263,6 +341,10 @@ class Descriptors:
             item_weights=tensors["item_weights"],
             user_norm=meta["user_norm"],
             word_penalty=tensors.get("word_penalty"),
+            display=None if "display" not in meta else Display(
+                **meta["display"], word_vectors=tensors["display.word_vectors"].float(),
+                genre_vectors=tensors["display.genre_vectors"].float(), item_genres=tensors["display.item_genres"],
+                genre_prior=tensors["display.genre_prior"], user_hidden=tensors["display.user_hidden"]),
         )
 
     def save(self, directory: Path) -> None:
@@ -276,12 +358,19 @@ class Descriptors:
             "word_groups": self.word_groups,
             "projection.weight": self.projection.weight.detach(),
             "projection.bias": self.projection.bias.detach(),
+            "projection.centre": self.projection.centre.detach(),
             "item_words": self.item_words,
             "user_words": self.user_words,
             "item_weights": self.item_weights,
         }
         if self.word_penalty is not None:
             tensors["word_penalty"] = self.word_penalty
+        if self.display is not None:
+            tensors.update({"display.word_vectors": self.display.word_vectors.half(),
+                            "display.genre_vectors": self.display.genre_vectors.half(),
+                            "display.item_genres": self.display.item_genres,
+                            "display.genre_prior": self.display.genre_prior,
+                            "display.user_hidden": self.display.user_hidden})
         save_file({name: t.contiguous().cpu() for name, t in tensors.items()}, directory / "readout.safetensors")
         meta = {
             "k": self.k,
@@ -290,7 +379,22 @@ class Descriptors:
             "user_ids": self.user_ids,
             "user_norm": self.user_norm,
         }
+        if self.display is not None:
+            meta["display"] = {"candidates": self.display.candidates, "min_words": self.display.min_words,
+                               "min_fit": self.display.min_fit, "user_genres": self.display.user_genres}
         (directory / "readout.json").write_text(json.dumps(meta))
+
+    def concept_scores(self, embeddings: torch.Tensor, kind: str) -> torch.Tensor:
+        """[B, K, V]: each concept's cosine to every codebook word, less the kind's hub correction; a word the
+        display rule hides from users is -inf for them."""
+        with torch.no_grad():
+            concepts = F.normalize(self.projection(embeddings.float()), dim=-1)
+            scores = concepts @ F.normalize(self.codebook, dim=-1).T
+        if self.word_penalty is not None:
+            scores = scores - self.word_penalty[KINDS.index(kind)]
+        if kind == "users" and self.display is not None:
+            scores = scores.masked_fill(self.display.user_hidden, float("-inf"))
+        return scores
 
     def word_indices(self, embeddings: torch.Tensor, kind: str = "users") -> torch.Tensor:
         """[B, d] CF embeddings of `kind` ("items" or "users") -> int64 [B, k] codebook rows (distinct groups
@@ -329,5 +433,13 @@ class Descriptors:
         return pooled / pooled.norm().clamp_min(1e-12) * self.user_norm
 
     def describe_history(self, item_ids: Sequence[str]) -> list[str]:
-        """describe(fold_in(item_ids)): k words for a session history."""
-        return self.describe(self.fold_in(item_ids)[None])[0]
+        """The words shown for a session history: describe(fold_in(item_ids)), or with a display rule its shown
+        words for the history's profile (`Display`)."""
+        if self.display is None:
+            return self.describe(self.fold_in(item_ids)[None])[0]
+        rows = [self._item_index[str(i)] for i in item_ids if str(i) in self._item_index]
+        if not rows:
+            return []
+        scores = self.concept_scores(self.fold_in(item_ids)[None], "users")[0]
+        fit = self.display.fit(self.display.history_genres(rows)[None])[0]
+        return [self.words[i] for i in choose_shown(scores, fit, self.word_groups, self.k, self.display)]

@@ -146,6 +146,19 @@ class FACEConfig(Schedule):
         adjectives, the `vocabulary_share` of them closest to the catalog's profiles) or `all` (the codebook).
     hub_penalty: weight of the CSLS hub correction in the read-out (`face_app.descriptors.hub_penalty`, over
         each word's `hub_neighbours` closest concepts after training; 0: plain nearest word).
+    mode: `joint` (LightGCN and FACE trained together, as the paper) or `readout` (training/readout.py: the
+        read-out alone on the frozen LightGCN, for words; LightGCN+FACE then scores as LightGCN).
+    profiles: the alignment targets, `basic` (title, year, genres; demographics and recent titles) or `rich`
+        (training/profiles.py: also the decade, the titles watched with it and its audience; a user's is the mean
+        of their history's item profiles).
+    suitable: drop unsuitable words from the vocabulary and keep sensitive ones off users and off films whose
+        data does not name them (training/suitability.py). vocabulary `film`: `describing`'s forms ranked by how
+        much closer they come to some films' rich profiles than to the average film's (`word_fit`), not by raw
+        closeness to every profile.
+    display_candidates / display_min_words / display_min_fit / display_user_genres / exposure_cap: the display
+        rule of `readout` mode. centre: the read-out subtracts the mean item embedding before it normalises
+        (`ConceptProjection.centre`: concepts then say how an entity differs from the average film).
+        (`face_app.descriptors.Display`, training/readout.py).
     """
 
     k: Positive = 8
@@ -163,10 +176,19 @@ class FACEConfig(Schedule):
     temperature: Rate = 0.02
     entities_per_step: Positive = 64
     align_entities: Positive = 16
-    vocabulary: Literal["describing", "all"] = "describing"
+    vocabulary: Literal["describing", "film", "all"] = "describing"
     vocabulary_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     hub_penalty: Weight = 1.0
     hub_neighbours: Positive = 10
+    mode: Literal["joint", "readout"] = "joint"
+    profiles: Literal["basic", "rich"] = "basic"
+    suitable: bool = False
+    display_candidates: Positive = 3
+    display_min_words: NonNegative = 5
+    display_min_fit: float = 0.1
+    display_user_genres: Positive = 4
+    centre: bool = False
+    exposure_cap: Annotated[float, Field(gt=0, le=1)] = 0.05
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

@@ -58,7 +58,7 @@ from training.data import SplitData
 from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
 from training.profiles import TextEncoder, item_profiles, user_profiles
-from training.vocabulary import describing_words, faithfulness, user_groups, word_report
+from training.vocabulary import describing_words, faithfulness, film_words, user_groups, word_report
 from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 MODEL_NAME = "LightGCN+FACE"
@@ -92,7 +92,8 @@ class FACE(nn.Module):
         k-th keyword as concept k's target. Closed form, one solve for all K concepts.
         """
         n, dim = embeddings.shape
-        x = torch.cat([F.normalize(embeddings, dim=-1), torch.ones(n, 1)], dim=1).double()  # as the projection sees it
+        centred = embeddings - self.projection.centre
+        x = torch.cat([F.normalize(centred, dim=-1), torch.ones(n, 1)], dim=1).double()  # as the projection sees it
         y = self.codebook[keywords].reshape(n, -1).double()  # [N, K * D]
         gram = x.T @ x + ridge * torch.eye(dim + 1, dtype=torch.float64) * x.pow(2).sum() / n
         solution = torch.linalg.solve(gram, x.T @ y).float().reshape(dim + 1, *self.projection.bias.shape)
@@ -317,17 +318,31 @@ def run_key(config: Config, words: Sequence[str] = ()) -> dict[str, Any]:
     }
 
 
-def descriptor_vocabulary(text: TextEncoder, settings: FACEConfig, profiles: torch.Tensor
-                          ) -> tuple[list[str], torch.Tensor]:
-    """The words FACE may choose from (`settings.vocabulary`, training/vocabulary.py) and their sentence
-    embeddings [V, D]. profiles: every entity's profile embedding, for the words' relevance to the domain."""
+def descriptor_vocabulary(text: TextEncoder, settings: FACEConfig, profiles: torch.Tensor,
+                          anchors: torch.Tensor | None = None) -> tuple[list[str], torch.Tensor]:
+    """The words FACE may choose from (`settings.vocabulary`, training/vocabulary.py; without the unsuitable
+    words when `settings.suitable`, training/suitability.py) and their sentence embeddings [V, D].
+    profiles: every entity's profile embedding, for the words' relevance to the domain; anchors: the genres'
+    sentence embeddings (`genre_anchors`), for the `film` rule."""
     words = load_codebook()
     embeddings = text.cached_encode(words)
-    if settings.vocabulary == "all":
-        return words, embeddings
-    keep = describing_words(words, embeddings, profiles, settings.vocabulary_share)
-    print(f"[face] vocabulary: {len(keep):,} of {len(words):,} codebook words (one per lemma, nouns and adjectives, "
-          f"the {settings.vocabulary_share:.0%} closest to the profiles)")
+    keep = list(range(len(words)))
+    if settings.suitable:
+        from training.suitability import unsuitable
+
+        keep = [i for i in keep if not unsuitable(words[i])]
+        print(f"[face] suitability: {len(words) - len(keep)} unsuitable codebook words left out")
+    if settings.vocabulary == "describing":
+        chosen = describing_words([words[i] for i in keep], embeddings[keep], profiles, settings.vocabulary_share)
+        print(f"[face] vocabulary: {len(chosen):,} of {len(keep):,} words (one per lemma, nouns and adjectives, "
+              f"the {settings.vocabulary_share:.0%} closest to the profiles)")
+        keep = [keep[i] for i in chosen]
+    elif settings.vocabulary == "film":
+        assert anchors is not None, "the film vocabulary ranks words by their closeness to the genres"
+        chosen = film_words([words[i] for i in keep], embeddings[keep], anchors, settings.vocabulary_share)
+        print(f"[face] vocabulary: {len(chosen):,} of {len(keep):,} words (one per lemma, nouns and adjectives, "
+              f"the {settings.vocabulary_share:.0%} closest to a genre)")
+        keep = [keep[i] for i in chosen]
     return [words[i] for i in keep], embeddings[keep]
 
 
@@ -415,6 +430,15 @@ def run(config: Config, workdir: Path) -> Path:
 
     assert first is not None, "config.cf.seeds is empty"
     readout = build_readout(first, data, words, settings.k, settings.hub_penalty, settings.hub_neighbours)
+    return publish(readout, paths, data, config, text, profile_texts, profiles, {})
+
+
+def publish(readout: Descriptors, paths: Workdir, data: SplitData, config: Config, text: TextEncoder,
+            profile_texts: dict[str, list[str]], profiles: dict[str, torch.Tensor], extra_metrics: dict[str, Any]
+            ) -> Path:
+    """Save the read-out and what the report says of it: every entity's shown words, faithfulness (against the
+    round-2 profiles, `profiles`), the word measures and samples."""
+    settings, words = config.face, readout.words
     readout.save(paths.readout)
     described = {
         "items": [[words[i] for i in row] for row in readout.item_words.tolist()],
@@ -431,7 +455,9 @@ def run(config: Config, workdir: Path) -> Path:
     metrics = faithfulness(text, described, profiles, words, settings.k)
     groups_of = {"items": [list(g) for g in data.items["genres"]], "users": user_groups(data.users)}
     metrics["words"] = {kind: word_report(described[kind], groups_of[kind], words, settings.k) for kind in described}
-    metrics["vocabulary"] = {"rule": settings.vocabulary, "words": len(words), "hub_penalty": settings.hub_penalty}
+    metrics["vocabulary"] = {"rule": settings.vocabulary, "words": len(words), "hub_penalty": settings.hub_penalty,
+                             "suitable": settings.suitable, "mode": settings.mode}
+    metrics.update(extra_metrics)
     sample_items, sample_users = report_samples(data)
     counts = data.item_counts()
     samples = {

@@ -17,17 +17,25 @@ from pathlib import Path
 
 import torch
 
-from training import cf, data, evaluate, export, face, rqvae, tune
+from training import cf, data, evaluate, export, face, readout, rqvae, tune
 from training.card import record_machine
 from training.config import Config, config_dict, config_hash
 from training.report import update_timings
 from training.workdir import Workdir
 
 Stage = Callable[[Config, Path], Path]
+
+
+def face_stage(config: Config, workdir: Path) -> Path:
+    """Stage `face`: LightGCN and FACE trained together (`mode: joint`, training/face.py) or the read-out alone on
+    the frozen LightGCN (`mode: readout`, training/readout.py)."""
+    return readout.run(config, workdir) if config.face.mode == "readout" else face.run(config, workdir)
+
+
 STAGES: dict[str, Stage] = {
     "data": data.run,
     "cf": cf.run,
-    "face": face.run,
+    "face": face_stage,
     "index": rqvae.run,
     "tune": tune.run,
     "eval": evaluate.run,

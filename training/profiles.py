@@ -57,6 +57,110 @@ def user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: in
     return profiles
 
 
+def co_watched(data: SplitData, top: int = 3) -> list[list[int]]:
+    """Per item, the `top` items most often in the same training histories, by cosine of their user sets
+    (c_ij / sqrt(n_i n_j), so that the most popular films do not top every list); ties by item index."""
+    import numpy as np
+
+    users, items = data.train_pairs()
+    x = torch.zeros(data.n_users, data.n_items)
+    x[users, items] = 1.0
+    counts = x.sum(0)
+    co = (x.T @ x) / (counts[:, None] * counts[None, :]).clamp_min(1.0).sqrt()
+    co.fill_diagonal_(-1.0)
+    order = np.lexsort((np.arange(data.n_items)[None, :].repeat(data.n_items, 0), -co.numpy()), axis=1)
+    return [[int(j) for j in row[:top] if counts[j] > 0] if counts[i] > 0 else [] for i, row in enumerate(order)]
+
+
+def audience(data: SplitData, min_share: float = 0.6) -> list[str]:
+    """Per item, its audience in words where the training data says something: the gender share when it is at
+    least `min_share` one way, and the age band and occupation of its raters with the highest lift (at least
+    1.5) over all users (an empty string for an item nobody rated). Men are most raters of most films in
+    MovieLens, so only a share of women at least `min_share`, or 1.5 times theirs among all users, is said."""
+    from training.vocabulary import user_groups
+
+    groups = user_groups(data.users)
+    everyone = Counter(g for gs in groups for g in gs)
+    raters: list[list[int]] = [[] for _ in range(data.n_items)]
+    for user, history in enumerate(data.train):
+        for item in history:
+            raters[item].append(user)
+    out = []
+    for users in raters:
+        if not users:
+            out.append("")
+            continue
+        mine = Counter(g for u in users for g in groups[u])
+        words = []
+        women = mine.get("gender F", 0) / len(users)
+        if women >= min_share or women >= 1.5 * everyone.get("gender F", 0) / data.n_users:
+            words.append("many women" if women < min_share else "mostly women")
+        for prefix in ("age ", "occupation "):
+            lifts = {g: (mine[g] / len(users)) / (everyone[g] / data.n_users) for g in mine
+                     if g.startswith(prefix) and mine[g] >= 3}
+            if lifts and max(lifts.values()) >= 1.5:
+                best = max(lifts, key=lambda g: (lifts[g], g))
+                words.append(best[len(prefix):] + ("" if prefix == "occupation " else " year olds"))
+        out.append(", ".join(words))
+    return out
+
+
+def rich_item_profiles(data: SplitData, co_titles: int = 3) -> list[str]:
+    """One line per item, from the data alone: title, year and genres, its decade, the titles most often watched
+    with it (`co_watched`) and its audience (`audience`)."""
+    titles = data.items["title"].tolist()
+    neighbours, crowd = co_watched(data, co_titles), audience(data)
+    profiles = []
+    for i, row in enumerate(data.items.itertuples()):
+        parts = [f"{row.title}" + (f" ({row.year})" if not pd.isna(row.year) else "") + "."]
+        if len(row.genres):
+            parts.append(f"Genres: {', '.join(g.lower() for g in row.genres)}."
+                         + (f" A film of the {int(row.year) // 10 * 10}s." if not pd.isna(row.year) else ""))
+        if neighbours[i]:
+            parts.append("Often watched with " + "; ".join(titles[j] for j in neighbours[i]) + ".")
+        if crowd[i]:
+            parts.append(f"Audience: {crowd[i]}.")
+        if row.description:
+            parts.append(row.description[:200])
+        profiles.append(" ".join(parts))
+    return profiles
+
+
+def rich_user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: int = 3) -> list[str]:
+    """One line per user, from their training history alone: the genres and decades they watch most, and the
+    newest titles of their history."""
+    titles, genres, years = data.items["title"].tolist(), data.items["genres"].tolist(), data.items["year"].tolist()
+    profiles = []
+    for history in data.train:
+        liked = Counter(g for item in history for g in genres[item])
+        decades = Counter(int(years[item]) // 10 * 10 for item in history if not pd.isna(years[item]))
+        newest = list(range(len(history)))[::-1][:titles_per_user]
+        parts = [f"Watches {', '.join(g.lower() for g, _ in liked.most_common(genres_per_user)) or 'anything'} films"
+                 + (f", mostly from the {decades.most_common(1)[0][0]}s." if decades else ".")]
+        if len(history):
+            parts.append("Films: " + "; ".join(titles[history[p]] for p in newest) + ".")
+        profiles.append(" ".join(parts))
+    return profiles
+
+
+def item_genres(data: SplitData) -> tuple[list[str], torch.Tensor]:
+    """The catalog's genres (sorted) and bool [I, G], which item has which."""
+    genres = sorted({g for gs in data.items["genres"] for g in gs})
+    where = {g: i for i, g in enumerate(genres)}
+    table = torch.zeros(data.n_items, len(genres), dtype=torch.bool)
+    for item, gs in enumerate(data.items["genres"]):
+        for g in gs:
+            table[item, where[g]] = True
+    return genres, table
+
+
+def genre_prior(data: SplitData, table: torch.Tensor) -> torch.Tensor:
+    """[G]: each genre's share of the genre labels of all training interactions (an item counts once per
+    interaction and genre)."""
+    counts = torch.as_tensor(data.item_counts(), dtype=torch.float32) @ table.float()
+    return counts / counts.sum().clamp_min(1.0)
+
+
 # --- Text encoder (frozen MiniLM) ---------------------------------------------------------------
 
 

@@ -123,6 +123,27 @@ def describing_words(words: Sequence[str], word_embeddings: torch.Tensor, profil
     return [index for position, index in enumerate(merged) if position in chosen]
 
 
+def genre_anchors(genres: Sequence[str]) -> list[str]:
+    """The sentence each genre is read as: "a {genre} film" ("a film-noir film", "a children's film")."""
+    return [f"a {genre.lower()} film" for genre in genres]
+
+
+def film_words(words: Sequence[str], word_embeddings: torch.Tensor, anchors: torch.Tensor, share: float) -> list[int]:
+    """Indices into `words` of the `film` vocabulary, in `words` order: `describing`'s first two steps, then the
+    `share` of words that come closest to one of the catalog's genres compared with the others (their highest
+    cosine to a `genre_anchors` sentence less their mean cosine to all of them, anchors [G, D] normalised). Raw
+    closeness to every profile, `describing`'s third step, keeps words that fit any film ("definitive", "film") or
+    none ("laptop"); this keeps the words of the moods, themes, settings and characters that films of one genre
+    share more than others ("cowboy", "spaceship", "ghost", "detective")."""
+    merged = [i for i in one_per_form(words) if describing(words[i])]
+    if share >= 1.0 or not merged:
+        return merged
+    similarity = word_embeddings[merged] @ anchors.T
+    scores = similarity.max(dim=1).values - similarity.mean(dim=1)
+    chosen = set(scores.topk(max(1, round(share * len(merged)))).indices.tolist())
+    return [index for position, index in enumerate(merged) if position in chosen]
+
+
 # --- How informative the chosen words are ------------------------------------------------------------------------
 
 
@@ -267,3 +288,45 @@ def faithfulness(
     out.update({name: value / count for name, value in totals.items()})
     out["distinct_words"] = len({w for entity_words in described.values() for ws in entity_words for w in ws})
     return out
+
+
+# --- The automatic fit proxy -------------------------------------------------------------------------------------
+
+
+def word_fit(word_embeddings: torch.Tensor, profiles: torch.Tensor) -> torch.Tensor:
+    """float [N, V]: how much closer each word is to each entity's profile than to the average profile of the
+    kind: cos(word, profile_n) - mean_m cos(word, profile_m). word_embeddings [V, D], profiles [N, D], normalised
+    MiniLM embeddings. A word every profile is close to ("movie") scores about 0 everywhere."""
+    similarity = profiles @ word_embeddings.T
+    return similarity - similarity.mean(dim=0, keepdim=True)
+
+
+class ProxyFit:
+    """The display rule's fit proxy (`face_app.descriptors.Display.fit`: closeness to the entity's genres, centred
+    over all genres) for any words and the entities of a dataset: what bench.descriptor_fit compares with the
+    readers' marks."""
+
+    def __init__(self, text: TextEncoder, display: Any, genres: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.text, self.display, self.genres = text, display, genres
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, data_config: dict[str, Any], user_genres: int = 4) -> ProxyFit:
+        from face_app.descriptors import Display
+        from training.config import DataConfig
+        from training.data import split_dataset
+        from training.profiles import genre_prior, item_genres
+
+        data = split_dataset(dataset, DataConfig(**data_config))
+        text = TextEncoder()
+        names, table = item_genres(data)
+        display = Display(candidates=0, min_words=0, min_fit=0.0, user_genres=user_genres,
+                          word_vectors=torch.zeros(0, 1), genre_vectors=text.encode_texts(genre_anchors(names)),
+                          item_genres=table, genre_prior=genre_prior(data, table), user_hidden=torch.zeros(0))
+        genres = {"items": dict(zip(data.items["item_id"].astype(str), table, strict=True)),
+                  "users": {str(u): display.history_genres(h.tolist())
+                            for u, h in zip(data.users["user_id"], data.train, strict=True)}}
+        return cls(text, display, genres)
+
+    def scores(self, kind: str, entity: str, words: Sequence[str]) -> list[float]:
+        self.display.word_vectors = self.text.encode_texts(list(words))
+        return self.display.fit(self.genres[kind][str(entity)][None])[0].tolist()

@@ -1,0 +1,130 @@
+"""The descriptor levers of issue 23, each a read-out trained on the same frozen LightGCN, measured the same way.
+
+    python -m bench.readout_levers --workdir runs/ml-100k --bundle assets/ml-100k --out bench/readout-levers.json
+
+Each lever is a set of `face` settings (training/config.py `FACEConfig`) in `mode: readout`, trained on the CF
+embeddings of the bundle's read-out (LightGCN seed 0, frozen: LightGCN's results cannot change). For each: the
+vocabulary size, the judged fit of its shown words on the sheet where judged (bench/descriptor_fit.py; the count of
+unjudged shown words beside it, so a row with many is a proxy row only), the automatic proxy's mean over shown words,
+faithfulness against random words on the round-2 profiles (training/vocabulary.py `faithfulness`), the films and
+users with at least 5 shown words, and the most exposed shown words. Each read-out is written under
+`<workdir>/readouts/<lever>/readout`, so `python -m bench.descriptor_fit --readout DIR` can score it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from face_app.bundle import Bundle
+from face_app.descriptors import Descriptors, stem_groups
+from face_app.hardware import machine
+from training.config import FACEConfig
+from training.data import SplitData
+from training.face import descriptor_vocabulary
+from training.profiles import TextEncoder, item_genres, item_profiles, rich_item_profiles, user_profiles
+from training.readout import build_display_readout, history_profiles, train_readout
+from training.suitability import seed_words, sensitive_topics
+from training.vocabulary import faithfulness, genre_anchors
+
+BASE = {"mode": "readout", "suitable": True, "epochs": 4, "lr": 1e-3, "align_weight": 1.0, "temperature": 0.05,
+        "entities_per_step": 64, "align_entities": 64, "display_min_fit": 0.2}
+LEVERS: dict[str, dict[str, Any]] = {
+    "describing-basic": {"vocabulary": "describing", "profiles": "basic"},
+    "describing-rich": {"vocabulary": "describing", "profiles": "rich"},
+    "film-rich": {"vocabulary": "film", "profiles": "rich"},
+    "film-rich-warm-only": {"vocabulary": "film", "profiles": "rich", "epochs": 1, "lr": 1e-9},
+    "film-rich-8cand": {"vocabulary": "film", "profiles": "rich", "display_candidates": 8},
+    "film-rich-16cand": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16},
+    "film25-rich-8cand": {"vocabulary": "film", "vocabulary_share": 0.25, "profiles": "rich", "display_candidates": 8},
+    "film-rich-16cand-centred": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16, "centre": True},
+    "film-basic-16cand-centred": {"vocabulary": "film", "profiles": "basic", "display_candidates": 16,
+                                  "centre": True},
+    "film-rich-16cand-centred-12ep": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16,
+                                      "centre": True, "epochs": 12},
+}
+
+
+def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descriptors, text: TextEncoder,
+              basic: dict[str, torch.Tensor], rich_items: torch.Tensor, out_dir: Path) -> tuple[Descriptors, dict]:
+    settings = FACEConfig(**{**dataclasses.asdict(FACEConfig()), **BASE, **overrides})
+    start = time.perf_counter()
+    rich_users = history_profiles(data, rich_items)
+    anchors = text.encode_texts(genre_anchors(item_genres(data)[0]))
+    words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([basic["users"], basic["items"]]),
+                                                   anchors)
+    codebook = text.word_vectors(words)
+    groups = stem_groups(words) if settings.distinct_stems else None
+    targets = (rich_users, rich_items) if settings.profiles == "rich" else (basic["users"], basic["items"])
+    face, log = train_readout(cf.user_embeddings, cf.item_embeddings, text, codebook, word_embeddings, groups,
+                              targets, data, settings, seed=0)
+    sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())
+    readout, shown = build_display_readout(face, cf.user_embeddings, cf.item_embeddings, data, words,
+                                           word_embeddings, anchors, sensitive, settings)
+    readout.save(out_dir / name / "readout")
+    described = {"items": [readout.for_item(i) for i in readout.item_ids],
+                 "users": [readout.for_user(u) for u in readout.user_ids]}
+    faithful = faithfulness(text, described, basic, words, settings.k)
+    index = {w: i for i, w in enumerate(words)}
+    proxy = {}
+    display = readout.display
+    genres = {"items": display.item_genres,
+              "users": torch.stack([display.history_genres(h.tolist()) for h in data.train])}
+    for kind in ("items", "users"):
+        fit = display.fit(genres[kind])
+        values = [float(fit[e, index[w]]) for e, ws in enumerate(described[kind]) for w in ws]
+        proxy[kind] = sum(values) / max(len(values), 1)
+    return readout, {
+        "settings": {**BASE, **overrides}, "vocabulary_words": len(words), "seconds": time.perf_counter() - start,
+        "loss_log": log, "proxy_mean_shown": proxy,
+        "faithfulness": {kind: m["hit@10"] / max(m["random_hit@10"], 1e-12)
+                         for kind, m in faithful["per_kind"].items()},
+        "sensitive_words": sum(t is not None for t in sensitive), **shown,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.readout_levers", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/ml-100k"))
+    parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--out", type=Path, default=Path("bench/readout-levers.json"))
+    args = parser.parse_args(argv)
+    from bench.descriptor_fit import Context, load_sheet, score
+
+    data = SplitData.load(args.workdir / "data")
+    cf = Bundle.load(args.bundle).descriptors
+    text = TextEncoder()
+    basic = {"users": text.cached_encode(user_profiles(data)), "items": text.cached_encode(item_profiles(data.items))}
+    rich_items = text.cached_encode(rich_item_profiles(data))
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["machine"] = machine()
+    results["command"] = "python -m bench.readout_levers " + " ".join(sys.argv[1:] if argv is None else argv)
+    context = Context(args.bundle)
+    sheet = load_sheet()
+    for name in args.levers:
+        readout, row = run_lever(name, LEVERS[name], data, cf, text, basic, rich_items, args.workdir / "readouts")
+        context.readout = readout
+        judged = score(context, sheet, allow_unjudged=True)
+        row["judged"] = {kind: {key: r[key] for key in ("shown_fit", "shown_words", "entities_with_4_fitting",
+                                                        "shown_unsuitable", "proxy_auc_fit_vs_no")}
+                         for kind, r in judged["per_kind"].items()}
+        row["unjudged_shown"] = {kind: sum(len(w) for w in per.values()) for kind, per in judged["unjudged"].items()}
+        results.setdefault("levers", {})[name] = row
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        keys = ("vocabulary_words", "proxy_mean_shown", "faithfulness", "judged", "unjudged_shown")
+        print(f"{name}: {json.dumps({k: row[k] for k in keys})}")
+    print(f"python {platform.python_version()}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

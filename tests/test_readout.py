@@ -1,0 +1,92 @@
+"""The read-out trained for words (training/readout.py), its display rule (face_app.descriptors.Display) and the
+suitability rules (training/suitability.py)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from face_app.descriptors import Display, choose_shown
+from training.suitability import named_in, profanity_list, supported, unsuitable
+from training.vocabulary import film_words
+
+
+def display(word_vectors: torch.Tensor, genre_vectors: torch.Tensor, item_genres: torch.Tensor,
+            **settings: object) -> Display:
+    defaults = {"candidates": 3, "min_words": 2, "min_fit": 0.2, "user_genres": 1}
+    genres = genre_vectors.shape[0]
+    return Display(**{**defaults, **settings}, word_vectors=word_vectors, genre_vectors=genre_vectors,
+                   item_genres=item_genres, genre_prior=torch.full((genres,), 1 / genres),
+                   user_hidden=torch.zeros(word_vectors.shape[0], dtype=torch.bool))
+
+
+def test_the_library_list_and_our_supplement_mark_words_seen_on_the_shipped_cards() -> None:
+    for word in ("porn", "anal", "negro", "rape", "slit", "heterosexual"):
+        assert unsuitable(word), word
+    assert unsuitable("rapes")  # a form of a listed word, by its lemma
+    for word in ("comedy", "western", "cowboy", "submarine", "detective", "war"):
+        assert not unsuitable(word), word
+    assert "porn" in profanity_list()
+
+
+def test_a_sensitive_word_is_supported_only_by_the_entitys_own_data() -> None:
+    own = named_in("Dead Man Walking (1995) Drama")
+
+    assert supported("dead", own)
+    assert not supported("cancer", own)
+    assert not supported("death", named_in("Toy Story Animation Children's Comedy"))
+
+
+def test_fit_is_the_closeness_to_the_entitys_genre_less_the_mean_over_genres() -> None:
+    genres = torch.eye(3)  # three orthogonal genre sentences
+    words = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]), dim=-1)
+    rule = display(words, genres, torch.tensor([[True, False, False]]))
+
+    fit = rule.fit(torch.tensor([[True, False, False], [False, False, False]]))
+
+    assert torch.allclose(fit[0], torch.tensor([1 - 1 / 3, 0 - 1 / 3, 0.0]), atol=1e-6)  # "film"-like word: 0
+    assert torch.equal(fit[1], torch.zeros(3))  # an entity without genres scores nothing
+
+
+def test_a_users_genres_are_those_their_history_holds_most_above_the_catalogs_share() -> None:
+    table = torch.tensor([[True, False], [True, False], [True, True], [False, True]])
+    rule = display(torch.zeros(1, 2), torch.eye(2), table, user_genres=1)
+    rule.genre_prior = torch.tensor([0.9, 0.1])  # genre 0 is everywhere, genre 1 rare
+
+    chosen = rule.history_genres([0, 2, 3])  # genre 0 twice, genre 1 twice
+
+    assert chosen.tolist() == [False, True]
+
+
+def test_choose_shown_ranks_the_concepts_candidates_by_fit_and_stops_at_the_threshold() -> None:
+    rule = display(torch.zeros(6, 2), torch.eye(2), torch.zeros(1, 2, dtype=torch.bool), candidates=2,
+                   min_words=2, min_fit=0.5)
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.0, 0.0, 0.7],   # concept 0's candidates: words 0, 1
+                           [0.0, 0.0, 0.9, 0.8, 0.0, 0.0]])  # concept 1's: words 2, 3
+    fit = torch.tensor([0.1, 0.9, 0.6, 0.3, 1.0, 0.99])  # word 4 is never a candidate, word 5 only third
+
+    assert choose_shown(scores, fit, torch.arange(6), k=4, display=rule) == [1, 2]
+    rule.min_fit = 0.95  # none passes: the best are shown up to min_words
+    assert choose_shown(scores, fit, torch.arange(6), k=4, display=rule) == [1, 2]
+
+
+def test_choose_shown_takes_one_word_per_group_and_skips_blocked_words() -> None:
+    rule = display(torch.zeros(4, 2), torch.eye(2), torch.zeros(1, 2, dtype=torch.bool), candidates=4,
+                   min_words=3, min_fit=0.0)
+    scores = torch.ones(1, 4)
+    fit = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    groups = torch.tensor([0, 0, 2, 3])  # words 0 and 1 are forms of one word
+
+    assert choose_shown(scores, fit, groups, k=3, display=rule) == [0, 2, 3]
+    assert choose_shown(scores, fit, groups, k=3, display=rule, blocked=lambda w: w == 0) == [1, 2, 3]
+
+
+def test_the_film_vocabulary_keeps_words_close_to_one_genre_not_to_all() -> None:
+    anchors = torch.eye(3)
+    words = ["cowboy", "film", "ghost", "laptop"]
+    embeddings = F.normalize(torch.tensor([[1.0, 0.05, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.1, 0.1, 0.1]]),
+                             dim=-1)
+
+    kept = film_words(words, embeddings, anchors, share=0.5)
+
+    assert [words[i] for i in kept] == ["cowboy", "ghost"]

@@ -1,0 +1,209 @@
+"""FACE's read-out trained for words, with the CF model frozen (the face stage's `mode: readout`).
+
+The ablation (docs/face.md) showed that FACE's losses do not improve LightGCN here, so the read-out can be trained
+for the words alone without touching the ranking:
+
+    frozen LightGCN embedding e  -> ConceptProjection -> K concepts -> quantizer over the vocabulary (STE)
+                                 -> decoder reconstructs e;  [CLS] z_1..z_K [SEP] through frozen MiniLM
+                                 -> InfoNCE with the entity's rich profile (training/profiles.py)
+
+Loss = vq_weight * commitment + recons_weight * reconstruction + align_weight * InfoNCE, over `epochs` passes of
+all users and items (no valid early stopping: the CF scores cannot change). The projection starts from the ridge
+regression of each entity's profile keywords (`training.face.keyword_targets`).
+
+`build_display_readout` writes what the app shows: per item and dataset user the words `face_app.descriptors.Display`
+chooses among each concept's nearest words, with two rules of training/suitability.py (unsuitable words are not in
+the vocabulary; sensitive-topic words only on films whose own data names them, never on users) and the items'
+exposure cap: a word that is not a genre word may sit on films carrying at most `exposure_cap` of all training
+interactions (hub words counted by what visitors see, not by how many films carry them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from face_app.descriptors import Descriptors, Display, choose_shown, hub_penalty, stem_groups
+from training.cf import LightGCN
+from training.config import Config, FACEConfig
+from training.data import SplitData
+from training.face import FACE, descriptor_vocabulary, info_nce, keyword_targets, publish
+from training.loop import seed_everything
+from training.profiles import (
+    TextEncoder,
+    genre_prior,
+    item_genres,
+    item_profiles,
+    rich_item_profiles,
+    user_profiles,
+)
+from training.suitability import named_in, seed_words, sensitive_topics, supported
+from training.vocabulary import genre_anchors, normal_form
+from training.workdir import MODEL_FILE, Workdir
+
+
+def history_profiles(data: SplitData, item_profiles: torch.Tensor) -> torch.Tensor:
+    """[U, D]: each user's normalised mean training-item profile (the alignment target of a user's words)."""
+    rows = [item_profiles[torch.from_numpy(np.array(h, dtype=np.int64))].mean(0) if len(h) else item_profiles.mean(0)
+            for h in data.train]
+    return F.normalize(torch.stack(rows), dim=-1)
+
+
+def train_readout(user_final: torch.Tensor, item_final: torch.Tensor, text: TextEncoder, codebook: torch.Tensor,
+                  word_embeddings: torch.Tensor, groups: torch.Tensor | None,
+                  profiles: tuple[torch.Tensor, torch.Tensor], data: SplitData, settings: FACEConfig,
+                  seed: int) -> tuple[FACE, list[dict[str, float]]]:
+    """Fit FACE's projection and decoder on frozen CF embeddings (module docstring). profiles: (users [U, D], items
+    [I, D]) normalised alignment targets. Returns the module in eval mode and a per-epoch loss log."""
+    generator = seed_everything(seed)
+    entities = torch.cat([user_final, item_final]).detach()
+    targets = torch.cat(profiles)
+    face = FACE(entities.shape[1], settings.k, codebook, groups)
+    if settings.centre:
+        face.projection.centre.copy_(item_final.mean(0))
+    if settings.warm_start:
+        centred = entities - face.projection.centre
+        face.warm_start(entities, keyword_targets(centred, word_embeddings, profiles[0], profiles[1], data.train,
+                                                  settings.k, face.word_groups))
+    optimizer = torch.optim.Adam([p for p in face.parameters() if p.requires_grad], lr=settings.lr)
+    log = []
+    start = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        order = torch.randperm(len(entities), generator=generator)
+        totals = {"commitment": 0.0, "reconstruction": 0.0, "alignment": 0.0}
+        steps = 0
+        for begin in range(0, len(order), settings.entities_per_step):
+            batch = order[begin : begin + settings.entities_per_step]
+            z, _, commitment, reconstruction = face(entities[batch])
+            aligned = batch[: settings.align_entities]
+            alignment = info_nce(text.encode_word_vectors(z[: len(aligned)]), targets[aligned], settings.temperature)
+            loss = (settings.vq_weight * commitment + settings.recons_weight * reconstruction
+                    + settings.align_weight * alignment)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for name, value in zip(totals, (commitment, reconstruction, alignment), strict=True):
+                totals[name] += float(value.detach())
+            steps += 1
+        log.append({"epoch": epoch, **{k: v / max(steps, 1) for k, v in totals.items()},
+                    "seconds": time.perf_counter() - start})
+        print(f"[face] read-out epoch {epoch}: " + ", ".join(f"{k} {v / max(steps, 1):.4f}" for k, v in totals.items()))
+    return face.eval(), log
+
+
+def genre_words(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
+    """bool [V]: the vocabulary words that name one of the dataset's genres (their normal forms: "comedy",
+    "thriller", "war", "western"; "Children's" -> "child", "Film-Noir" -> "noir")."""
+    parts = [part for genre in genres for part in genre.lower().replace("'s", "").replace("-", " ").split()]
+    forms = {normal_form(part) for part in parts}
+    return torch.tensor([normal_form(w) in forms for w in words])
+
+
+def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torch.Tensor, data: SplitData,
+                          words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
+                          sensitive: Sequence[str | None], settings: FACEConfig) -> tuple[Descriptors, dict[str, Any]]:
+    """The serving read-out with its display rule (module docstring). anchors: [G, D] the genres' sentences
+    (`training.vocabulary.genre_anchors` of `item_genres`' genres); sensitive: each word's sensitive topic or
+    None. Returns the read-out and the exposure of the shown words."""
+    k = settings.k
+    with torch.no_grad():
+        penalty = None
+        if settings.hub_penalty > 0:
+            penalty = settings.hub_penalty * torch.stack([
+                hub_penalty(face.projection(final).flatten(0, 1), face.codebook, settings.hub_neighbours)
+                for final in (item_final, user_final)])
+    hidden = torch.tensor([topic is not None for topic in sensitive])
+    genres, table = item_genres(data)
+    display = Display(candidates=settings.display_candidates, min_words=settings.display_min_words,
+                      min_fit=settings.display_min_fit, user_genres=settings.display_user_genres,
+                      word_vectors=F.normalize(word_embeddings.float(), dim=-1),
+                      genre_vectors=F.normalize(anchors.float(), dim=-1), item_genres=table,
+                      genre_prior=genre_prior(data, table), user_hidden=hidden)
+    degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
+    readout = Descriptors(
+        k=k, words=words, item_ids=data.items["item_id"].astype(str).tolist(),
+        user_ids=data.users["user_id"].astype(str).tolist(), item_embeddings=item_final.clone(),
+        user_embeddings=user_final.clone(), codebook=face.codebook.clone(), word_groups=face.word_groups.clone(),
+        projection=face.projection, item_words=torch.zeros(0, k, dtype=torch.long),
+        user_words=torch.zeros(0, k, dtype=torch.long), item_weights=degree.clamp_min(1.0).rsqrt(),
+        user_norm=float(user_final.norm(dim=1).median()), word_penalty=penalty, display=display)
+
+    # Items, most exposed first, so the exposure cap withholds a hub word from the least-watched films.
+    genre = genre_words(words, genres)
+    item_scores = readout.concept_scores(item_final, "items")
+    item_fit = display.fit(table)
+    share = degree / degree.sum()
+    exposure = torch.zeros(len(words))
+    sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
+    item_words = torch.full((data.n_items, k), -1, dtype=torch.long)
+    for item in torch.argsort(-degree, stable=True).tolist():
+        row = data.items.iloc[item]
+        own = named_in(f"{row['title']} {' '.join(row['genres'])} {row['description'] or ''}")
+        scores = item_scores[item].clone()
+        for w in sensitive_rows:
+            if not supported(words[w], own):
+                scores[:, w] = float("-inf")
+        cap = float(settings.exposure_cap - share[item])
+
+        def over_cap(w: int, cap: float = cap) -> bool:
+            return not bool(genre[w]) and float(exposure[w]) > cap
+
+        shown = choose_shown(scores, item_fit[item], readout.word_groups, k, display, over_cap)
+        exposure[shown] += share[item]
+        item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
+    readout.item_words = item_words
+
+    user_scores = readout.concept_scores(user_final, "users")
+    user_fit = display.fit(torch.stack([display.history_genres(h.tolist()) for h in data.train]))
+    user_words = torch.full((data.n_users, k), -1, dtype=torch.long)
+    for user in range(data.n_users):
+        shown = choose_shown(user_scores[user], user_fit[user], readout.word_groups, k, display)
+        user_words[user, : len(shown)] = torch.tensor(shown, dtype=torch.long)
+    readout.user_words = user_words
+    top = torch.argsort(-exposure)[:15].tolist()
+    return readout, {"exposure_top": [{"word": words[w], "exposure": float(exposure[w]), "genre": bool(genre[w])}
+                                      for w in top],
+                     "shown_per_item": np.bincount((item_words >= 0).sum(1).numpy(), minlength=k + 1).tolist(),
+                     "shown_per_user": np.bincount((user_words >= 0).sum(1).numpy(), minlength=k + 1).tolist()}
+
+
+def run(config: Config, workdir: Path) -> Path:
+    """Stage `face` in `mode: readout`: the read-out alone, on the cf stage's LightGCN of the first seed, frozen.
+    No LightGCN+FACE model is trained, so the eval stage scores none (it would equal LightGCN). Output as
+    `training.face.run`'s (`training.face.publish`), with the display rule's numbers under `readout`."""
+    paths = Workdir(workdir)
+    data = SplitData.load(paths.data)
+    text = TextEncoder()
+    profile_texts = {"users": user_profiles(data), "items": item_profiles(data.items)}
+    profiles = {kind: text.cached_encode(texts) for kind, texts in profile_texts.items()}
+    settings, seed = config.face, config.cf.seeds[0]
+    pretrained_path = paths.cf_run("LightGCN", seed) / MODEL_FILE
+    if not pretrained_path.exists():
+        raise FileNotFoundError(f"the read-out reads LightGCN: no {pretrained_path}; run the cf stage first")
+    lightgcn = LightGCN(data.n_users, data.n_items, config.cf.lightgcn, data.train_pairs())
+    lightgcn.load_state_dict(load_file(pretrained_path))
+    with torch.no_grad():
+        user_final, item_final = (t.detach() for t in lightgcn.eval().user_item_embeddings())
+    anchors = text.encode_texts(genre_anchors(item_genres(data)[0]))
+    words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([profiles["users"], profiles["items"]]),
+                                                   anchors)
+    if settings.profiles == "rich":
+        items = text.cached_encode(rich_item_profiles(data))
+        targets = (history_profiles(data, items), items)
+    else:
+        targets = (profiles["users"], profiles["items"])
+    face, log = train_readout(user_final, item_final, text, text.word_vectors(words), word_embeddings,
+                              stem_groups(words) if settings.distinct_stems else None, targets, data, settings, seed)
+    sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())
+    readout, shown = build_display_readout(face, user_final, item_final, data, words, word_embeddings, anchors,
+                                           sensitive, settings)
+    extra = {"readout": {"seed": seed, "loss_log": log, "sensitive_words": sum(t is not None for t in sensitive),
+                         **shown}}
+    return publish(readout, paths, data, config, text, profile_texts, profiles, extra)
