@@ -80,12 +80,14 @@ class Context:
 
     Built from a bundle (its read-out and catalog) and the dataset's raw ratings (a user's highest-rated films)."""
 
-    def __init__(self, bundle_dir: Path) -> None:
+    def __init__(self, bundle_dir: Path, readout_dir: Path | None = None) -> None:
         from face_app.bundle import Bundle
         from face_app.datasets import load_dataset
+        from face_app.descriptors import Descriptors
 
         self.bundle = Bundle.load(bundle_dir)
-        self.readout = self.bundle.descriptors
+        self.readout = self.bundle.descriptors if readout_dir is None else Descriptors.load(readout_dir)
+        self.source = str(bundle_dir / "readout" if readout_dir is None else readout_dir)
         source = self.bundle.manifest.get("dataset", {}).get("source") or self.bundle.manifest["config"]["data"][
             "source"]
         self.dataset = load_dataset(source, paths=self.bundle.manifest["config"]["data"].get("paths"))
@@ -203,7 +205,8 @@ def share(marks: list[str], label: str) -> float | None:
 
 def score(context: Context, sheet: dict[str, Any], allow_unjudged: bool = False) -> dict[str, Any]:
     """The judged measures of a bundle's shown words (module docstring)."""
-    out: dict[str, Any] = {"bundle": context.bundle.name, "vocabulary_words": len(context.readout.words),
+    out: dict[str, Any] = {"bundle": context.bundle.name, "readout": context.source,
+                           "vocabulary_words": len(context.readout.words),
                            "sheet_seed": sheet["seed"], "per_kind": {}, "unjudged": {}}
     for kind in ("items", "users"):
         judged = sheet["judgments"][kind]
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=Path, default=SHEET)
     if command in ("draw", "pending", "score"):
         parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
+        parser.add_argument("--readout", type=Path, help="score this read-out (a workdir's face/readout) instead of "
+                            "the bundle's (its dataset still comes from the bundle)")
     if command in ("draw", "pending"):
         parser.add_argument("--blind", type=Path, required=True, help="folder for the readers' blind files")
         parser.add_argument("--per-file", type=int, default=20)
@@ -299,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         save_sheet(sheet, args.sheet)
         print(f"added {added} marks of round {args.round!r} to {args.sheet}")
         return 0
-    context = Context(args.bundle)
+    context = Context(args.bundle, args.readout)
     if command == "draw":
         if args.sheet.exists():
             raise SystemExit(f"{args.sheet} exists: the sample is drawn once (use `pending` for new words)")

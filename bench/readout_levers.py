@@ -33,10 +33,10 @@ from training.face import descriptor_vocabulary
 from training.profiles import TextEncoder, item_genres, item_profiles, rich_item_profiles, user_profiles
 from training.readout import build_display_readout, history_profiles, train_readout
 from training.suitability import seed_words, sensitive_topics
-from training.vocabulary import faithfulness, genre_anchors
+from training.vocabulary import GENERIC_ANCHORS, faithfulness, genre_anchors
 
 BASE = {"mode": "readout", "suitable": True, "epochs": 4, "lr": 1e-3, "align_weight": 1.0, "temperature": 0.05,
-        "entities_per_step": 64, "align_entities": 64, "display_min_fit": 0.2}
+        "entities_per_step": 64, "align_entities": 64, "display_min_fit": 0.15}
 LEVERS: dict[str, dict[str, Any]] = {
     "describing-basic": {"vocabulary": "describing", "profiles": "basic"},
     "describing-rich": {"vocabulary": "describing", "profiles": "rich"},
@@ -50,6 +50,11 @@ LEVERS: dict[str, dict[str, Any]] = {
                                   "centre": True},
     "film-rich-16cand-centred-12ep": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16,
                                       "centre": True, "epochs": 12},
+    "film-rich-32cand-centred": {"vocabulary": "film", "profiles": "rich", "display_candidates": 32, "centre": True},
+    "film-rich-32cand-centred-close05": {"vocabulary": "film", "profiles": "rich", "display_candidates": 32,
+                                         "centre": True, "display_closeness": 0.5},
+    "film-rich-16cand-centred-close1": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16,
+                                        "centre": True, "display_closeness": 1.0},
 }
 
 
@@ -68,7 +73,8 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
                               targets, data, settings, seed=0)
     sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())
     readout, shown = build_display_readout(face, cf.user_embeddings, cf.item_embeddings, data, words,
-                                           word_embeddings, anchors, sensitive, settings)
+                                           word_embeddings, anchors, text.encode_texts(list(GENERIC_ANCHORS)),
+                                           sensitive, settings)
     readout.save(out_dir / name / "readout")
     described = {"items": [readout.for_item(i) for i in readout.item_ids],
                  "users": [readout.for_user(u) for u in readout.user_ids]}

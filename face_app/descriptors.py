@@ -211,17 +211,21 @@ class Display:
 
     The candidates are the `candidates` nearest codebook words of each of the entity's K concepts (the FACE
     quantizer's choice and its runners-up, after the hub correction). They are shown best first by the fit proxy,
-    how much closer a word comes to the entity's genres than to the average genre: the highest cosine between the
-    word and "a {genre} film" over the film's genres, less the word's mean cosine over all genres (so "film" and
-    "movie", close to every genre, score about 0). A user's genres are the `user_genres` their history holds most
+    how much closer a word comes to the entity's genres than to the average genre or to any film: the highest
+    cosine between the word and "a {genre} film" over the film's genres, less the larger of the word's mean cosine
+    over all genres and its highest cosine to `generic_vectors` ("a film", "a story", "a character", "a scene"), so
+    that "movie", "storyline" and "actor", which fit any film, score 0 or less. A user's genres are the
+    `user_genres` their history holds most
     above the catalog's average (`genre_prior`, the genres' shares of all training interactions). Of the proxies
     tried on the judged sheet, this kind agreed best with the readers (docs/descriptors.md). A word is shown while
-    its proxy is at least `min_fit`, up to k words; when fewer pass, the best are shown up to `min_words`. No two
-    words of one group (stem). A dataset user and a visitor with the same history read the same words.
+    its proxy is at least `min_fit`, up to k words; when fewer pass, the best are shown up to `min_words`. The order
+    is by proxy plus `closeness_weight` times the word's closeness to its nearest concept (0: the proxy alone; more
+    keeps words particular to the entity's CF embedding ahead of its genre's common words). No two words of one
+    group (stem). A dataset user and a visitor with the same history read the same words.
 
     word_vectors: [V, D] normalised sentence embeddings of the codebook words; genre_vectors: [G, D] of "a {genre}
-    film"; item_genres: bool [I, G]; genre_prior: [G]; user_hidden: bool [V], words a user is never shown
-    (sensitive topics, training/suitability.py).
+    film"; generic_vectors: [E, D]; item_genres: bool [I, G]; genre_prior: [G]; user_hidden: bool [V], words a
+    user is never shown (sensitive topics, training/suitability.py).
     """
 
     candidates: int
@@ -230,9 +234,11 @@ class Display:
     user_genres: int
     word_vectors: torch.Tensor
     genre_vectors: torch.Tensor
+    generic_vectors: torch.Tensor
     item_genres: torch.Tensor
     genre_prior: torch.Tensor
     user_hidden: torch.Tensor
+    closeness_weight: float = 0.0
 
     def history_genres(self, rows: Sequence[int]) -> torch.Tensor:
         """bool [G]: the `user_genres` genres whose share of a history's items (their row indices) is highest over
@@ -247,7 +253,8 @@ class Display:
     def fit(self, genres: torch.Tensor) -> torch.Tensor:
         """[B, V]: each word's proxy for entities with these genres (bool [B, G]); 0 for an entity with none."""
         similarity = self.word_vectors.float() @ self.genre_vectors.float().T  # [V, G]
-        centred = similarity - similarity.mean(dim=1, keepdim=True)
+        generic = (self.word_vectors.float() @ self.generic_vectors.float().T).max(dim=1).values
+        centred = similarity - torch.maximum(similarity.mean(dim=1), generic)[:, None]
         masked = centred[None].masked_fill(~genres[:, None, :], float("-inf"))
         best = masked.max(dim=-1).values
         return torch.where(genres.any(-1, keepdim=True), best, torch.zeros_like(best))
@@ -262,7 +269,8 @@ def choose_shown(concept_scores: torch.Tensor, fit: torch.Tensor, groups: torch.
     top = concept_scores.topk(min(display.candidates, concept_scores.shape[1]), dim=1)
     pool = {int(w) for w, value in zip(top.indices.flatten(), top.values.flatten(), strict=True)
             if value > float("-inf")}
-    order = sorted(pool, key=lambda w: (-float(fit[w]), w))
+    closeness = concept_scores.max(dim=0).values
+    order = sorted(pool, key=lambda w: (-(float(fit[w]) + display.closeness_weight * float(closeness[w])), w))
     shown: list[int] = []
     taken: set[int] = set()
     for word in order:
@@ -343,7 +351,8 @@ class Descriptors:
             word_penalty=tensors.get("word_penalty"),
             display=None if "display" not in meta else Display(
                 **meta["display"], word_vectors=tensors["display.word_vectors"].float(),
-                genre_vectors=tensors["display.genre_vectors"].float(), item_genres=tensors["display.item_genres"],
+                genre_vectors=tensors["display.genre_vectors"].float(),
+                generic_vectors=tensors["display.generic_vectors"].float(), item_genres=tensors["display.item_genres"],
                 genre_prior=tensors["display.genre_prior"], user_hidden=tensors["display.user_hidden"]),
         )
 
@@ -368,6 +377,7 @@ class Descriptors:
         if self.display is not None:
             tensors.update({"display.word_vectors": self.display.word_vectors.half(),
                             "display.genre_vectors": self.display.genre_vectors.half(),
+                            "display.generic_vectors": self.display.generic_vectors.half(),
                             "display.item_genres": self.display.item_genres,
                             "display.genre_prior": self.display.genre_prior,
                             "display.user_hidden": self.display.user_hidden})
@@ -381,7 +391,8 @@ class Descriptors:
         }
         if self.display is not None:
             meta["display"] = {"candidates": self.display.candidates, "min_words": self.display.min_words,
-                               "min_fit": self.display.min_fit, "user_genres": self.display.user_genres}
+                               "min_fit": self.display.min_fit, "user_genres": self.display.user_genres,
+                               "closeness_weight": self.display.closeness_weight}
         (directory / "readout.json").write_text(json.dumps(meta))
 
     def concept_scores(self, embeddings: torch.Tensor, kind: str) -> torch.Tensor:

@@ -16,7 +16,8 @@ def display(word_vectors: torch.Tensor, genre_vectors: torch.Tensor, item_genres
     defaults = {"candidates": 3, "min_words": 2, "min_fit": 0.2, "user_genres": 1}
     genres = genre_vectors.shape[0]
     return Display(**{**defaults, **settings}, word_vectors=word_vectors, genre_vectors=genre_vectors,
-                   item_genres=item_genres, genre_prior=torch.full((genres,), 1 / genres),
+                   generic_vectors=torch.zeros(1, genre_vectors.shape[1]), item_genres=item_genres,
+                   genre_prior=torch.full((genres,), 1 / genres),
                    user_hidden=torch.zeros(word_vectors.shape[0], dtype=torch.bool))
 
 
@@ -46,6 +47,18 @@ def test_fit_is_the_closeness_to_the_entitys_genre_less_the_mean_over_genres() -
 
     assert torch.allclose(fit[0], torch.tensor([1 - 1 / 3, 0 - 1 / 3, 0.0]), atol=1e-6)  # "film"-like word: 0
     assert torch.equal(fit[1], torch.zeros(3))  # an entity without genres scores nothing
+
+
+def test_a_word_close_to_any_film_scores_no_more_than_its_closeness_to_the_genre_over_that() -> None:
+    genres = torch.eye(3)
+    words = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]), dim=-1)
+    rule = display(words, genres, torch.tensor([[True, False, False]]))
+    rule.generic_vectors = F.normalize(torch.tensor([[1.0, 0.0, 1.0]]), dim=-1)  # "a film" lies between genres
+
+    fit = rule.fit(torch.tensor([[True, False, False]]))[0]
+
+    assert fit[1] <= 0  # as close to "a film" as to its best genre: fits any film
+    assert fit[0] > 0.25
 
 
 def test_a_users_genres_are_those_their_history_holds_most_above_the_catalogs_share() -> None:
@@ -90,3 +103,25 @@ def test_the_film_vocabulary_keeps_words_close_to_one_genre_not_to_all() -> None
     kept = film_words(words, embeddings, anchors, share=0.5)
 
     assert [words[i] for i in kept] == ["cowboy", "ghost"]
+
+
+def test_no_word_the_shipped_bundle_can_show_is_on_the_profanity_list_or_an_unsupported_sensitive_word() -> None:
+    from pathlib import Path
+
+    from face_app.descriptors import Descriptors
+    from training.suitability import SENSITIVE_SEEDS
+    from training.vocabulary import normal_form
+
+    readout = Descriptors.load(Path(__file__).parents[1] / "assets" / "ml-100k" / "readout")
+    listed = profanity_list()
+
+    # a visitor's fold-in can reach any vocabulary word, so every one is checked, not only the precomputed chips
+    assert not [w for w in readout.words if unsuitable(w)]
+    assert not [w for w in readout.words if w in listed]
+    assert readout.display is not None, "the shipped read-out has no display rule"
+    hidden = {w for w, h in zip(readout.words, readout.display.user_hidden.tolist(), strict=True) if h}
+    seeds = {normal_form(s) for group in SENSITIVE_SEEDS.values() for s in group}
+    assert {w for w in readout.words if normal_form(w) in seeds} <= hidden
+    for user_id in readout.user_ids:
+        assert not set(readout.for_user(user_id)) & hidden, user_id
+    assert not set(readout.describe_history(readout.item_ids[:40])) & hidden

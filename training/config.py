@@ -155,7 +155,8 @@ class FACEConfig(Schedule):
         data does not name them (training/suitability.py). vocabulary `film`: `describing`'s forms ranked by how
         much closer they come to some films' rich profiles than to the average film's (`word_fit`), not by raw
         closeness to every profile.
-    display_candidates / display_min_words / display_min_fit / display_user_genres / exposure_cap: the display
+    display_candidates / display_min_words / display_min_fit / display_user_genres / display_closeness /
+        exposure_cap: the display
         rule of `readout` mode. centre: the read-out subtracts the mean item embedding before it normalises
         (`ConceptProjection.centre`: concepts then say how an entity differs from the average film).
         (`face_app.descriptors.Display`, training/readout.py).
@@ -187,6 +188,7 @@ class FACEConfig(Schedule):
     display_min_words: NonNegative = 5
     display_min_fit: float = 0.1
     display_user_genres: Positive = 4
+    display_closeness: NonNegative = 0.0
     centre: bool = False
     exposure_cap: Annotated[float, Field(gt=0, le=1)] = 0.05
 

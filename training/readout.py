@@ -45,7 +45,7 @@ from training.profiles import (
     user_profiles,
 )
 from training.suitability import named_in, seed_words, sensitive_topics, supported
-from training.vocabulary import genre_anchors, normal_form
+from training.vocabulary import GENERIC_ANCHORS, genre_anchors, normal_form
 from training.workdir import MODEL_FILE, Workdir
 
 
@@ -108,9 +108,11 @@ def genre_words(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
 
 def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torch.Tensor, data: SplitData,
                           words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
-                          sensitive: Sequence[str | None], settings: FACEConfig) -> tuple[Descriptors, dict[str, Any]]:
+                          generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig
+                          ) -> tuple[Descriptors, dict[str, Any]]:
     """The serving read-out with its display rule (module docstring). anchors: [G, D] the genres' sentences
-    (`training.vocabulary.genre_anchors` of `item_genres`' genres); sensitive: each word's sensitive topic or
+    (`training.vocabulary.genre_anchors` of `item_genres`' genres); generic: [E, D] of `GENERIC_ANCHORS`;
+    sensitive: each word's sensitive topic or
     None. Returns the read-out and the exposure of the shown words."""
     k = settings.k
     with torch.no_grad():
@@ -124,8 +126,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     display = Display(candidates=settings.display_candidates, min_words=settings.display_min_words,
                       min_fit=settings.display_min_fit, user_genres=settings.display_user_genres,
                       word_vectors=F.normalize(word_embeddings.float(), dim=-1),
-                      genre_vectors=F.normalize(anchors.float(), dim=-1), item_genres=table,
-                      genre_prior=genre_prior(data, table), user_hidden=hidden)
+                      genre_vectors=F.normalize(anchors.float(), dim=-1), generic_vectors=generic, item_genres=table,
+                      genre_prior=genre_prior(data, table), user_hidden=hidden,
+                      closeness_weight=settings.display_closeness)
     degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
     readout = Descriptors(
         k=k, words=words, item_ids=data.items["item_id"].astype(str).tolist(),
@@ -202,8 +205,9 @@ def run(config: Config, workdir: Path) -> Path:
     face, log = train_readout(user_final, item_final, text, text.word_vectors(words), word_embeddings,
                               stem_groups(words) if settings.distinct_stems else None, targets, data, settings, seed)
     sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())
+    generic = text.encode_texts(list(GENERIC_ANCHORS))
     readout, shown = build_display_readout(face, user_final, item_final, data, words, word_embeddings, anchors,
-                                           sensitive, settings)
+                                           generic, sensitive, settings)
     extra = {"readout": {"seed": seed, "loss_log": log, "sensitive_words": sum(t is not None for t in sensitive),
                          **shown}}
     return publish(readout, paths, data, config, text, profile_texts, profiles, extra)

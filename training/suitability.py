@@ -47,10 +47,11 @@ SUPPLEMENT = {
 # seeds after the semicolon in each comment were added from the words the readers marked unsuitable in the sheet's
 # initial round (bench/descriptor-judgments.json).
 SENSITIVE_SEEDS = {
-    # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho
+    # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; and, seen on read-outs of the levers
+    # (bench.readout_levers) before they were judged: malaria, obesity, infection
     "illness": ("illness", "disease", "cancer", "tumor", "leukemia", "aids", "hiv", "terminal", "diagnosis",
                 "disability", "dementia", "epidemic", "chemotherapy", "cholera", "paralysis", "schizophrenia",
-                "psychotic", "psycho"),
+                "psychotic", "psycho", "malaria", "obesity", "infection"),
     # ; genocide (and massacre, its neighbour)
     "death": ("death", "suicide", "funeral", "burial", "corpse", "cemetery", "euthanasia", "mourning", "genocide",
               "massacre"),

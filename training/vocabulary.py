@@ -123,6 +123,10 @@ def describing_words(words: Sequence[str], word_embeddings: torch.Tensor, profil
     return [index for position, index in enumerate(merged) if position in chosen]
 
 
+# Sentences a word that fits any film is close to (the display proxy's floor, face_app.descriptors.Display).
+GENERIC_ANCHORS = ("a film", "a story", "a character", "a scene")
+
+
 def genre_anchors(genres: Sequence[str]) -> list[str]:
     """The sentence each genre is read as: "a {genre} film" ("a film-noir film", "a children's film")."""
     return [f"a {genre.lower()} film" for genre in genres]
@@ -321,6 +325,7 @@ class ProxyFit:
         names, table = item_genres(data)
         display = Display(candidates=0, min_words=0, min_fit=0.0, user_genres=user_genres,
                           word_vectors=torch.zeros(0, 1), genre_vectors=text.encode_texts(genre_anchors(names)),
+                          generic_vectors=text.encode_texts(list(GENERIC_ANCHORS)),
                           item_genres=table, genre_prior=genre_prior(data, table), user_hidden=torch.zeros(0))
         genres = {"items": dict(zip(data.items["item_id"].astype(str), table, strict=True)),
                   "users": {str(u): display.history_genres(h.tolist())
