@@ -25,7 +25,57 @@ from face_app.engine import Engine
 from training.report import word_measures
 
 
-def page(bundle_dir: Path, ablation: Path | None, films: int, personas: int, command: str) -> str:
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def judged_section(fit: Path | None, baseline: Path | None, levers: Path | None) -> list[str]:
+    """The judged fit of the bundle's shown words (`python -m bench.descriptor_fit`), beside the round-2 read-out's
+    and the levers' (`python -m bench.readout_levers`)."""
+    lines: list[str] = []
+    rows = [(name, json.loads(path.read_text())) for name, path in (("round 2 (shipped before)", baseline),
+                                                                     ("this bundle", fit)) if path and path.exists()]
+    if rows:
+        lines += ["## Judged fit (the result)", "",
+                  "Blind marks of bench/descriptor-judgments.json (80 films, half among the 200 most-rated, and 30 "
+                  "users, seed 2026; the rule is in the sheet's header, written before any word was judged). The "
+                  "shown words are mixed with as many random words of the vocabulary before a reader sees them. "
+                  "Produced by `" + rows[-1][1].get("command", "python -m bench.descriptor_fit") + "`.", "",
+                  "| read-out | kind | shown words judged to fit | random words that fit | with 4+ fitting | "
+                  "with none | unsuitable shown | proxy AUC | marks by round |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, result in rows:
+            for kind, r in result["per_kind"].items():
+                lines.append(f"| {name} | {kind} | {pct(r['shown_fit'])} of {r['shown_words']} | "
+                             f"{pct(r['random_fit'])} of {r['random_words']} | {r['entities_with_4_fitting']:.0%} | "
+                             f"{r['entities_with_no_fitting']} | {r['shown_unsuitable']} | "
+                             f"{pct(r['proxy_auc_fit_vs_no'])} | {r['marks_by_round']} |")
+        lines.append("")
+    if levers and levers.exists():
+        found = json.loads(levers.read_text())
+        lines += ["## Levers", "", f"`{found.get('command', 'python -m bench.readout_levers')}`, each on the frozen "
+                  "LightGCN of the round-2 bundle (so LightGCN's results cannot change). Judged fit counts only the "
+                  "shown words the sheet had marks for when the lever ran; the unjudged count says how much of the "
+                  "row is proxy only. Faithfulness: hit@10 of the words' text retrieving the entity's round-2 "
+                  "profile, over random words'.", "",
+                  "| lever | vocabulary | items: judged fit (judged / unjudged) | users: judged fit (judged / "
+                  "unjudged) | proxy, items / users | faithfulness, items / users | films with 5+ words |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in found.get("levers", {}).items():
+            judged, unjudged = row["judged"], row.get("unjudged_shown", {})
+            per_item = row["shown_per_item"]
+            five = sum(per_item[5:]) / max(sum(per_item), 1)
+            cells = [f"{pct(judged[k]['shown_fit'])} ({judged[k]['shown_words']} / {unjudged.get(k, 0)})"
+                     for k in ("items", "users")]
+            lines.append(f"| {name} | {row['vocabulary_words']:,} | {cells[0]} | {cells[1]} | "
+                         f"{row['proxy_mean_shown']['items']:.3f} / {row['proxy_mean_shown']['users']:.3f} | "
+                         f"{row['faithfulness']['items']:.1f}x / {row['faithfulness']['users']:.1f}x | {five:.0%} |")
+        lines.append("")
+    return lines
+
+
+def page(bundle_dir: Path, ablation: Path | None, films: int, personas: int, command: str,
+         fit: Path | None = None, baseline: Path | None = None, levers: Path | None = None) -> str:
     bundle = Bundle.load(bundle_dir)
     engine = Engine.from_bundle(bundle, load_llm=False)
     catalog, readout = engine.catalog, bundle.descriptors
@@ -40,6 +90,7 @@ def page(bundle_dir: Path, ablation: Path | None, films: int, personas: int, com
         lines += [f"Vocabulary rule `{face.get('vocabulary', 'all')}` ({len(readout.words):,} words; "
                   f"share kept by relevance {face.get('vocabulary_share', 1)}), hub correction weight "
                   f"{face.get('hub_penalty', 0)}: see training/vocabulary.py and docs/face.md.", ""]
+    lines += judged_section(fit, baseline, levers)
     if descriptors.get("words"):
         lines += ["## Measures (the build's report)", *word_measures(descriptors), ""]
 
@@ -81,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablation", type=Path, default=Path("bench/face-ablation.json"))
     parser.add_argument("--films", type=int, default=20)
     parser.add_argument("--personas", type=int, default=6)
+    parser.add_argument("--fit", type=Path, default=Path("bench/descriptor-fit.json"))
+    parser.add_argument("--baseline", type=Path, default=Path("bench/descriptor-fit-round2.json"))
+    parser.add_argument("--levers", type=Path, default=Path("bench/readout-levers.json"))
     parser.add_argument("--out", type=Path, default=Path("docs/descriptors.md"))
     args = parser.parse_args(argv)
     command = (f"python -m bench.descriptors --bundle {args.bundle} --ablation {args.ablation} "
                f"--out {args.out}")
-    text = page(args.bundle, args.ablation, args.films, args.personas, command)
+    text = page(args.bundle, args.ablation, args.films, args.personas, command, args.fit, args.baseline,
+                args.levers)
     args.out.write_text(text)
     print(f"[descriptors] wrote {args.out} ({len(text.splitlines())} lines)")
     return 0

@@ -38,23 +38,19 @@ from training.vocabulary import GENERIC_ANCHORS, faithfulness, genre_anchors
 BASE = {"mode": "readout", "suitable": True, "epochs": 4, "lr": 1e-3, "align_weight": 1.0, "temperature": 0.05,
         "entities_per_step": 64, "align_entities": 64, "display_min_fit": 0.15}
 LEVERS: dict[str, dict[str, Any]] = {
+    # round 2's vocabulary rule and profiles, with the suitability rules and the display rule
     "describing-basic": {"vocabulary": "describing", "profiles": "basic"},
-    "describing-rich": {"vocabulary": "describing", "profiles": "rich"},
     "film-rich": {"vocabulary": "film", "profiles": "rich"},
-    "film-rich-warm-only": {"vocabulary": "film", "profiles": "rich", "epochs": 1, "lr": 1e-9},
-    "film-rich-8cand": {"vocabulary": "film", "profiles": "rich", "display_candidates": 8},
-    "film-rich-16cand": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16},
-    "film25-rich-8cand": {"vocabulary": "film", "vocabulary_share": 0.25, "profiles": "rich", "display_candidates": 8},
     "film-rich-16cand-centred": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16, "centre": True},
-    "film-basic-16cand-centred": {"vocabulary": "film", "profiles": "basic", "display_candidates": 16,
+    # the first judged round (later-1)
+    "film-richitems-32cand-centred-close2": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 32,
+                                             "centre": True, "display_closeness": 2.0},
+    # shipped (configs/ml-100k.yaml)
+    "film-richitems-128cand-centred": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                                       "centre": True},
+    # every vocabulary word a candidate: the display proxy alone, the CF read-out choosing nothing (a bound, not FACE)
+    "film-richitems-proxy-only": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 4000,
                                   "centre": True},
-    "film-rich-16cand-centred-12ep": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16,
-                                      "centre": True, "epochs": 12},
-    "film-rich-32cand-centred": {"vocabulary": "film", "profiles": "rich", "display_candidates": 32, "centre": True},
-    "film-rich-32cand-centred-close05": {"vocabulary": "film", "profiles": "rich", "display_candidates": 32,
-                                         "centre": True, "display_closeness": 0.5},
-    "film-rich-16cand-centred-close1": {"vocabulary": "film", "profiles": "rich", "display_candidates": 16,
-                                        "centre": True, "display_closeness": 1.0},
 }
 
 
@@ -68,7 +64,8 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
                                                    anchors)
     codebook = text.word_vectors(words)
     groups = stem_groups(words) if settings.distinct_stems else None
-    targets = (rich_users, rich_items) if settings.profiles == "rich" else (basic["users"], basic["items"])
+    targets = {"rich": (rich_users, rich_items), "rich-items": (basic["users"], rich_items),
+               "basic": (basic["users"], basic["items"])}[settings.profiles]
     face, log = train_readout(cf.user_embeddings, cf.item_embeddings, text, codebook, word_embeddings, groups,
                               targets, data, settings, seed=0)
     sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())

@@ -43,7 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     card_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                           help="the overrides the build was run with (its config, as the card shows it)")
 
+    refresh_cmd = commands.add_parser("refresh-readout", help="swap a workdir's FACE read-out into an exported "
+                                      "bundle (training/refresh.py); the index and the LLM stay the bundle's")
+    refresh_cmd.add_argument("--config", required=True, type=Path)
+    refresh_cmd.add_argument("--workdir", required=True, type=Path)
+    refresh_cmd.add_argument("--bundle", required=True, type=Path)
+    refresh_cmd.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
     args = parser.parse_args(argv)
+    if args.command == "refresh-readout":
+        from training.refresh import refresh_readout
+
+        command = " ".join(["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
+        record = refresh_readout(load_config(args.config, args.set), args.workdir, args.bundle, command)
+        print(f"refreshed the read-out of {args.bundle} from {args.workdir} ({record['created']})")
+        return 0
     if args.command == "card":
         from training.card import write_card
 

@@ -238,16 +238,20 @@ TERMS = ("MovieLens data are from GroupLens Research (University of Minnesota) u
          "ratings or titles: the app reads them at start from the pinned dataset source named in manifest.json.")
 
 
-def write_card(bundle_dir: Path, config: Config, workdir: Path) -> dict[str, Any]:
-    """Write `<bundle>/README.md` and list it in the manifest; return the conversations' summaries."""
-    report = read_report(workdir)
+def write_card(bundle_dir: Path, config: Config, workdir: Path, report: dict[str, Any] | None = None,
+               build: list[str] | None = None, limits: list[str] | None = None) -> dict[str, Any]:
+    """Write `<bundle>/README.md` and list it in the manifest; return the conversations' summaries.
+
+    report / build / limits: the report, the "how it was built" lines and the limitations to write (None: the
+    workdir's, as the export stage writes them; `refresh_readout` passes the bundle's own, amended)."""
+    report = read_report(workdir) if report is None else report
     data = report.get("data", {})
     lines = [f"# face-app bundle: {config.name}", "",
              f"{report.get('dataset', config.name)}: {data.get('users')} users, {data.get('items')} items, "
              f"{data.get('interactions')} interactions. This directory is what `python app.py` serves: the FACE "
              "read-out (descriptors and LightGCN+FACE embeddings), the item indices, the LoRA-tuned LLM (its "
              "base model is fetched from its pinned source and checked by sha256) and the catalog map.", "",
-             *build_lines(config, workdir), "",
+             *(build_lines(config, workdir) if build is None else build), "",
              "## Results", "",
              f"Test split; protocol: {report.get('protocol', {}).get('description', '')} "
              f"Mean ± std over seeds {report.get('seeds')} where a model has several runs.", "",
@@ -260,8 +264,8 @@ def write_card(bundle_dir: Path, config: Config, workdir: Path) -> dict[str, Any
     if config.export.conversations:
         transcript, summaries = conversations(bundle_dir, config.export.conversations)
         lines += transcript
-    lines += ["", "## Limitations", "", *[f"- {text}" for text in limitations(report, workdir)],
-              *[f"- {text}" for text in stale_stages(config, workdir)],
+    limits = [*limitations(report, workdir), *stale_stages(config, workdir)] if limits is None else limits
+    lines += ["", "## Limitations", "", *[f"- {text}" for text in limits],
               "", "## Data terms and citations", ""]
     movielens = config.data.source.startswith(("ml-", "grouplens"))
     if movielens:

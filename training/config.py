@@ -150,7 +150,7 @@ class FACEConfig(Schedule):
         read-out alone on the frozen LightGCN, for words; LightGCN+FACE then scores as LightGCN).
     profiles: the alignment targets, `basic` (title, year, genres; demographics and recent titles) or `rich`
         (training/profiles.py: also the decade, the titles watched with it and its audience; a user's is the mean
-        of their history's item profiles).
+        of their history's item profiles), or `rich-items` (rich for items, basic for users).
     suitable: drop unsuitable words from the vocabulary and keep sensitive ones off users and off films whose
         data does not name them (training/suitability.py). vocabulary `film`: `describing`'s forms ranked by how
         much closer they come to some films' rich profiles than to the average film's (`word_fit`), not by raw
@@ -182,7 +182,7 @@ class FACEConfig(Schedule):
     hub_penalty: Weight = 1.0
     hub_neighbours: Positive = 10
     mode: Literal["joint", "readout"] = "joint"
-    profiles: Literal["basic", "rich"] = "basic"
+    profiles: Literal["basic", "rich", "rich-items"] = "basic"
     suitable: bool = False
     display_candidates: Positive = 3
     display_min_words: NonNegative = 5

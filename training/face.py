@@ -441,8 +441,8 @@ def publish(readout: Descriptors, paths: Workdir, data: SplitData, config: Confi
     settings, words = config.face, readout.words
     readout.save(paths.readout)
     described = {
-        "items": [[words[i] for i in row] for row in readout.item_words.tolist()],
-        "users": [[words[i] for i in row] for row in readout.user_words.tolist()],
+        "items": [readout.for_item(i) for i in readout.item_ids],  # the shown words (a display rule shows fewer)
+        "users": [readout.for_user(u) for u in readout.user_ids],
     }
     paths.descriptors_file.write_text(
         json.dumps(

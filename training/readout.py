@@ -197,9 +197,9 @@ def run(config: Config, workdir: Path) -> Path:
     anchors = text.encode_texts(genre_anchors(item_genres(data)[0]))
     words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([profiles["users"], profiles["items"]]),
                                                    anchors)
-    if settings.profiles == "rich":
+    if settings.profiles in ("rich", "rich-items"):
         items = text.cached_encode(rich_item_profiles(data))
-        targets = (history_profiles(data, items), items)
+        targets = (history_profiles(data, items) if settings.profiles == "rich" else profiles["users"], items)
     else:
         targets = (profiles["users"], profiles["items"])
     face, log = train_readout(user_final, item_final, text, text.word_vectors(words), word_embeddings,
