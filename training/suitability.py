@@ -45,21 +45,26 @@ SUPPLEMENT = {
 }
 # Seeds of the sensitive topics the issue names; their MiniLM neighbours join them (module docstring, rule 2). The
 # seeds after the semicolon in each comment were added from the words the readers marked unsuitable in the sheet's
-# initial round (bench/descriptor-judgments.json).
+# rounds (bench/descriptor-judgments.json): initial, then later-1 and later-2 (shown or random words alike).
 SENSITIVE_SEEDS = {
-    # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; and, seen on read-outs of the levers
-    # (bench.readout_levers) before they were judged: malaria, obesity, infection
+    # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; seen on read-outs of the levers
+    # (bench.readout_levers) before they were judged: malaria, obesity, infection; coma, depression, tuberculosis,
+    # diabetes, inflammation, psychiatric
     "illness": ("illness", "disease", "cancer", "tumor", "leukemia", "aids", "hiv", "terminal", "diagnosis",
                 "disability", "dementia", "epidemic", "chemotherapy", "cholera", "paralysis", "schizophrenia",
-                "psychotic", "psycho", "malaria", "obesity", "infection"),
-    # ; genocide (and massacre, its neighbour)
+                "psychotic", "psycho", "malaria", "obesity", "infection", "coma", "depression", "tuberculosis",
+                "diabetes", "inflammation", "psychiatric"),
+    # ; genocide (and massacre, its neighbour); dying, drowning
     "death": ("death", "suicide", "funeral", "burial", "corpse", "cemetery", "euthanasia", "mourning", "genocide",
-              "massacre"),
+              "massacre", "dying", "drowning"),
     # ; fetal
     "abortion": ("abortion", "miscarriage", "pregnancy", "contraception", "maternity", "fetal"),
-    # ; alcoholic
-    "drugs": ("drug", "heroin", "cocaine", "narcotic", "addiction", "overdose", "marijuana", "alcoholic"),
-    "sexuality": ("sexuality", "sexual", "lesbian", "gay", "bisexual", "transgender", "intercourse", "genital"),
+    # ; alcoholic; cannabis, abuse
+    "drugs": ("drug", "heroin", "cocaine", "narcotic", "addiction", "overdose", "marijuana", "alcoholic", "cannabis",
+              "abuse"),
+    # ; homosexuality, adultery
+    "sexuality": ("sexuality", "sexual", "lesbian", "gay", "bisexual", "transgender", "intercourse", "genital",
+                  "homosexuality", "adultery"),
     # ; aboriginal
     "race": ("race", "racial", "racism", "ethnic", "ethnicity", "negro", "slave", "slavery", "tribe", "aboriginal"),
 }
