@@ -71,8 +71,7 @@ def test_each_arm_respects_exclusions(tiny_app) -> None:
 
 def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
     engine = tiny_app.engine
-    if "llm" not in engine.recommenders:
-        pytest.skip("this bundle has no tuned LLM")
+    assert "llm" in engine.recommenders, "the tiny build tunes an LLM; its bundle must serve it"
     state = ConversationState()
     engine.use_persona(state, next(iter(engine.personas)))
     words = engine.user_descriptors(state)

@@ -48,12 +48,17 @@ def test_every_measure_is_present_numeric_and_sane(run, tiny_build: Path) -> Non
     results, _, _ = run
     for key in MEASURES:
         value = results[key]
-        assert isinstance(value, int | float) and math.isfinite(value) and value >= 0, (key, value)
+        assert isinstance(value, int | float) and math.isfinite(value), (key, value)
+        if key.endswith("_s"):
+            assert value > 0, (key, value)  # a time of 0 means the step never ran
     assert results["arm"] == "llm" and results["turns"] == 6 and results["search_calls"] == 2
     assert 0 < results["turn_p50_s"] <= results["turn_p95_s"]
     assert results["speedup"] == pytest.approx(results["hf_generate_p50_s"] / results["decoder_p50_s"])
     # the 5 picks a turn shows, searched as the chat searches them
-    assert results["k"] == 5 and results["beams"] == GeneratorRecommender.beams and 0 <= results["same_topk"] <= 1
+    assert results["k"] == 5 and results["beams"] == GeneratorRecommender.beams
+    # the trie search is an exact beam search: a broken trie or cache returns other items than `generate` does
+    # (tests/test_decoder.py checks equality call by call; here at least most of the bench's calls must agree)
+    assert results["same_topk"] >= 0.5
     assert 0 < results["ready_s"] < 600 and results["rss_turns"] == 2
     assert 200 < results["rss_mb"] < results["machine"]["memory_gib"] * 1024
     assert results["concurrent_sessions"] == 2 and results["concurrent_errors"] == 0

@@ -57,8 +57,8 @@ from training.config import Config, FACEConfig
 from training.data import SplitData
 from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
-from training.profiles import TextEncoder, item_profiles, user_profiles
-from training.vocabulary import describing_words, faithfulness, film_words, user_groups, word_report
+from training.profiles import TextEncoder, item_profiles, user_groups, user_profiles
+from training.vocabulary import describing_words, faithfulness, film_words, word_report
 from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 MODEL_NAME = "LightGCN+FACE"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -60,8 +62,6 @@ def user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: in
 def co_watched(data: SplitData, top: int = 3) -> list[list[int]]:
     """Per item, the `top` items most often in the same training histories, by cosine of their user sets
     (c_ij / sqrt(n_i n_j), so that the most popular films do not top every list); ties by item index."""
-    import numpy as np
-
     users, items = data.train_pairs()
     x = torch.zeros(data.n_users, data.n_items)
     x[users, items] = 1.0
@@ -72,13 +72,30 @@ def co_watched(data: SplitData, top: int = 3) -> list[list[int]]:
     return [[int(j) for j in row[:top] if counts[j] > 0] if counts[i] > 0 else [] for i, row in enumerate(order)]
 
 
+def user_groups(users: Any) -> list[list[str]]:
+    """Each user's demographic groups: gender, age band, occupation (what the dataset has of them)."""
+    out = []
+    for row in users.itertuples():
+        groups = []
+        gender = getattr(row, "gender", None)
+        if isinstance(gender, str):
+            groups.append(f"gender {gender}")
+        age = getattr(row, "age", None)
+        if age is not None and not (isinstance(age, float) and np.isnan(age)):
+            band = "under 25" if age < 25 else "25-34" if age < 35 else "35-49" if age < 50 else "50 and over"
+            groups.append(f"age {band}")
+        occupation = getattr(row, "occupation", None)
+        if isinstance(occupation, str) and occupation not in ("none", "other"):
+            groups.append(f"occupation {occupation}")
+        out.append(groups)
+    return out
+
+
 def audience(data: SplitData, min_share: float = 0.6) -> list[str]:
     """Per item, its audience in words where the training data says something: the gender share when it is at
     least `min_share` one way, and the age band and occupation of its raters with the highest lift (at least
     1.5) over all users (an empty string for an item nobody rated). Men are most raters of most films in
     MovieLens, so only a share of women at least `min_share`, or 1.5 times theirs among all users, is said."""
-    from training.vocabulary import user_groups
-
     groups = user_groups(data.users)
     everyone = Counter(g for gs in groups for g in gs)
     raters: list[list[int]] = [[] for _ in range(data.n_items)]

@@ -226,25 +226,6 @@ def word_report(entity_words: Sequence[Sequence[str]], groups: Sequence[Sequence
     }
 
 
-def user_groups(users: Any) -> list[list[str]]:
-    """Each user's demographic groups: gender, age band, occupation (what the dataset has of them)."""
-    out = []
-    for row in users.itertuples():
-        groups = []
-        gender = getattr(row, "gender", None)
-        if isinstance(gender, str):
-            groups.append(f"gender {gender}")
-        age = getattr(row, "age", None)
-        if age is not None and not (isinstance(age, float) and np.isnan(age)):
-            band = "under 25" if age < 25 else "25-34" if age < 35 else "35-49" if age < 50 else "50 and over"
-            groups.append(f"age {band}")
-        occupation = getattr(row, "occupation", None)
-        if isinstance(occupation, str) and occupation not in ("none", "other"):
-            groups.append(f"occupation {occupation}")
-        out.append(groups)
-    return out
-
-
 # --- Faithfulness: do the words retrieve their entity's profile? ---------------------------------------------
 
 
