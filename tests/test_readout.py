@@ -125,3 +125,23 @@ def test_no_word_the_shipped_bundle_can_show_is_on_the_profanity_list_or_an_unsu
     for user_id in readout.user_ids:
         assert not set(readout.for_user(user_id)) & hidden, user_id
     assert not set(readout.describe_history(readout.item_ids[:40])) & hidden
+
+
+def test_no_word_a_reader_marked_unsuitable_is_shown_where_it_was_judged_or_to_any_user() -> None:
+    import json
+    from pathlib import Path
+
+    from face_app.descriptors import Descriptors
+
+    root = Path(__file__).parents[1]
+    readout = Descriptors.load(root / "assets" / "ml-100k" / "readout")
+    sheet = json.loads((root / "bench" / "descriptor-judgments.json").read_text())
+    hidden = {w for w, h in zip(readout.words, readout.display.user_hidden.tolist(), strict=True) if h}
+    marked = [(kind, entity, word) for kind, entities in sheet["judgments"].items()
+              for entity, marks in entities.items() for word, mark in marks.items() if mark["label"] == "unsuitable"]
+    assert len(marked) >= 20  # the sheet's readers did mark some: this test reads real marks
+
+    for kind, entity, word in marked:
+        shown = readout.for_item(entity) if kind == "items" else readout.for_user(entity)
+        assert word not in shown, (kind, entity, word)
+        assert word not in readout.words or word in hidden, word  # never on a user, a persona or a visitor

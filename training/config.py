@@ -159,6 +159,7 @@ class FACEConfig(Schedule):
         exposure_cap: the display
         rule of `readout` mode. centre: the read-out subtracts the mean item embedding before it normalises
         (`ConceptProjection.centre`: concepts then say how an entity differs from the average film).
+        film_share_cap: a word other than a genre word sits on at most this share of the films (1: no cap).
         (`face_app.descriptors.Display`, training/readout.py).
     """
 
@@ -191,6 +192,7 @@ class FACEConfig(Schedule):
     display_closeness: NonNegative = 0.0
     centre: bool = False
     exposure_cap: Annotated[float, Field(gt=0, le=1)] = 0.05
+    film_share_cap: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

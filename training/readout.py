@@ -15,7 +15,9 @@ regression of each entity's profile keywords (`training.face.keyword_targets`).
 chooses among each concept's nearest words, with two rules of training/suitability.py (unsuitable words are not in
 the vocabulary; sensitive-topic words only on films whose own data names them, never on users) and the items'
 exposure cap: a word that is not a genre word may sit on films carrying at most `exposure_cap` of all training
-interactions (hub words counted by what visitors see, not by how many films carry them).
+interactions (hub words counted by what visitors see, not by how many films carry them), and on at most
+`film_share_cap` of the films (so that a word does not pile up on the many films few people rate: "anime" sat on
+15% of the films under the exposure cap alone).
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     item_fit = display.fit(table)
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
+    carriers = torch.zeros(len(words), dtype=torch.long)
+    most_films = max(1, round(settings.film_share_cap * data.n_items))
     sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
     item_words = torch.full((data.n_items, k), -1, dtype=torch.long)
     for item in torch.argsort(-degree, stable=True).tolist():
@@ -156,10 +160,11 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         cap = float(settings.exposure_cap - share[item])
 
         def over_cap(w: int, cap: float = cap) -> bool:
-            return not bool(genre[w]) and float(exposure[w]) > cap
+            return not bool(genre[w]) and (float(exposure[w]) > cap or int(carriers[w]) >= most_films)
 
         shown = choose_shown(scores, item_fit[item], readout.word_groups, k, display, over_cap)
         exposure[shown] += share[item]
+        carriers[shown] += 1
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.item_words = item_words
 

@@ -42,10 +42,12 @@ SUPPLEMENT = {
     "prostitution": "sexual",
     "arousal": "sexual (marked unsuitable by a reader, initial round)",
     "chick": "demeaning slang (marked unsuitable by a reader, initial round)",
+    "escort": "sexual in this use (marked unsuitable by a reader, round later-4)",
 }
 # Seeds of the sensitive topics the issue names; their MiniLM neighbours join them (module docstring, rule 2). The
 # seeds after the semicolon in each comment were added from the words the readers marked unsuitable in the sheet's
-# rounds (bench/descriptor-judgments.json): initial, then later-1 and later-2 (shown or random words alike).
+# rounds (bench/descriptor-judgments.json): initial, then later-1, later-2, later-4 and later-5 (shown or random
+# words).
 SENSITIVE_SEEDS = {
     # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; seen on read-outs of the levers
     # (bench.readout_levers) before they were judged: malaria, obesity, infection; coma, depression, tuberculosis,
@@ -54,14 +56,14 @@ SENSITIVE_SEEDS = {
                 "disability", "dementia", "epidemic", "chemotherapy", "cholera", "paralysis", "schizophrenia",
                 "psychotic", "psycho", "malaria", "obesity", "infection", "coma", "depression", "tuberculosis",
                 "diabetes", "inflammation", "psychiatric"),
-    # ; genocide (and massacre, its neighbour); dying, drowning
+    # ; genocide (and massacre, its neighbour); dying, drowning; mortality (later-5)
     "death": ("death", "suicide", "funeral", "burial", "corpse", "cemetery", "euthanasia", "mourning", "genocide",
-              "massacre", "dying", "drowning"),
+              "massacre", "dying", "drowning", "mortality"),
     # ; fetal
     "abortion": ("abortion", "miscarriage", "pregnancy", "contraception", "maternity", "fetal"),
-    # ; alcoholic; cannabis, abuse
+    # ; alcoholic; cannabis, abuse; alcoholism (later-4)
     "drugs": ("drug", "heroin", "cocaine", "narcotic", "addiction", "overdose", "marijuana", "alcoholic", "cannabis",
-              "abuse"),
+              "abuse", "alcoholism"),
     # ; homosexuality, adultery
     "sexuality": ("sexuality", "sexual", "lesbian", "gay", "bisexual", "transgender", "intercourse", "genital",
                   "homosexuality", "adultery"),
