@@ -145,3 +145,16 @@ def test_no_word_a_reader_marked_unsuitable_is_shown_where_it_was_judged_or_to_a
         shown = readout.for_item(entity) if kind == "items" else readout.for_user(entity)
         assert word not in shown, (kind, entity, word)
         assert word not in readout.words or word in hidden, word  # never on a user, a persona or a visitor
+
+
+def test_a_refresh_reads_the_cards_own_build_section_and_limitations() -> None:
+    from training.refresh import old_section
+
+    card = "# b\n\nintro\n\n## How it was built\n\n```\ncmd\n```\n\n**Refreshed 2026-01-01** (...)\n\n## Results\n\n" \
+           "x\n\n## Limitations\n\n- one\n- two\n\n## Data terms and citations\n"
+
+    build = old_section(card, "How it was built", "Results")
+
+    assert build == ["```", "cmd", "```", "", "**Refreshed 2026-01-01** (...)"]
+    assert old_section(card, "Limitations", "Data terms and citations") == ["- one", "- two"]
+    assert old_section(card, "Missing", "Results") == []

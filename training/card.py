@@ -245,11 +245,12 @@ def write_card(bundle_dir: Path, config: Config, workdir: Path, report: dict[str
     report / build / limits: the report, the "how it was built" lines and the limitations to write (None: the
     workdir's, as the export stage writes them; `refresh_readout` passes the bundle's own, amended)."""
     report = read_report(workdir) if report is None else report
+    embeddings = "LightGCN (frozen; the read-out trained alone)" if config.face.mode == "readout" else "LightGCN+FACE"
     data = report.get("data", {})
     lines = [f"# face-app bundle: {config.name}", "",
              f"{report.get('dataset', config.name)}: {data.get('users')} users, {data.get('items')} items, "
              f"{data.get('interactions')} interactions. This directory is what `python app.py` serves: the FACE "
-             "read-out (descriptors and LightGCN+FACE embeddings), the item indices, the LoRA-tuned LLM (its "
+             f"read-out (descriptors and {embeddings} embeddings), the item indices, the LoRA-tuned LLM (its "
              "base model is fetched from its pinned source and checked by sha256) and the catalog map.", "",
              *(build_lines(config, workdir) if build is None else build), "",
              "## Results", "",

@@ -64,8 +64,13 @@ def refresh_readout(config: Config, workdir: Path, bundle_dir: Path, command: st
     manifest.setdefault("refreshed", []).append(record)
     fmt.write_manifest(bundle_dir, **{k: v for k, v in manifest.items() if k not in ("format", "files")})
 
-    build = old_section(card, "How it was built", "Results")
-    build += ["", f"**Refreshed {record['created'][:10]}** (`{command}`, commit {record['commit'][:10]}, "
+    build = ["## How it was built", "", *[line for line in old_section(card, "How it was built", "Results")
+                                           if not line.startswith("**Refreshed")]]
+    while build and not build[-1].strip():
+        build.pop()
+    times = len(manifest["refreshed"])
+    which = "" if times == 1 else f" (the latest of {times} refreshes the manifest lists)"
+    build += ["", f"**Refreshed{which} {record['created'][:10]}** (`{command}`, commit {record['commit'][:10]}, "
               f"{record['machine']}): the FACE read-out was rebuilt by the face stage in `{workdir}` with the face "
               "section of the config above, on the LightGCN of that workdir's cf stage, and swapped into this "
               "bundle. The item index and the tuned LLM are the ones built as listed above; the LLM's prompts carry "
