@@ -216,3 +216,34 @@ def test_no_shipped_file_names_an_absolute_path_of_the_build_machine(tiny_build:
     for path in (tiny_build / "bundle").rglob("*.json"):
         absolute = [s for s in strings(json.loads(path.read_text())) if absolute_path.match(s) or str(tiny_build) in s]
         assert not absolute, f"{path.relative_to(tiny_build)}: {absolute[:2]}"
+
+
+def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_rule(tiny_build: Path,
+                                                                                     tmp_path: Path) -> None:
+    """The face stage in `mode: readout` on the tiny build's LightGCN: a read-out with a display rule, 5 to 8 shown
+    words per film, none of them unsuitable, the report counting shown words only."""
+    import shutil
+
+    from training.config import load_config
+    from training.readout import run
+    from training.suitability import unsuitable
+
+    work = tmp_path / "work"
+    for part in ("data", "cf"):
+        shutil.copytree(tiny_build / part, work / part)
+    overrides = ["face.mode=readout", "face.vocabulary=film", "face.suitable=true", "face.centre=true",
+                 "face.profiles=rich-items", "face.epochs=1", "face.display_candidates=16", "face.film_share_cap=0.05"]
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", overrides)
+
+    run(config, work)
+
+    readout = Descriptors.load(work / "face" / "readout")
+    assert readout.display is not None
+    shown = [readout.for_item(i) for i in readout.item_ids]
+    assert all(5 <= len(words) <= 8 for words in shown)
+    assert not {w for words in shown for w in words if unsuitable(w)}
+    assert not [w for w in readout.words if unsuitable(w)]
+    described = json.loads((work / "face" / "descriptors.json").read_text())
+    assert described["items"][readout.item_ids[0]] == shown[0]  # shown words, no padding rows
+    extra = json.loads((work / "face" / "report_extra.json").read_text())["descriptors"]
+    assert extra["vocabulary"]["mode"] == "readout" and extra["readout"]["shown_per_item"][:5] == [0] * 5
