@@ -20,9 +20,10 @@ were judged later.
 
 `score` reports, per kind: the fit share of the shown words, the entities with at least 4 fitting words, the
 unsuitable count, the same for the random words, and the agreement of the automatic proxy
-(`face_app.descriptors.word_fit`: how much closer a word is to the entity's own profile than to the average
-profile) with the marks (ROC AUC of fit against no). A score with unjudged shown words lists them and stops, unless
-`--allow-unjudged` (for iterating: then the unjudged words count as missing, and the output says so).
+(`face_app.descriptors.Display.fit`, the display rule's genre proxy, through
+`training.vocabulary.ProxyFit`) with the marks (ROC AUC of fit against no). A score with unjudged shown words
+lists them and stops, unless `--allow-unjudged` (for iterating: then the unjudged words count as missing, and the
+output says so).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class Context:
         self.ratings = self.dataset.interactions
 
     def proxy(self, kind: str, entity: str, words: Sequence[str]) -> list[float]:
-        """The automatic fit proxy of each word for the entity (`training.vocabulary.word_fit` on the entity's rich
-        profile, `training.profiles`); the encoder and the profiles load on first use."""
+        """The automatic fit proxy of each word for the entity (`training.vocabulary.ProxyFit`, the display rule's
+        genre proxy); the encoder loads on first use."""
         if not words:
             return []
         if not hasattr(self, "_fit"):
@@ -140,7 +141,7 @@ def random_words(vocabulary: Sequence[str], exclude: set[str], count: int, rng: 
     return [pool[i] for i in rng.choice(len(pool), size=min(count, len(pool)), replace=False)]
 
 
-def blind_batches(context: Context, sheet: dict[str, Any], round_tag: str, rng: np.random.Generator,
+def blind_batches(context: Context, sheet: dict[str, Any], rng: np.random.Generator,
                   only_unjudged: bool) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[str]]]]:
     """Per sampled entity: its shown words (only those not yet judged for it, when `only_unjudged`) mixed with as
     many random vocabulary words (not shown, not judged for it), shuffled. Returns (entries, random words drawn)."""
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         sheet = load_sheet(args.sheet)
     if command in ("draw", "pending"):
         rng = np.random.default_rng([args.seed, len(json.dumps(sheet["judgments"]))])
-        entries, drawn = blind_batches(context, sheet, args.round, rng, only_unjudged=command == "pending")
+        entries, drawn = blind_batches(context, sheet, rng, only_unjudged=command == "pending")
         for kind, per_entity in drawn.items():
             for entity, words in per_entity.items():
                 sheet["random"][kind].setdefault(entity, []).extend(words)

@@ -54,7 +54,8 @@ def judged_section(fit: Path | None, baseline: Path | None, levers: Path | None)
     if levers and levers.exists():
         found = json.loads(levers.read_text())
         lines += ["## Levers", "", f"`{found.get('command', 'python -m bench.readout_levers')}`, each on the frozen "
-                  "LightGCN of the round-2 bundle (so LightGCN's results cannot change). Judged fit counts only the "
+                  "LightGCN embeddings of the bundle's read-out (so LightGCN's results cannot change), with the "
+                  "suitability seeds of the time it ran. Judged fit counts only the "
                   "shown words the sheet had marks for when the lever ran; the unjudged count says how much of the "
                   "row is proxy only. Faithfulness: hit@10 of the words' text retrieving the entity's round-2 "
                   "profile, over random words'.", "",

@@ -153,8 +153,8 @@ class FACEConfig(Schedule):
         of their history's item profiles), or `rich-items` (rich for items, basic for users).
     suitable: drop unsuitable words from the vocabulary and keep sensitive ones off users and off films whose
         data does not name them (training/suitability.py). vocabulary `film`: `describing`'s forms ranked by how
-        much closer they come to some films' rich profiles than to the average film's (`word_fit`), not by raw
-        closeness to every profile.
+        much closer they come to one genre than to the others (`film_words`), not by raw closeness to every
+        profile.
     display_candidates / display_min_words / display_min_fit / display_user_genres / display_closeness /
         exposure_cap: the display
         rule of `readout` mode. centre: the read-out subtracts the mean item embedding before it normalises

@@ -143,23 +143,6 @@ def rich_item_profiles(data: SplitData, co_titles: int = 3) -> list[str]:
     return profiles
 
 
-def rich_user_profiles(data: SplitData, titles_per_user: int = 8, genres_per_user: int = 3) -> list[str]:
-    """One line per user, from their training history alone: the genres and decades they watch most, and the
-    newest titles of their history."""
-    titles, genres, years = data.items["title"].tolist(), data.items["genres"].tolist(), data.items["year"].tolist()
-    profiles = []
-    for history in data.train:
-        liked = Counter(g for item in history for g in genres[item])
-        decades = Counter(int(years[item]) // 10 * 10 for item in history if not pd.isna(years[item]))
-        newest = list(range(len(history)))[::-1][:titles_per_user]
-        parts = [f"Watches {', '.join(g.lower() for g, _ in liked.most_common(genres_per_user)) or 'anything'} films"
-                 + (f", mostly from the {decades.most_common(1)[0][0]}s." if decades else ".")]
-        if len(history):
-            parts.append("Films: " + "; ".join(titles[history[p]] for p in newest) + ".")
-        profiles.append(" ".join(parts))
-    return profiles
-
-
 def item_genres(data: SplitData) -> tuple[list[str], torch.Tensor]:
     """The catalog's genres (sorted) and bool [I, G], which item has which."""
     genres = sorted({g for gs in data.items["genres"] for g in gs})

@@ -278,14 +278,6 @@ def faithfulness(
 # --- The automatic fit proxy -------------------------------------------------------------------------------------
 
 
-def word_fit(word_embeddings: torch.Tensor, profiles: torch.Tensor) -> torch.Tensor:
-    """float [N, V]: how much closer each word is to each entity's profile than to the average profile of the
-    kind: cos(word, profile_n) - mean_m cos(word, profile_m). word_embeddings [V, D], profiles [N, D], normalised
-    MiniLM embeddings. A word every profile is close to ("movie") scores about 0 everywhere."""
-    similarity = profiles @ word_embeddings.T
-    return similarity - similarity.mean(dim=0, keepdim=True)
-
-
 class ProxyFit:
     """The display rule's fit proxy (`face_app.descriptors.Display.fit`: closeness to the entity's genres, centred
     over all genres) for any words and the entities of a dataset: what bench.descriptor_fit compares with the
