@@ -15,7 +15,7 @@ saw before the target (or only its newest `--last` films: a history as short as 
 does. A generative arm (the LLM) is shown in its own order, so it is scored once, beside the generator's own
 top-10 asked directly with the same exclusions (`own`): the two agree when the chat shows what the LLM
 generated. A non-generative arm's pool is ordered by closeness to the newest `recent` history items plus
-`weight` times the arm's own order (`Engine._closest_first`), history and twins excluded; `recent` 0 is the
+`weight` times the arm's own order (`face_app.ranking.ClosenessPicker`), history and twins excluded; `recent` 0 is the
 arm's own order. Each arm weighs its scores with the history's genre and decade prior (`face_app.picking.Intent`)
 at each weight of `--intent-llm` / `--intent-cf` (0: off) and each `--boost` (how much more a genre or decade
 that dominates the history weighs: `face_app.picking.DOMINANCE_BOOST_LLM` / `_CF`), and how much of the
@@ -31,6 +31,7 @@ Prints and writes HR@10 and NDCG@10 per (arm, recent, weight, intent, boost), wi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -79,16 +80,17 @@ def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[st
     identical."""
     shown, own, covers = [], [], []
     recommender = engine.recommenders[arm]
+    picker = engine.picker(arm)
+    alone = dataclasses.replace(picker, intent=0.0)  # the same arm without the intent prior
     for history in histories:
         state = ConversationState()
         state.add_history(history)
-        shown.append([r.item_id for r in engine.recommend(state, arm)])
+        plan = engine.plan(state)
+        shown.append([p.item_id for p in picker.pick(plan)])
         rows = [engine.intent.row[i] for i in shown[-1]]
-        covers.append([float(cover[rows].mean()) for cover in engine.intent.cover(engine.intent.mixes(state.history))])
+        covers.append([float(cover[rows].mean()) for cover in engine.intent.cover(list(plan.mixes))])
         if recommender.generative:
-            ranked = recommender.rank(state.history, engine.user_descriptors(state), None, engine.excluded(state),
-                                      engine.n)
-            own.append([item_id for item_id, _ in ranked])
+            own.append([p.item_id for p in alone.pick(plan)])
     row = {**metrics(shown, targets), "genre_cover": float(np.mean([c[0] for c in covers])),
            "decade_cover": float(np.mean([c[-1] for c in covers]))}
     if recommender.generative and not engine.intent_llm:

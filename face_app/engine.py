@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -49,11 +49,8 @@ from face_app.picking import (
     RECENT_ITEMS,
     Closeness,
     Intent,
-    Mix,
-    Ranked,
-    admitted,
-    one_per_film,
 )
+from face_app.ranking import ClosenessPicker, GenerativePicker, Pick, Picking, Plan
 from face_app.wording import Wording, sentence
 
 # Longer messages are answered with a note and change nothing. Title matching (every run of words against
@@ -141,6 +138,7 @@ class Engine:
         self._described = functools.lru_cache(maxsize=DESCRIBED_HISTORIES)(
             lambda history: tuple(self.readout.describe_history(history)))
         self._cf = EmbeddingRecommender(self.readout, self._popularity())
+        self._picking = Picking(self.catalog, self.closeness, self.intent, self._cf)
         years = [self.catalog.item(i).year for i in self.readout.item_ids if i in self.catalog]
         self._newest_year = max((y for y in years if y is not None), default=None)
 
@@ -294,13 +292,13 @@ class Engine:
             reading.append("earlier picks allowed again")
         text = request.text if request.is_follow_up or anchor else None
         user_words = self.user_descriptors(state)  # the history is settled for this turn: read out once
-        recs = self.recommend(state, arm, request_text=text, anchor=anchor, again=request.again, n=n,
-                              user_words=user_words)
+        plan = self.plan(state, request_text=text, anchor=anchor, again=request.again, n=n, user_words=user_words)
+        recs = self.cards(state, plan, self.picker(arm).pick(plan))
         state.last = [r.item_id for r in recs]
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
-        headline = self.wording.headline(state, len(recs), anchor, self._leaning(state, arm, anchor), asked=n)
+        headline = self.wording.headline(state, len(recs), anchor, self._leaning(arm, plan), asked=n)
         return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, user_words)
 
     def _not_understood(self, request: Request) -> str:
@@ -402,14 +400,10 @@ class Engine:
             out |= set(state.shown)
         return out | {twin for item_id in out for twin in self.catalog.twins(item_id)}
 
-    def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
-                  anchor: str | None = None, again: bool = False, n: int | None = None,
-                  user_words: list[str] | None = None) -> list[Recommendation]:
-        """Top-`n` (default `self.n`) for the session under its standing constraints (see the module docstring).
+    def plan(self, state: ConversationState, *, request_text: str | None = None, anchor: str | None = None,
+             again: bool = False, n: int | None = None, user_words: list[str] | None = None) -> Plan:
+        """The turn as a `face_app.ranking.Plan`: what to continue, what never to show, the filters, how many.
         user_words: the session's descriptors when the caller has them already (else read out here)."""
-        arm = arm or self.default
-        n = n or self.n
-        recommender = self.recommenders.get(arm) or self._cf
         exclude = self.excluded(state, again)
         if anchor:
             exclude.add(anchor)
@@ -418,78 +412,43 @@ class Engine:
         # "more like X": the model is asked what follows X alone (on the scenario suite this kept more picks
         # close to X than X appended to the whole history did: 2 of 3 turns against 1 of 3), and X's genres and
         # decade are the intent the picks follow.
-        history = [anchor] if anchor else state.history
-        mixes = self._intent_mixes(state, history)
+        c = state.constraints
+        mixes = self.intent.mixes([anchor] if anchor else state.history, genres=not c.genres, years=not c.years,
+                                  left_out=c.no_genres)
+        return Plan(history=tuple(state.history), anchor=anchor, anchors=tuple(anchors), exclude=frozenset(exclude),
+                    constraints=replace(c), n=n or self.n, request=request_text, user_words=tuple(user_words),
+                    mixes=tuple(mixes))
+
+    def picker(self, arm: str | None = None) -> GenerativePicker | ClosenessPicker:
+        """The named arm's whole ranking policy (`face_app.ranking`) with the engine's current weights."""
+        recommender = self.recommenders.get(arm or self.default) or self._cf
         if recommender.generative:
-            # The filters act inside the search: the generator never reaches an item they rule out.
-            exclude |= self._ruled_out(state)
-            bonus = self._intent_bonus(recommender, mixes)
-            kept = one_per_film(self.catalog, recommender.rank(history, user_words, request_text, exclude, n, bonus))
-            source = {item_id: recommender.name for item_id, _ in kept}
-        else:
-            pool = recommender.rank(state.history, user_words, request_text, exclude, self.pool)
-            source = {item_id: recommender.name for item_id, _ in pool}
-            ranked = [(item_id, score) for item_id, score in pool if item_id in self.closeness.row]
-            ordered = self._closest_first(anchors, ranked, exclude) if anchors else ranked
-            ordered = self._with_intent(ordered, self._intent_bonus(recommender, mixes))
-            kept = one_per_film(self.catalog, admitted(self.catalog, state.constraints, ordered))
-        if len(kept) < n:
-            # Too few items pass the filters: fill from the CF ranking of the whole catalog.
-            have = exclude | {twin for i, _ in kept for twin in (i, *self.catalog.twins(i))}
-            wide = self._cf.rank(state.history, user_words, None, have, len(self.closeness.row))
-            wide = self._closest_first(anchors, wide, have) if anchors else wide
-            for item_id, score in admitted(self.catalog, state.constraints, wide):
-                source.setdefault(item_id, self._cf.name)
-                kept.append((item_id, score))
-        top = one_per_film(self.catalog, kept)[:n]
-        return [self._card(state, item_id, score, rank, source.get(item_id, self._cf.name), anchor, user_words)
-                for rank, (item_id, score) in enumerate(top, start=1)]
+            return GenerativePicker(recommender, self._picking, self.intent_llm, self.boost_llm, self.model_weight)
+        return ClosenessPicker(recommender, self._picking, self.intent_cf, self.boost_cf, self.model_weight,
+                               self.pool)
 
-    def _intent_mixes(self, state: ConversationState, history: Sequence[str]) -> list[Mix]:
-        """The genre and decade mixes the picks follow (`picking.Intent.mixes`): the history's (or X's, for "more
-        like X"), except an attribute the visitor set (genres asked for, years asked for), without the genres
-        left out."""
-        c = state.constraints
-        return self.intent.mixes(history, genres=not c.genres, years=not c.years, left_out=c.no_genres)
+    def recommend(self, state: ConversationState, arm: str | None = None, *, request_text: str | None = None,
+                  anchor: str | None = None, again: bool = False, n: int | None = None,
+                  user_words: list[str] | None = None) -> list[Recommendation]:
+        """Top-`n` (default `self.n`) for the session under its standing constraints: `plan`, then the arm's
+        `pick`, as cards."""
+        plan = self.plan(state, request_text=request_text, anchor=anchor, again=again, n=n, user_words=user_words)
+        return self.cards(state, plan, self.picker(arm).pick(plan))
 
-    def _intent_weight(self, recommender: Recommender) -> float:
-        """The intent prior's weight for an arm: `intent_llm` for a generative one, else `intent_cf`."""
-        return self.intent_llm if recommender.generative else self.intent_cf
+    def cards(self, state: ConversationState, plan: Plan, picks: Sequence[Pick]) -> list[Recommendation]:
+        return [self._card(state, p.item_id, p.score, rank, p.source, plan.anchor, list(plan.user_words))
+                for rank, p in enumerate(picks, start=1)]
 
-    def _intent_bonus(self, recommender: Recommender, mixes: list[Mix]) -> dict[str, float] | None:
-        """item id -> the arm's weight times the intent prior, with the arm's dominance boost (None: no prior)."""
-        boost = self.boost_llm if recommender.generative else self.boost_cf
-        return self.intent.bonus(mixes, self._intent_weight(recommender), boost)
-
-    def _leaning(self, state: ConversationState, arm: str, anchor: str | None) -> str:
+    def _leaning(self, arm: str, plan: Plan) -> str:
         """What the intent prior leaned to on this turn, in words ("" when the arm's weight is 0)."""
-        if not self._intent_weight(self.recommenders.get(arm) or self._cf):
+        if not self.picker(arm).intent:
             return ""
-        return self.intent.leaning(self._intent_mixes(state, [anchor] if anchor else state.history))
-
-    @staticmethod
-    def _with_intent(ranked: Ranked, bonus: dict[str, float] | None) -> Ranked:
-        """`ranked` re-ordered by its score plus the arm's intent bonus (unchanged without one)."""
-        if bonus is None:
-            return ranked
-        return sorted(((i, s + bonus.get(i, 0.0)) for i, s in ranked), key=lambda pair: -pair[1])
-
-    def _ruled_out(self, state: ConversationState) -> set[str]:
-        """Every item the session's constraints rule out (a decade, a genre, the mood opposite to the one asked)."""
-        c = state.constraints
-        if not (c.years or c.genres or c.no_genres or c.mood):
-            return set()
-        everything = [(item_id, 0.0) for item_id in self.readout.item_ids]
-        passing = {item_id for item_id, _ in admitted(self.catalog, state.constraints, everything)}
-        return set(self.readout.item_ids) - passing
+        return self.intent.leaning(list(plan.mixes))
 
     def recent(self, state: ConversationState) -> list[str]:
         """The newest `recent_items` items of the history (none when `recent_items` is 0)."""
         known = [i for i in state.history if i in self.closeness.row]
         return known[-self.recent_items:] if self.recent_items > 0 else []
-
-    def _closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str]) -> Ranked:
-        return self.closeness.closest_first(anchors, ranked, exclude, self.model_weight)
 
     # --- words ------------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ and the LightGCN arm of the engine; the bundle-backed engine is tested in test_a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -741,3 +742,33 @@ def test_only_what_stands_out_in_a_history_is_named_as_its_lean(catalog: Catalog
     assert intent.leaning(intent.mixes(spread)) == "films of the 1990s"
     assert intent.leaning(intent.mixes(spread, years=False)) == ""
     assert intent.leaning(intent.mixes(["10"])) == "War and Western films of the 1970s"  # a tie: alphabetical
+
+
+# --- one ranking path (face_app.ranking) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("generative", [True, False])
+def test_a_chat_turn_shows_exactly_what_the_arms_pick_gives_for_the_turns_plan(catalog: Catalog,
+                                                                               generative: bool) -> None:
+    engine = engine_with_arm(catalog, ["5", "7", "11", "2", "9"], generative)
+    state = ConversationState()
+    engine.respond(state, "I loved Glass Harbor and The Night Ferry")
+    before = ConversationState(history=list(state.history), shown=list(state.shown), liked=list(state.liked),
+                               constraints=dataclasses.replace(state.constraints))
+    reply = engine.respond(state, "something from the 90s")
+    plan = engine.plan(before, request_text="something from the 90s")
+    assert plan.exclude >= set(before.history) | set(before.shown)
+    assert plan.constraints.years == () and plan.n == 3  # a plan is what was asked before this turn's filters
+    before.constraints.years = ((1990, 1999),)
+    plan = engine.plan(before, request_text="something from the 90s")
+    assert ids(reply) == [p.item_id for p in engine.picker("llm").pick(plan)]
+
+
+def test_a_plan_reads_x_alone_on_more_like_x_and_never_shows_x(catalog: Catalog) -> None:
+    engine = engine_with_arm(catalog, ["1", "5", "7", "11"])
+    state = ConversationState()
+    state.add_history(["2", "12"])
+    plan = engine.plan(state, anchor="1")
+    assert plan.reads == ["1"] and plan.anchors == ("1",) and "1" in plan.exclude
+    assert "1" not in [p.item_id for p in engine.picker("llm").pick(plan)]
+    assert engine.plan(state).reads == ["2", "12"]

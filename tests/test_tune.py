@@ -273,3 +273,40 @@ def test_a_tune_warm_starts_from_a_tuned_model_with_the_same_index(tmp_path: Pat
     shuffled = ItemIndex(index.item_ids, index.codes[1:] + index.codes[:1], index.codebook_size)
     with pytest.raises(ValueError, match="another item index"):
         tune.prepare_model(warm, shuffled, tasks.Catalog(data, shuffled), teacher)
+
+
+@pytest.mark.parametrize("titles", [False, True])
+def test_the_eval_stage_prompts_the_tuned_llm_exactly_as_the_chat_arm_does(titles: bool) -> None:
+    from face_app.arms import GeneratorRecommender
+    from training.tune import LLMRecommender
+
+    data = small_data()
+    index = small_index(data)
+
+    class Recorder:  # a generator that remembers its prompts and exclusions, and proposes two fixed items
+        taste_in_prompt = False
+
+        def __init__(self) -> None:
+            self.index, self.asked = index, []
+
+        def recommend(self, prompt, k, exclude, beams, history, bonus=None):
+            self.asked.append((prompt, set(exclude), bonus))
+            return [(i, -1.0 - n) for n, i in enumerate(["122", "123"]) if i not in exclude][:k]
+
+    evaluated = LLMRecommender(Recorder(), data, max_history=3, titles=titles, beams=10)
+    users = torch.arange(data.n_users)
+    histories = [data.history(u, "test") for u in range(data.n_users)]
+    scores = evaluated.score(users, histories)
+    ids = data.items["item_id"].tolist()
+    catalog = tasks.Catalog(data, index)
+    titled = (lambda i: catalog.titles[catalog.ids.index(i)]) if titles else None
+    served = GeneratorRecommender(Recorder(), index.text, titled, history=3, beams=10, user_descriptors=False)
+    for history in histories:
+        seen = [ids[i] for i in history]
+        served.rank(seen, [], None, set(seen), 10)
+    assert [a[0] for a in evaluated.arm.generator.asked] == [a[0] for a in served.generator.asked]
+    assert all(a[1] == b[1] and a[2] is None for a, b in zip(evaluated.arm.generator.asked, served.generator.asked))
+    assert ("Film" in evaluated.arm.generator.asked[0][0]) == titles
+    row = 0
+    expected = [i for i in ["122", "123"] if ids.index(i) not in set(histories[row].tolist())]
+    assert [ids[int(c)] for c in torch.argsort(-scores[row])[: len(expected)]] == expected

@@ -34,7 +34,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from face_app import hardware, llm, sources
+from face_app.arms import GeneratorRecommender
 from face_app.decoder import GENERATOR_FILE, TASTE_DIR, GeneratorSpec, ItemGenerator, TastePrompt, input_embeddings
 from face_app.descriptors import Descriptors
 from face_app.index import ItemIndex
@@ -523,25 +524,29 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
 
 
 class LLMRecommender:
-    """The tuned generator behind the evaluation's `score` call: beam log-probs on generated items, -inf elsewhere."""
+    """The tuned generator behind the evaluation's `score` call: beam log-probs on generated items, -inf elsewhere.
+
+    Each user's prompt is the served one (`face_app.arms.GeneratorRecommender`, the chat's LLM arm without the
+    intent prior or a request): the eval stage has no prompt builder of its own. words: a history's FACE words
+    (`Descriptors.describe_history`), for a model whose prompts carry them."""
 
     def __init__(self, generator: ItemGenerator, data: SplitData, max_history: int, titles: bool, beams: int,
-                 threads: int | None = None) -> None:
-        self.generator, self.beams, self.threads = generator, beams, threads
+                 threads: int | None = None, words: Callable[[list[str]], list[str]] | None = None) -> None:
+        self.beams, self.threads, self.words = beams, threads, words
         self.catalog = Catalog(data, generator.index)
-        self.max_history, self.titles = max_history, titles
         self.position = {item: n for n, item in enumerate(self.catalog.ids)}
+        named = (lambda item: self.catalog.titles[self.position[item]]) if titles else None
+        self.arm = GeneratorRecommender(generator, lambda item: self.catalog.tokens[self.position[item]], named,
+                                        history=max_history, beams=beams, max_pool=beams,
+                                        user_descriptors=words is not None)
 
     def score(self, users: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
         scores = torch.full((len(users), len(self.catalog.ids)), float("-inf"))
-        taste = self.generator.taste_in_prompt
         with torch_threads(self.threads):
             for row, history in enumerate(histories):
                 seen = [self.catalog.ids[i] for i in history]
-                prompt = self.catalog.history_prompt(history[-self.max_history :], self.titles,
-                                                     taste=taste and len(history) > 0)
-                found = self.generator.recommend(prompt, k=self.beams, exclude=seen, beams=self.beams, history=seen)
-                for item, value in found:
+                words = self.words(seen) if self.words is not None else []
+                for item, value in self.arm.rank(seen, words, None, set(seen), self.beams):
                     scores[row, self.position[item]] = value
         return scores
 
@@ -553,7 +558,11 @@ def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[T
         return
     spec = GeneratorSpec.load(model_dir)
     generator = ItemGenerator.load(model_dir)
+    words = None
+    if spec.prompts_user_words:
+        readout = Descriptors.load(Workdir(workdir).readout)
+        words = readout.describe_history
     model = LLMRecommender(generator, data, spec.max_history, spec.titles_in_history, config.tune.eval_beams,
-                           config.tune.threads)
+                           config.tune.threads, words)
     meta = {"seconds": spec.training.get("train_seconds")}
     yield TrainedRun("LLM", config.tune.seed, model, meta, splits=("test",))
