@@ -57,6 +57,11 @@ class PoolCache:
     def __init__(self, arm) -> None:
         self.arm, self.name, self.generative, self.pools = arm, arm.name, arm.generative, {}
 
+    def __getattr__(self, attribute: str):  # the arm's other attributes (its generator, for the SASRec guide)
+        if attribute.startswith("_") or attribute == "arm":
+            raise AttributeError(attribute)
+        return getattr(self.arm, attribute)
+
     def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
         if bonus is not None:  # a guided search differs with every prior
             return self.arm.rank(history, user_descriptors, request, exclude, n, bonus)
@@ -81,7 +86,7 @@ def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[st
     shown, own, covers = [], [], []
     recommender = engine.recommenders[arm]
     picker = engine.picker(arm)
-    alone = dataclasses.replace(picker, intent=0.0)  # the same arm without the intent prior
+    alone = dataclasses.replace(picker, intent=0.0, guide=0.0) if recommender.generative else picker  # no prior
     for history in histories:
         state = ConversationState()
         state.add_history(history)
@@ -93,7 +98,7 @@ def score(engine: Engine, arm: str, histories: list[list[str]], targets: list[st
             own.append([p.item_id for p in alone.pick(plan)])
     row = {**metrics(shown, targets), "genre_cover": float(np.mean([c[0] for c in covers])),
            "decade_cover": float(np.mean([c[-1] for c in covers]))}
-    if recommender.generative and not engine.intent_llm:
+    if recommender.generative and not engine.intent_llm and not engine.guide_llm:
         row.update({f"own_{k}": v for k, v in metrics(own, targets).items()})
         row["identical_lists"] = float(np.mean([a == b for a, b in zip(shown, own, strict=True)]))
     return row
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intent-cf", default="0", help="weights of the history's genre and decade prior (LightGCN)")
     parser.add_argument("--boost", default="0",
                         help="how much more a dominated genre or decade weighs (with an intent weight above 0)")
+    parser.add_argument("--guide", default="0",
+                        help="weights of the SASRec prior inside the LLM's search (0: the LLM alone)")
     parser.add_argument("--last", type=int, default=0, help="only the newest N films of each history (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the results here as JSON")
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     intents = {"llm": [float(w) for w in args.intent_llm.split(",")],
                "lightgcn": [float(w) for w in args.intent_cf.split(",")]}
     boosts = [float(b) for b in args.boost.split(",")]
+    guides = [float(g) for g in args.guide.split(",")]
     rows: list[dict] = []
     result = {"command": " ".join(["python -m bench.ranking", *argv]), "commit": git_commit(),
               "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
@@ -154,14 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         generative = engine.recommenders[arm].generative
         for recent in recents[:1] if generative else recents:
             for weight in weights if recent and not generative else weights[:1]:
-                for intent, boost in [(i, b) for i in intents.get(arm, [0.0]) for b in (boosts if i else [0.0])]:
-                    engine.recent_items, engine.model_weight = recent, weight
+                grid = [(i, b, g) for i in intents.get(arm, [0.0]) for b in (boosts if i else [0.0])
+                        for g in (guides if generative else [0.0])]
+                for intent, boost, guide in grid:
+                    engine.recent_items, engine.model_weight, engine.guide_llm = recent, weight, guide
                     engine.intent_llm, engine.intent_cf = (intent, 0.0) if generative else (0.0, intent)
                     engine.boost_llm = engine.boost_cf = boost
                     start = time.perf_counter()
                     row = {"arm": arm, "recent": None if generative else recent,
                            "weight": weight if recent and not generative else None, "intent": intent,
-                           "boost": boost, **score(engine, arm, histories, targets),
+                           "boost": boost, "guide": guide if generative else None,
+                           **score(engine, arm, histories, targets),
                            "seconds": round(time.perf_counter() - start, 1),
                            "load_average": [round(x, 2) for x in os.getloadavg()]}
                     rows.append(row)

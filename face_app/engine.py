@@ -43,6 +43,7 @@ from face_app.dialogue import (
 from face_app.picking import (
     DOMINANCE_BOOST_CF,
     DOMINANCE_BOOST_LLM,
+    GUIDE_LLM,
     INTENT_CF,
     INTENT_LLM,
     MODEL_WEIGHT,
@@ -112,7 +113,8 @@ class Engine:
     pool, recent_items, model_weight: the LightGCN arm's ordering (`face_app.picking`).
     intent_llm, intent_cf: the weight of the history's genre and decade prior (`picking.Intent`; 0: off) against
     the LLM's log-probabilities, and against LightGCN's closeness order; boost_llm, boost_cf: how much more an
-    attribute the history is dominated by weighs, per arm (`picking.Mix.dominance`).
+    attribute the history is dominated by weighs, per arm (`picking.Mix.dominance`); guide_llm: the weight of the
+    SASRec prior inside the LLM's search (`face_app.ranking.GenerativePicker.guide`; 0: the LLM alone).
     """
 
     catalog: Catalog
@@ -128,6 +130,7 @@ class Engine:
     intent_cf: float = INTENT_CF
     boost_llm: float = DOMINANCE_BOOST_LLM
     boost_cf: float = DOMINANCE_BOOST_CF
+    guide_llm: float = GUIDE_LLM
     personas: dict[str, list[str]] = field(default_factory=dict)
     users: Any = None  # the dataset's user table (demographics), for persona labels
 
@@ -423,7 +426,8 @@ class Engine:
         """The named arm's whole ranking policy (`face_app.ranking`) with the engine's current weights."""
         recommender = self.recommenders.get(arm or self.default) or self._cf
         if recommender.generative:
-            return GenerativePicker(recommender, self._picking, self.intent_llm, self.boost_llm, self.model_weight)
+            return GenerativePicker(recommender, self._picking, self.intent_llm, self.boost_llm, self.model_weight,
+                                    self.guide_llm)
         return ClosenessPicker(recommender, self._picking, self.intent_cf, self.boost_cf, self.model_weight,
                                self.pool)
 

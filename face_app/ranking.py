@@ -6,8 +6,8 @@ words. Each arm owns its whole policy in one `pick(plan)`:
 
 - `GenerativePicker` (the tuned LLM): the arm's prompt and constrained search, the filters and exclusions as
   items the trie never lets a beam reach, the history's intent prior weighed inside the search
-  (`face_app.picking.Intent`, weight `intent` and dominance `boost`); its picks are the items it generated, in
-  its own order.
+  (`face_app.picking.Intent`, weight `intent` and dominance `boost`) and, at weight `guide`, the SASRec its
+  `<taste>` token reads; its picks are the items it generated, in its own order.
 - `ClosenessPicker` (LightGCN+FACE): a pool of the arm's `pool` best items by the fold-in embedding, every item
   ordered by closeness to the anchors (the film of "more like X", or the history's newest `recent_items`) plus
   `model_weight` times the pool's order, the intent prior at weight `intent`, then the filters.
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 from face_app.arms import EmbeddingRecommender, Recommender
 from face_app.catalog import Catalog
@@ -105,16 +107,33 @@ class Picking:
 
 @dataclass
 class GenerativePicker:
-    """The LLM arm's policy (module docstring)."""
+    """The LLM arm's policy (module docstring). guide: the weight of the SASRec the LLM's `<taste>` token reads,
+    as a second log prior inside the search ("LLM guided by SASRec": its log-softmax over the catalog for the
+    history the arm continues; 0: the LLM alone, and a model without a `<taste>` encoder is never guided)."""
 
     recommender: Recommender
     picking: Picking
     intent: float
     boost: float
     model_weight: float
+    guide: float = 0.0
 
     def bonus(self, plan: Plan) -> dict[str, float] | None:
-        return self.picking.intent.bonus(list(plan.mixes), self.intent, self.boost)
+        intent = self.picking.intent.bonus(list(plan.mixes), self.intent, self.boost)
+        guide = self.sasrec_prior(plan.reads) if self.guide else None
+        if guide is None:
+            return intent
+        return guide if intent is None else {item: value + intent.get(item, 0.0) for item, value in guide.items()}
+
+    def sasrec_prior(self, history: Sequence[str]) -> dict[str, float] | None:
+        """item id -> `guide` times the SASRec's log-softmax for the history (None: no encoder, or no history)."""
+        taste = getattr(getattr(self.recommender, "generator", None), "taste", None)
+        if taste is None or not history:
+            return None
+        with torch.no_grad():
+            scores = taste.encoder.score(torch.zeros(1, dtype=torch.long), [taste.indices(history)])[0]
+        prior = (self.guide * torch.log_softmax(scores.float(), dim=-1)).tolist()
+        return dict(zip(taste.item_ids, prior, strict=True))
 
     def pick(self, plan: Plan) -> list[Pick]:
         exclude = set(plan.exclude) | self.picking.ruled_out(plan.constraints)

@@ -772,3 +772,31 @@ def test_a_plan_reads_x_alone_on_more_like_x_and_never_shows_x(catalog: Catalog)
     assert plan.reads == ["1"] and plan.anchors == ("1",) and "1" in plan.exclude
     assert "1" not in [p.item_id for p in engine.picker("llm").pick(plan)]
     assert engine.plan(state).reads == ["2", "12"]
+
+
+def test_the_sasrec_guide_reaches_the_llms_search_as_a_log_prior_and_only_when_asked(catalog: Catalog) -> None:
+    import torch
+
+    class Encoder:  # a SASRec that always favours item "9", then "4"
+        def score(self, users, histories):
+            scores = torch.zeros(1, 12)
+            scores[0, 8], scores[0, 3] = 5.0, 2.0
+            return scores
+
+    class Taste:
+        encoder = Encoder()
+        item_ids = [str(i) for i in range(1, 13)]
+
+        def indices(self, ids):
+            return np.array([self.item_ids.index(i) for i in ids])
+
+    engine = engine_with_arm(catalog, ["5", "7", "11"])
+    engine.recommenders["llm"].generator = type("Generator", (), {"taste": Taste()})()
+    engine.intent_llm = 0.0
+    engine.respond(ConversationState(), "I loved Glass Harbor")
+    assert engine.recommenders["llm"].bonus is None  # guide 0: the LLM alone
+    engine.guide_llm = 0.5
+    engine.respond(ConversationState(), "I loved Glass Harbor")
+    bonus = engine.recommenders["llm"].bonus
+    assert max(bonus, key=bonus.get) == "9" and bonus["4"] > bonus["5"]
+    assert sum(np.exp(np.array(list(bonus.values())) / 0.5)) == pytest.approx(1.0)  # a log-softmax, weighted

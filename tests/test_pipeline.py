@@ -25,7 +25,10 @@ def test_tiny_build_writes_the_report_contract(tiny_build: Path) -> None:
     report = json.loads((tiny_build / "report.json").read_text())
     assert report["dataset"] == "tiny"
     assert report["data"]["users"] == 300
-    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM"}
+    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM", "LLM arm (served)",
+                                     "LightGCN arm (served)"}
+    assert all(set(run) >= {"valid", "test"} for name in ("LLM arm (served)", "LightGCN arm (served)")
+               for run in report["runs"][name])
     for values in report["models"].values():
         assert set(METRICS) <= set(values)
         assert all(0.0 <= values[m] <= 1.0 for m in METRICS)
@@ -247,3 +250,28 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
     assert described["items"][readout.item_ids[0]] == shown[0]  # shown words, no padding rows
     extra = json.loads((work / "face" / "report_extra.json").read_text())["descriptors"]
     assert extra["vocabulary"]["mode"] == "readout" and extra["readout"]["shown_per_item"][:5] == [0] * 5
+
+
+def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> None:
+    """The report's served LLM row equals the hits of the chat engine's picks, recomputed turn by turn."""
+    from face_app.dialogue import ConversationState
+    from training.config import load_config
+    from training.served import workdir_engine
+
+    report = json.loads((tiny_build / "report.json").read_text())
+    data = SplitData.load(tiny_build / "data")
+    engine = workdir_engine(load_config(TINY), tiny_build, data)
+    ids = data.items["item_id"].astype(str).tolist()
+    targets = data.targets("test")
+    hits, shown = [], set()
+    for user in np.flatnonzero(targets >= 0):
+        state = ConversationState()
+        state.add_history([ids[i] for i in data.history(int(user), "test")])
+        recs = engine.recommend(state, "llm", n=10)
+        assert len(recs) == 10 and not {r.item_id for r in recs} & set(state.history)
+        hits.append(ids[targets[user]] in {r.item_id for r in recs})
+        shown.update(r.item_id for r in recs)
+    served = report["runs"]["LLM arm (served)"][0]["test"]
+    assert served["HR@10"] == np.mean(hits)
+    assert len(shown) > 10  # the picks follow each history, not one list for everyone
+    assert "## What the chat serves" in (tiny_build / "report.md").read_text()

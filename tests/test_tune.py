@@ -305,7 +305,8 @@ def test_the_eval_stage_prompts_the_tuned_llm_exactly_as_the_chat_arm_does(title
         seen = [ids[i] for i in history]
         served.rank(seen, [], None, set(seen), 10)
     assert [a[0] for a in evaluated.arm.generator.asked] == [a[0] for a in served.generator.asked]
-    assert all(a[1] == b[1] and a[2] is None for a, b in zip(evaluated.arm.generator.asked, served.generator.asked))
+    pairs = zip(evaluated.arm.generator.asked, served.generator.asked, strict=True)
+    assert all(a[1] == b[1] and a[2] is None for a, b in pairs)
     assert ("Film" in evaluated.arm.generator.asked[0][0]) == titles
     row = 0
     expected = [i for i in ["122", "123"] if ids.index(i) not in set(histories[row].tolist())]

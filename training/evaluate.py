@@ -2,7 +2,7 @@
 
 The only stage that imports the stages it evaluates: each of cf, face and tune hands over its finished runs
 as `TrainedRun`s (`trained_models(config, workdir, data)`), and this stage scores them all with
-`training.metrics.evaluate`.
+`training.metrics.evaluate`; `training.served` adds each arm of the chat as a turn runs it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from training import cf, face, tune
+from training import cf, face, served, tune
 from training.config import Config
 from training.data import SplitData
 from training.metrics import PROTOCOL, TrainedRun, evaluate, mean_std
@@ -23,7 +23,7 @@ RunSource = Callable[[Config, Path, SplitData], Iterator[TrainedRun]]
 
 def run_sources() -> list[RunSource]:
     """Every stage whose models the eval stage scores, in report order."""
-    return [cf.trained_models, face.trained_models, tune.trained_models]
+    return [cf.trained_models, face.trained_models, tune.trained_models, served.trained_models]
 
 
 def run(config: Config, workdir: Path) -> Path:

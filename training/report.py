@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.metrics import METRICS
 from training.workdir import Workdir
 
@@ -64,10 +66,35 @@ def training_time_table(report: dict[str, Any]) -> str:
     """Per model: seeds trained, mean and total training seconds, mean best epoch."""
     lines = ["| model | runs | seconds per run | seconds in all | best epoch |", "|---|---|---|---|---|"]
     for name, runs in report.get("runs", {}).items():
-        seconds = [r["train_seconds"] for r in runs]
+        seconds = [r["train_seconds"] for r in runs if r.get("train_seconds") is not None]
+        if not seconds:  # a served row: the chat's arm over trained models, nothing trained of its own
+            continue
         epochs = [r["best_epoch"] for r in runs if r.get("best_epoch") is not None]
         best = f"{sum(epochs) / len(epochs):.0f}" if epochs else "-"
         lines.append(f"| {name} | {len(runs)} | {sum(seconds) / len(seconds):.1f} | {sum(seconds):.1f} | {best} |")
+    return "\n".join(lines)
+
+
+SERVED = " (served)"
+
+
+def served_table(report: dict[str, Any]) -> str:
+    """The served rows (`training.served`) on valid and test beside the model each arm serves, "" when none."""
+    runs = report.get("runs", {})
+    rows = [name for name in runs if name.endswith(SERVED)]
+    if not rows:
+        return ""
+    lines = ["| row | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 |", "|---|---|---|---|---|"]
+    for name in rows:
+        model = name.removesuffix(SERVED).removesuffix(" arm")
+        seed = runs[name][0].get("seed")
+        for label in (name, model):
+            per_seed = [r for r in runs.get(label, []) if r.get("seed") == seed]
+            cells = []
+            for split in ("valid", "test"):
+                values = [r[split] for r in per_seed if split in r]
+                cells += [f"{np.mean([v[m] for v in values]):.4f}" if values else "-" for m in ("HR@10", "NDCG@10")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -169,6 +196,11 @@ def render_report(workdir: Path) -> str:
         "## Test metrics",
         "",
         results_table(report),
+        *(["", "## What the chat serves", "",
+            "Each arm as a chat turn runs it (`training/served.py`: the visitor's whole history, 10 picks, the "
+            "chat's defaults), beside the model it serves, of the same seed (LLM: the generator's own top-10, "
+            "scored on test only; LightGCN: its own scores).", "", served_table(report)]
+          if served_table(report) else []),
         "",
         "## Wall time per stage",
         "",
