@@ -106,7 +106,9 @@ class Context:
         if not hasattr(self, "_fit"):
             from training.vocabulary import ProxyFit
 
-            self._fit = ProxyFit.for_dataset(self.dataset, self.bundle.manifest["config"]["data"])
+            display = self.readout.display
+            self._fit = ProxyFit.for_dataset(self.dataset, self.bundle.manifest["config"]["data"],
+                                             name_weight=0.0 if display is None else display.name_weight)
         return self._fit.scores(kind, entity, words)
 
     def popularity(self) -> np.ndarray:

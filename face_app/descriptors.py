@@ -253,14 +253,19 @@ class Display:
     name_vectors: torch.Tensor | None = None
     name_weight: float = 0.0
     card_weight: float = 0.0
+    genre_rule: str = "lift"
 
     def history_genres(self, rows: Sequence[int]) -> torch.Tensor:
-        """bool [G]: the `user_genres` genres whose share of a history's items (their row indices) is highest over
-        `genre_prior`, among those it holds; ties by genre order."""
+        """bool [G]: the `user_genres` genres a history's items (their row indices) hold most, among those it holds,
+        by `genre_rule`: `lift` (their share over `genre_prior`: what sets the history apart), `share` (their share
+        of the history's genres: what it holds most) or `blend` (share times the square root of lift); ties by
+        genre order."""
         counts = self.item_genres[list(rows)].float().sum(0)
-        lift = counts / counts.sum().clamp_min(1.0) / self.genre_prior.float().clamp_min(1e-6)
+        share = counts / counts.sum().clamp_min(1.0)
+        lift = share / self.genre_prior.float().clamp_min(1e-6)
+        order = {"lift": lift, "share": share, "blend": share * lift.sqrt()}[self.genre_rule]
         chosen = torch.zeros(len(counts), dtype=torch.bool)
-        top = torch.argsort(-lift, stable=True)[: self.user_genres]
+        top = torch.argsort(-order, stable=True)[: self.user_genres]
         chosen[top[counts[top] > 0]] = True
         return chosen
 
@@ -431,7 +436,8 @@ class Descriptors:
             meta["display"] = {"candidates": self.display.candidates, "min_words": self.display.min_words,
                                "min_fit": self.display.min_fit, "user_genres": self.display.user_genres,
                                "closeness_weight": self.display.closeness_weight,
-                               "name_weight": self.display.name_weight, "card_weight": self.display.card_weight}
+                               "name_weight": self.display.name_weight, "card_weight": self.display.card_weight,
+                               "genre_rule": self.display.genre_rule}
         (directory / "readout.json").write_text(json.dumps(meta))
 
     def concept_scores(self, embeddings: torch.Tensor, kind: str) -> torch.Tensor:

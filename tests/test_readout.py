@@ -158,3 +158,56 @@ def test_a_refresh_reads_the_cards_own_build_section_and_limitations() -> None:
     assert build == ["```", "cmd", "```", "", "**Refreshed 2026-01-01** (...)"]
     assert old_section(card, "Limitations", "Data terms and citations") == ["- one", "- two"]
     assert old_section(card, "Missing", "Results") == []
+
+
+def test_the_genre_name_term_adds_closeness_to_the_genres_own_name() -> None:
+    genres = torch.eye(3)
+    # word 0 sits between the genre sentence and the genre's name; word 1 on the sentence alone
+    words = F.normalize(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]]), dim=-1)
+    sentences = torch.cat([genres, torch.zeros(3, 1)], dim=1)
+    names = F.normalize(torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]), dim=-1)
+    rule = display(words, sentences, torch.tensor([[True, False, False]]))
+    entity = torch.tensor([[True, False, False]])
+    assert rule.fit(entity)[0, 0] < rule.fit(entity)[0, 1]  # by the sentences alone, word 1 leads
+    rule.name_vectors, rule.name_weight = names, 1.5
+    assert rule.fit(entity)[0, 0] > rule.fit(entity)[0, 1]  # its closeness to the name puts word 0 first
+
+
+def test_a_historys_words_lean_to_the_words_its_films_cards_show() -> None:
+    rule = display(torch.eye(4), torch.eye(4), torch.tensor([[True, False, False, False]] * 3), user_genres=1)
+    cards = torch.tensor([[2, 1, -1], [2, -1, -1], [3, 2, -1]])  # three films' shown words, -1 padded
+    assert torch.allclose(rule.card_share(cards, [0, 1, 2]), torch.tensor([0.0, 1 / 3, 1.0, 1 / 3]))
+    plain = rule.history_fit(cards, [0, 1, 2])
+    rule.card_weight = 1.0
+    leaning = rule.history_fit(cards, [0, 1, 2])
+    assert torch.allclose(leaning - plain, rule.card_share(cards, [0, 1, 2]))
+    assert int(leaning.argmax()) in (0, 2) and leaning[2] > plain[2]
+
+
+def test_a_users_genres_by_share_are_what_the_history_holds_most_by_lift_what_sets_it_apart() -> None:
+    items = torch.tensor([[True, False], [True, False], [True, False], [False, True]])  # a common and a rare genre
+    rule = display(torch.eye(2), torch.eye(2), items, user_genres=1)
+    rule.genre_prior = torch.tensor([0.9, 0.1])
+    assert rule.history_genres([0, 1, 2, 3]).tolist() == [False, True]  # lift: the rare genre
+    rule.genre_rule = "share"
+    assert rule.history_genres([0, 1, 2, 3]).tolist() == [True, False]  # share: three films of four
+
+
+def test_what_the_base_llm_reads_in_a_title_is_one_pass_per_film_centred_and_cached(tmp_path, face_app_cache) -> None:
+    import pandas as pd
+
+    from face_app.llm import load_tokenizer
+    from training.film_knowledge import film_prompt, film_word_scores, word_tokens
+
+    items = pd.DataFrame({"title": ["Toy Story", "Fargo"], "year": pd.array([1995, None], dtype="Int64"),
+                          "genres": [["Animation", "Comedy"], ["Crime"]]})
+    assert film_prompt("Toy Story", 1995, ["Animation", "Comedy"]).endswith(
+        "the movie Toy Story (1995), a animation, comedy film:")
+    assert "Fargo, a crime film" in film_prompt("Fargo", pd.NA, ["Crime"])  # no year when unknown
+    words = ["comedy", "crime", "snow", "toy"]
+    assert len(set(word_tokens(load_tokenizer(), words).tolist())) == 4  # each word is one token of its own
+    scores = film_word_scores(items, words, base="tiny-random", cache=tmp_path)
+    assert scores.shape == (2, 4) and torch.isfinite(scores).all()
+    assert not torch.allclose(scores[0], scores[1])  # the prompt's film changes what the model expects
+    assert len(list((tmp_path / "film-words").glob("*.safetensors"))) == 1
+    assert torch.equal(film_word_scores(items, words, base="tiny-random", cache=tmp_path), scores)

@@ -22,6 +22,7 @@ interactions (hub words counted by what visitors see, not by how many films carr
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from training.cf import LightGCN
 from training.config import Config, FACEConfig
 from training.data import SplitData
 from training.face import FACE, descriptor_vocabulary, info_nce, keyword_targets, publish
+from training.film_knowledge import film_word_scores
 from training.loop import seed_everything
 from training.profiles import (
     TextEncoder,
@@ -47,7 +49,7 @@ from training.profiles import (
     user_profiles,
 )
 from training.suitability import named_in, seed_words, sensitive_topics, supported
-from training.vocabulary import GENERIC_ANCHORS, genre_anchors, normal_form
+from training.vocabulary import GENERIC_ANCHORS, genre_anchors, genre_names, normal_form
 from training.workdir import MODEL_FILE, Workdir
 
 
@@ -110,12 +112,14 @@ def genre_words(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
 
 def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torch.Tensor, data: SplitData,
                           words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
-                          generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig
+                          generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig,
+                          name_vectors: torch.Tensor | None = None, film_scores: torch.Tensor | None = None,
                           ) -> tuple[Descriptors, dict[str, Any]]:
     """The serving read-out with its display rule (module docstring). anchors: [G, D] the genres' sentences
     (`training.vocabulary.genre_anchors` of `item_genres`' genres); generic: [E, D] of `GENERIC_ANCHORS`;
-    sensitive: each word's sensitive topic or
-    None. Returns the read-out and the exposure of the shown words."""
+    sensitive: each word's sensitive topic or None; name_vectors: [G, D] of the genres' names
+    (`training.vocabulary.genre_names`); film_scores: [I, V] `training.film_knowledge.film_word_scores`, added to
+    the items' order times `display_lm_weight`. Returns the read-out and the exposure of the shown words."""
     k = settings.k
     with torch.no_grad():
         penalty = None
@@ -130,7 +134,10 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                       word_vectors=F.normalize(word_embeddings.float(), dim=-1),
                       genre_vectors=F.normalize(anchors.float(), dim=-1), generic_vectors=generic, item_genres=table,
                       genre_prior=genre_prior(data, table), user_hidden=hidden,
-                      closeness_weight=settings.display_closeness)
+                      closeness_weight=settings.display_closeness,
+                      name_vectors=None if name_vectors is None else F.normalize(name_vectors.float(), dim=-1),
+                      name_weight=settings.display_name_weight, card_weight=settings.display_card_weight,
+                      genre_rule=settings.display_genre_rule)
     degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
     readout = Descriptors(
         k=k, words=words, item_ids=data.items["item_id"].astype(str).tolist(),
@@ -141,9 +148,12 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         user_norm=float(user_final.norm(dim=1).median()), word_penalty=penalty, display=display)
 
     # Items, most exposed first, so the exposure cap withholds a hub word from the least-watched films.
+    item_display = dataclasses.replace(display, candidates=settings.display_item_candidates or display.candidates)
     genre = genre_words(words, genres)
     item_scores = readout.concept_scores(item_final, "items")
     item_fit = display.fit(table)
+    if film_scores is not None and settings.display_lm_weight:
+        item_fit = item_fit + settings.display_lm_weight * film_scores
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
     carriers = torch.zeros(len(words), dtype=torch.long)
@@ -162,17 +172,17 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         def over_cap(w: int, cap: float = cap) -> bool:
             return not bool(genre[w]) and (float(exposure[w]) > cap or int(carriers[w]) >= most_films)
 
-        shown = choose_shown(scores, item_fit[item], readout.word_groups, k, display, over_cap)
+        shown = choose_shown(scores, item_fit[item], readout.word_groups, k, item_display, over_cap)
         exposure[shown] += share[item]
         carriers[shown] += 1
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.item_words = item_words
 
     user_scores = readout.concept_scores(user_final, "users")
-    user_fit = display.fit(torch.stack([display.history_genres(h.tolist()) for h in data.train]))
     user_words = torch.full((data.n_users, k), -1, dtype=torch.long)
     for user in range(data.n_users):
-        shown = choose_shown(user_scores[user], user_fit[user], readout.word_groups, k, display)
+        fit = display.history_fit(item_words, data.train[user].tolist())
+        shown = choose_shown(user_scores[user], fit, readout.word_groups, k, display)
         user_words[user, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.user_words = user_words
     top = torch.argsort(-exposure)[:15].tolist()
@@ -211,8 +221,11 @@ def run(config: Config, workdir: Path) -> Path:
                               stem_groups(words) if settings.distinct_stems else None, targets, data, settings, seed)
     sensitive = sensitive_topics(words, word_embeddings, text.encode_texts(seed_words()), seed_words())
     generic = text.encode_texts(list(GENERIC_ANCHORS))
+    names = text.encode_texts(genre_names(item_genres(data)[0]))
+    film_scores = (film_word_scores(data.items, words, settings.display_lm)
+                   if settings.display_lm != "none" and settings.display_lm_weight else None)
     readout, shown = build_display_readout(face, user_final, item_final, data, words, word_embeddings, anchors,
-                                           generic, sensitive, settings)
+                                           generic, sensitive, settings, names, film_scores)
     extra = {"readout": {"seed": seed, "loss_log": log, "sensitive_words": sum(t is not None for t in sensitive),
                          **shown}}
     return publish(readout, paths, data, config, text, profile_texts, profiles, extra)

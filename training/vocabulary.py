@@ -132,6 +132,11 @@ def genre_anchors(genres: Sequence[str]) -> list[str]:
     return [f"a {genre.lower()} film" for genre in genres]
 
 
+def genre_names(genres: Sequence[str]) -> list[str]:
+    """Each genre's name as words: "Children's" -> "children", "Film-Noir" -> "film noir", "Sci-Fi" -> "sci fi"."""
+    return [genre.lower().replace("'s", "").replace("-", " ") for genre in genres]
+
+
 def film_words(words: Sequence[str], word_embeddings: torch.Tensor, anchors: torch.Tensor, share: float) -> list[int]:
     """Indices into `words` of the `film` vocabulary, in `words` order: `describing`'s first two steps, then the
     `share` of words that come closest to one of the catalog's genres compared with the others (their highest
@@ -287,7 +292,8 @@ class ProxyFit:
         self.text, self.display, self.genres = text, display, genres
 
     @classmethod
-    def for_dataset(cls, dataset: Any, data_config: dict[str, Any], user_genres: int = 4) -> ProxyFit:
+    def for_dataset(cls, dataset: Any, data_config: dict[str, Any], user_genres: int = 4,
+                    name_weight: float = 0.0) -> ProxyFit:
         from face_app.descriptors import Display
         from training.config import DataConfig
         from training.data import split_dataset
@@ -299,6 +305,7 @@ class ProxyFit:
         display = Display(candidates=0, min_words=0, min_fit=0.0, user_genres=user_genres,
                           word_vectors=torch.zeros(0, 1), genre_vectors=text.encode_texts(genre_anchors(names)),
                           generic_vectors=text.encode_texts(list(GENERIC_ANCHORS)),
+                          name_vectors=text.encode_texts(genre_names(names)), name_weight=name_weight,
                           item_genres=table, genre_prior=genre_prior(data, table), user_hidden=torch.zeros(0))
         genres = {"items": dict(zip(data.items["item_id"].astype(str), table, strict=True)),
                   "users": {str(u): display.history_genres(h.tolist())
