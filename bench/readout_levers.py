@@ -8,7 +8,8 @@ vocabulary size, the judged fit of its shown words on the sheet where judged (be
 unjudged shown words beside it, so a row with many is a proxy row only), the automatic proxy's mean over shown words,
 faithfulness against random words on the round-2 profiles (training/vocabulary.py `faithfulness`), the films and
 users with at least 5 shown words, and the most exposed shown words. Each read-out is written under
-`<workdir>/readouts/<lever>/readout`, so `python -m bench.descriptor_fit --readout DIR` can score it.
+`<workdir>/readouts/<lever>/readout`, so `python -m bench.descriptor_fit --readout DIR` can score it, and
+`--rescore` scores the saved read-outs again against the sheet after a judged round (the rest of each row stays).
 """
 
 from __future__ import annotations
@@ -72,13 +73,17 @@ LEVERS: dict[str, dict[str, Any]] = {
                                        "display_item_candidates": 512, "centre": True, "display_name_weight": 1.5,
                                        "display_lm": "smollm2", "display_lm_weight": 0.07,
                                        "display_card_weight": 1.0, "display_genre_rule": "blend"},
-    "names-lm-512i-128u-cards-share": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
-                                       "display_item_candidates": 512, "centre": True, "display_name_weight": 1.5,
-                                       "display_lm": "smollm2", "display_lm_weight": 0.07,
-                                       "display_card_weight": 1.0, "display_genre_rule": "share"},
+    # the same, a card showing a word past its fifth only above 0.9 of the display's score, a user's past their
+    # third only above 0.7 (where the words of lower score stopped fitting on the judged sheet)
+    "second-display": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                       "display_item_candidates": 512, "centre": True, "display_name_weight": 1.5,
+                       "display_lm": "smollm2", "display_lm_weight": 0.07, "display_card_weight": 1.0,
+                       "display_genre_rule": "blend", "display_min_words": 3, "display_min_fit": 0.7,
+                       "display_item_min_words": 5, "display_item_min_fit": 0.9},
 }
 # The settings that change what the read-out learns; levers that differ only in the others share one training.
-DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_min_words", "display_min_fit",
+DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_item_min_words", "display_item_min_fit",
+                "display_min_words", "display_min_fit",
                 "display_user_genres", "display_closeness", "exposure_cap", "film_share_cap", "display_name_weight",
                 "display_card_weight", "display_lm", "display_lm_weight", "display_genre_rule")
 _TRAINED: dict[str, Any] = {}
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--out", type=Path, default=Path("bench/readout-levers.json"))
+    parser.add_argument("--rescore", action="store_true",
+                        help="only score each lever's saved read-out against the sheet as it is now (after a judged "
+                             "round), keeping the rest of its row")
     args = parser.parse_args(argv)
     from bench.descriptor_fit import Context, load_sheet, score
 
@@ -150,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     context = Context(args.bundle)
     sheet = load_sheet()
     for name in args.levers:
-        readout, row = run_lever(name, LEVERS[name], data, cf, text, basic, rich_items, args.workdir / "readouts")
+        if args.rescore:
+            readout, row = Descriptors.load(args.workdir / "readouts" / name / "readout"), results["levers"][name]
+        else:
+            readout, row = run_lever(name, LEVERS[name], data, cf, text, basic, rich_items,
+                                     args.workdir / "readouts")
         context.readout = readout
         judged = score(context, sheet, allow_unjudged=True)
         row["judged"] = {kind: {key: r[key] for key in ("shown_fit", "shown_words", "entities_with_4_fitting",

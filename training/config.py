@@ -162,8 +162,9 @@ class FACEConfig(Schedule):
         film_share_cap: a word other than a genre word sits on at most this share of the films (1: no cap).
         (`face_app.descriptors.Display`, training/readout.py).
     display_genre_rule: which genres a user's and a visitor's words are measured against (`Display.genre_rule`).
-    display_item_candidates: the candidates per concept of a film's card (0: display_candidates, which then
-        counts for users and visitors alone).
+    display_item_candidates / display_item_min_words / display_item_min_fit: a film card's candidates per concept,
+        least words and threshold (0 / 0 / None: display_candidates / display_min_words / display_min_fit, which
+        then count for users and visitors alone).
     display_name_weight / display_card_weight: the display's terms for the genres' names and, for users and
         visitors, the history's cards (`Display`); display_lm: the base model whose reading of each film's title
         reorders a card's candidates (training/film_knowledge.py; `smollm2`, `tiny-random` in tests, or `none`),
@@ -201,6 +202,8 @@ class FACEConfig(Schedule):
     exposure_cap: Annotated[float, Field(gt=0, le=1)] = 0.05
     film_share_cap: Annotated[float, Field(gt=0, le=1)] = 1.0
     display_item_candidates: NonNegative = 0
+    display_item_min_words: NonNegative = 0
+    display_item_min_fit: float | None = None
     display_genre_rule: Literal["lift", "share", "blend"] = "lift"
     display_name_weight: Weight = 0.0
     display_card_weight: Weight = 0.0

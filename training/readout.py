@@ -148,7 +148,10 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         user_norm=float(user_final.norm(dim=1).median()), word_penalty=penalty, display=display)
 
     # Items, most exposed first, so the exposure cap withholds a hub word from the least-watched films.
-    item_display = dataclasses.replace(display, candidates=settings.display_item_candidates or display.candidates)
+    item_display = dataclasses.replace(
+        display, candidates=settings.display_item_candidates or display.candidates,
+        min_words=settings.display_item_min_words or display.min_words,
+        min_fit=display.min_fit if settings.display_item_min_fit is None else settings.display_item_min_fit)
     genre = genre_words(words, genres)
     item_scores = readout.concept_scores(item_final, "items")
     item_fit = display.fit(table)
