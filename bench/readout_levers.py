@@ -82,10 +82,10 @@ LEVERS: dict[str, dict[str, Any]] = {
                        "display_item_min_words": 5, "display_item_min_fit": 0.9},
 }
 # The settings that change what the read-out learns; levers that differ only in the others share one training.
-DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_item_min_words", "display_item_min_fit",
-                "display_min_words", "display_min_fit",
-                "display_user_genres", "display_closeness", "exposure_cap", "film_share_cap", "display_name_weight",
-                "display_card_weight", "display_lm", "display_lm_weight", "display_genre_rule")
+DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_item_neighbours", "display_item_min_words",
+                "display_item_min_fit", "display_min_words", "display_min_fit", "display_user_genres",
+                "display_closeness", "exposure_cap", "film_share_cap", "display_name_weight", "display_card_weight",
+                "display_lm", "display_lm_weight", "display_genre_rule")
 _TRAINED: dict[str, Any] = {}
 
 

@@ -161,6 +161,9 @@ class FACEConfig(Schedule):
         (`ConceptProjection.centre`: concepts then say how an entity differs from the average film).
         film_share_cap: a word other than a genre word sits on at most this share of the films (1: no cap).
         (`face_app.descriptors.Display`, training/readout.py).
+    display_item_neighbours: a film's candidates are also its CF neighbours' (the concepts of its nearest films in
+        LightGCN's item space, by cosine): what the embedding's neighbourhood means, for films whose own
+        embedding, read from a handful of ratings, says little (0: its own concepts alone).
     display_genre_rule: which genres a user's and a visitor's words are measured against (`Display.genre_rule`).
     display_item_candidates / display_item_min_words / display_item_min_fit: a film card's candidates per concept,
         least words and threshold (0 / 0 / None: display_candidates / display_min_words / display_min_fit, which
@@ -202,6 +205,7 @@ class FACEConfig(Schedule):
     exposure_cap: Annotated[float, Field(gt=0, le=1)] = 0.05
     film_share_cap: Annotated[float, Field(gt=0, le=1)] = 1.0
     display_item_candidates: NonNegative = 0
+    display_item_neighbours: NonNegative = 0
     display_item_min_words: NonNegative = 0
     display_item_min_fit: float | None = None
     display_genre_rule: Literal["lift", "share", "blend"] = "lift"

@@ -154,6 +154,11 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         min_fit=display.min_fit if settings.display_item_min_fit is None else settings.display_item_min_fit)
     genre = genre_words(words, genres)
     item_scores = readout.concept_scores(item_final, "items")
+    neighbours = None
+    if settings.display_item_neighbours:
+        unit = F.normalize(item_final.float(), dim=-1)
+        similarity = (unit @ unit.T).fill_diagonal_(float("-inf"))
+        neighbours = similarity.topk(settings.display_item_neighbours, dim=1).indices
     item_fit = display.fit(table)
     if film_scores is not None and settings.display_lm_weight:
         item_fit = item_fit + settings.display_lm_weight * film_scores
@@ -166,7 +171,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     for item in torch.argsort(-degree, stable=True).tolist():
         row = data.items.iloc[item]
         own = named_in(f"{row['title']} {' '.join(row['genres'])} {row['description'] or ''}")
-        scores = item_scores[item].clone()
+        scores = item_scores[item].clone() if neighbours is None else \
+            torch.cat([item_scores[item], item_scores[neighbours[item]].flatten(0, 1)])
         for w in sensitive_rows:
             if not supported(words[w], own):
                 scores[:, w] = float("-inf")
