@@ -80,6 +80,13 @@ LEVERS: dict[str, dict[str, Any]] = {
                        "display_lm": "smollm2", "display_lm_weight": 0.07, "display_card_weight": 1.0,
                        "display_genre_rule": "blend", "display_min_words": 3, "display_min_fit": 0.7,
                        "display_item_min_words": 5, "display_item_min_fit": 0.9},
+    # shipped: the same, a card's candidates its own concepts' 128 nearest words and its 10 CF neighbours'
+    "second-display-neighbours": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                                  "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
+                                  "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
+                                  "display_card_weight": 1.0, "display_genre_rule": "blend",
+                                  "display_min_words": 3, "display_min_fit": 0.7, "display_item_min_words": 5,
+                                  "display_item_min_fit": 0.9},
 }
 # The settings that change what the read-out learns; levers that differ only in the others share one training.
 DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_item_neighbours", "display_item_min_words",
