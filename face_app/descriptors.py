@@ -226,8 +226,7 @@ class Display:
     Round 3's second display (issue 23) adds two terms, each 0 by default (round 3's first display):
     - `name_weight` times the same centred closeness to the genres' own names ("comedy", "war", "children"), the
       single words, rather than the sentences: "soldiers" and "battle" come close to "war", "infantry" and
-      "artillery" less, and the judged sheet agreed better with it (ROC AUC 0.89 against 0.86 over 2,814 judged
-      film words, docs/descriptors.md).
+      "artillery" less, and the judged sheet agreed better with it (bench/descriptor-fit.json, docs/face.md).
     - for a user or a visitor, `card_weight` times the share of the history's films whose card shows the word, so
       that a taste is described by the words its films are described by.
     Items add a third, computed at build time (`training/film_knowledge.py`, what the base LLM expects for the
