@@ -79,8 +79,11 @@ def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
     assert pool and all(engine.tokens(item_id).startswith("<a_") for item_id, _ in pool)
     assert not {item_id for item_id, _ in pool} & set(state.history)
     # the chat shows the model's own top-N in its own order (its search weighed with the history's intent
-    # prior), each labelled as the model's
-    bonus = engine.intent.bonus(engine.intent.mixes(state.history), engine.intent_llm)
+    # prior and the SASRec its <taste> token reads), each labelled as the model's
+    plan = engine.plan(state)
+    bonus = engine.picker("llm").bonus(plan)
+    intent = engine.intent.bonus(list(plan.mixes), engine.intent_llm, engine.boost_llm)
+    assert engine.guide_llm > 0 and bonus != intent  # the guide reaches the search
     guided = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.n, bonus)
     shown = engine.recommend(state, "llm")
     assert [(r.item_id, r.source) for r in shown] == [(item_id, "llm") for item_id, _ in guided]

@@ -25,10 +25,9 @@ def test_tiny_build_writes_the_report_contract(tiny_build: Path) -> None:
     report = json.loads((tiny_build / "report.json").read_text())
     assert report["dataset"] == "tiny"
     assert report["data"]["users"] == 300
-    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM", "LLM arm (served)",
-                                     "LightGCN arm (served)"}
-    assert all(set(run) >= {"valid", "test"} for name in ("LLM arm (served)", "LightGCN arm (served)")
-               for run in report["runs"][name])
+    served = ("LLM arm, guided by SASRec (served)", "LightGCN arm (served)")  # the chat's defaults guide the LLM
+    assert set(report["models"]) == {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM", *served}
+    assert all(set(run) >= {"valid", "test"} for name in served for run in report["runs"][name])
     for values in report["models"].values():
         assert set(METRICS) <= set(values)
         assert all(0.0 <= values[m] <= 1.0 for m in METRICS)
@@ -271,7 +270,7 @@ def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> 
         assert len(recs) == 10 and not {r.item_id for r in recs} & set(state.history)
         hits.append(ids[targets[user]] in {r.item_id for r in recs})
         shown.update(r.item_id for r in recs)
-    served = report["runs"]["LLM arm (served)"][0]["test"]
+    served = report["runs"]["LLM arm, guided by SASRec (served)"][0]["test"]
     assert served["HR@10"] == np.mean(hits)
     assert len(shown) > 10  # the picks follow each history, not one list for everyone
     assert "## What the chat serves" in (tiny_build / "report.md").read_text()

@@ -86,7 +86,7 @@ def served_table(report: dict[str, Any]) -> str:
         return ""
     lines = ["| row | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 |", "|---|---|---|---|---|"]
     for name in rows:
-        model = name.removesuffix(SERVED).removesuffix(" arm")
+        model = "LLM" if name.startswith("LLM") else name.removesuffix(SERVED).removesuffix(" arm")
         seed = runs[name][0].get("seed")
         for label in (name, model):
             per_seed = [r for r in runs.get(label, []) if r.get("seed") == seed]

@@ -74,12 +74,13 @@ def workdir_engine(config: Config, workdir: Path, data: SplitData, load_llm: boo
 
 
 def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:
-    """The eval stage's view: one row per arm of the chat ("LLM arm (served)", "LightGCN arm (served)"), when the
-    face stage has written its read-out."""
+    """The eval stage's view: one row per arm of the chat ("LLM arm, guided by SASRec (served)" at the chat's guide
+    weight, "LightGCN arm (served)"), when the face stage has written its read-out."""
     if not (Workdir(workdir).readout / "readout.json").exists():
         return
     engine = workdir_engine(config, workdir, data)
-    for arm, name in (("llm", "LLM arm (served)"), ("lightgcn", "LightGCN arm (served)")):
+    llm = "LLM arm, guided by SASRec (served)" if engine.guide_llm else "LLM arm (served)"
+    for arm, name in (("llm", llm), ("lightgcn", "LightGCN arm (served)")):
         if arm in engine.recommenders:
             yield TrainedRun(name, config.tune.seed if arm == "llm" else config.cf.seeds[0],
                              ServedArm(engine, arm, data, config.tune.threads), {}, splits=("valid", "test"))
