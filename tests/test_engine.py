@@ -792,7 +792,7 @@ def test_the_sasrec_guide_reaches_the_llms_search_as_a_log_prior_and_only_when_a
 
     engine = engine_with_arm(catalog, ["5", "7", "11"])
     engine.recommenders["llm"].generator = type("Generator", (), {"taste": Taste()})()
-    engine.intent_llm = 0.0
+    engine.intent_llm, engine.guide_llm = 0.0, 0.0
     engine.respond(ConversationState(), "I loved Glass Harbor")
     assert engine.recommenders["llm"].bonus is None  # guide 0: the LLM alone
     engine.guide_llm = 0.5
