@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from face_app.descriptors import Descriptors
@@ -220,10 +221,19 @@ def test_no_shipped_file_names_an_absolute_path_of_the_build_machine(tiny_build:
         assert not absolute, f"{path.relative_to(tiny_build)}: {absolute[:2]}"
 
 
+SECOND_DISPLAY = ["face.display_item_candidates=8", "face.display_item_neighbours=3", "face.display_lm=tiny-random",
+                  "face.display_lm_weight=0.07", "face.display_name_weight=1.5", "face.display_card_weight=1.0",
+                  "face.display_genre_rule=blend", "face.display_min_words=3", "face.display_min_fit=0.7",
+                  "face.display_item_min_words=5", "face.display_item_min_fit=0.9"]
+
+
+@pytest.mark.parametrize("display", [[], SECOND_DISPLAY], ids=["first-display", "second-display"])
 def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_rule(tiny_build: Path,
-                                                                                     tmp_path: Path) -> None:
+                                                                                     tmp_path: Path,
+                                                                                     display: list[str]) -> None:
     """The face stage in `mode: readout` on the tiny build's LightGCN: a read-out with a display rule, 5 to 8 shown
-    words per film, none of them unsuitable, the report counting shown words only."""
+    words per film (a user 3 to 8 under the second display), none of them unsuitable, the report counting shown
+    words only; the second display's settings survive a save and a load."""
     import shutil
 
     from training.config import load_config
@@ -235,7 +245,7 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
         shutil.copytree(tiny_build / part, work / part)
     overrides = ["face.mode=readout", "face.vocabulary=film", "face.suitable=true", "face.centre=true",
                  "face.profiles=rich-items", "face.epochs=1", "face.display_candidates=16", "face.film_share_cap=0.05"]
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", overrides)
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml", overrides + display)
 
     run(config, work)
 
@@ -249,6 +259,12 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
     assert described["items"][readout.item_ids[0]] == shown[0]  # shown words, no padding rows
     extra = json.loads((work / "face" / "report_extra.json").read_text())["descriptors"]
     assert extra["vocabulary"]["mode"] == "readout" and extra["readout"]["shown_per_item"][:5] == [0] * 5
+    users = [readout.for_user(u) for u in readout.user_ids]
+    assert all((3 if display else 5) <= len(words) <= 8 for words in users)
+    if display:
+        rule = readout.display
+        assert rule.name_vectors is not None and rule.name_weight == 1.5 and rule.card_weight == 1.0
+        assert rule.genre_rule == "blend" and rule.min_words == 3 and rule.candidates == 16
 
 
 def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> None:
