@@ -74,7 +74,7 @@ LEVERS: dict[str, dict[str, Any]] = {
                                        "display_lm": "smollm2", "display_lm_weight": 0.07,
                                        "display_card_weight": 1.0, "display_genre_rule": "blend"},
     # the same, a card showing a word past its fifth only above 0.9 of the display's score, a user's past their
-    # third only above 0.7 (where the words of lower score stopped fitting on the judged sheet)
+    # third only above 0.7
     "second-display": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
                        "display_item_candidates": 512, "centre": True, "display_name_weight": 1.5,
                        "display_lm": "smollm2", "display_lm_weight": 0.07, "display_card_weight": 1.0,
@@ -88,11 +88,12 @@ LEVERS: dict[str, dict[str, Any]] = {
                                   "display_min_words": 3, "display_min_fit": 0.7, "display_item_min_words": 5,
                                   "display_item_min_fit": 0.9},
 }
-# The settings that change what the read-out learns; levers that differ only in the others share one training.
-DISPLAY_ONLY = ("display_candidates", "display_item_candidates", "display_item_neighbours", "display_item_min_words",
-                "display_item_min_fit", "display_min_words", "display_min_fit", "display_user_genres",
-                "display_closeness", "exposure_cap", "film_share_cap", "display_name_weight", "display_card_weight",
-                "display_lm", "display_lm_weight", "display_genre_rule")
+# The settings that change only what is shown (the display rule and the exposure caps, not what the read-out
+# learns): levers that differ only in them share one training.
+def display_only(key: str) -> bool:
+    return key.startswith("display_") or key in ("exposure_cap", "film_share_cap")
+
+
 _TRAINED: dict[str, Any] = {}
 
 
@@ -108,7 +109,7 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     groups = stem_groups(words) if settings.distinct_stems else None
     targets = {"rich": (rich_users, rich_items), "rich-items": (basic["users"], rich_items),
                "basic": (basic["users"], basic["items"])}[settings.profiles]
-    key = json.dumps({k: v for k, v in {**BASE, **overrides}.items() if k not in DISPLAY_ONLY}, sort_keys=True)
+    key = json.dumps({k: v for k, v in {**BASE, **overrides}.items() if not display_only(k)}, sort_keys=True)
     if key not in _TRAINED:
         _TRAINED[key] = train_readout(cf.user_embeddings, cf.item_embeddings, text, codebook, word_embeddings,
                                       groups, targets, data, settings, seed=0)

@@ -160,6 +160,14 @@ class LoadingArm:
         return getattr(self.arm, attribute)
 
 
+def generator_arm(generator: Any, spec: Any, catalog: Catalog, tokens: Callable[[str], str]) -> GeneratorRecommender:
+    """The LLM arm of a loaded generator, prompted as its `GeneratorSpec` says it was tuned (titles in the history,
+    its length, the visitor's words only for a model tuned on them)."""
+    titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) if spec.titles_in_history else None
+    return GeneratorRecommender(generator, tokens, titles, history=spec.max_history,
+                                user_descriptors=spec.prompts_user_words)
+
+
 def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, background: bool = False
                 ) -> dict[str, Recommender]:
     """The arms of a loaded `face_app.bundle.Bundle`: LightGCN+FACE always, the LLM when the bundle has a tuned
@@ -172,14 +180,10 @@ def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, backgro
     if load_llm and bundle.has_generator:
 
         def load() -> GeneratorRecommender:
-            spec = bundle.generator_spec
-            titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) \
-                if spec.titles_in_history else None
             generator = bundle.generator()
             if background:
                 generator.batched()
-            return GeneratorRecommender(generator, bundle.tokens, titles, history=spec.max_history,
-                                        user_descriptors=spec.prompts_user_words)
+            return generator_arm(generator, bundle.generator_spec, catalog, bundle.tokens)
 
         arms["llm"] = LoadingArm("llm", True, load) if background else load()
     return arms

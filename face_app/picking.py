@@ -39,11 +39,11 @@ FLOOR = 0.1
 # of each arm was chosen on the valid split, on whole histories and on their newest 3 films (docs/lcrec.md).
 DOMINANT = 0.5
 DOMINANCE_BOOST_LLM = 2.0
+DOMINANCE_BOOST_CF = 4.0
 # The weight of the SASRec log prior inside the LLM's search (`face_app.ranking.GenerativePicker.guide`; 0: the LLM
 # alone), chosen on the valid split by the rule in docs/lcrec.md ("LLM guided by SASRec"): the smallest weight whose
 # HR@10 is within one binomial standard error of the best (bench/guide-valid/).
 GUIDE_LLM = 2.0
-DOMINANCE_BOOST_CF = 4.0
 # The reply names what the prior leans to: genres holding at least LEAN_SHARE of the history's genre mix, and
 # decades holding at least LEAN_SHARE of its films (at most two of each, the largest first).
 LEAN_SHARE = 0.3

@@ -94,15 +94,8 @@ class Picking:
             wide = self.closest_first(plan.anchors, wide, have, model_weight)
             kept = kept + [Pick(item_id, score, self.cf.name)
                            for item_id, score in admitted(self.catalog, plan.constraints, wide)]
-        seen: set[str] = set()
-        out = []
-        for pick in kept:
-            if pick.item_id not in seen:
-                out.append(pick)
-                seen.update([pick.item_id, *self.catalog.twins(pick.item_id)])
-            if len(out) == plan.n:
-                break
-        return out
+        first = one_per_film(self.catalog, [(pick.item_id, float(n)) for n, pick in enumerate(kept)])
+        return [kept[int(n)] for _, n in first[: plan.n]]
 
 
 @dataclass

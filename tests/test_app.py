@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.serving import serve
 from face_app import sources
@@ -83,7 +84,15 @@ def test_the_llm_arm_generates_index_tokens(tiny_app) -> None:
     plan = engine.plan(state)
     bonus = engine.picker("llm").bonus(plan)
     intent = engine.intent.bonus(list(plan.mixes), engine.intent_llm, engine.boost_llm)
-    assert engine.guide_llm > 0 and bonus != intent  # the guide reaches the search
+    # the guide reaches the search: what it adds to the intent prior is the SASRec's own log-softmax for the
+    # history, times the guide weight, and it tells items apart (not a constant shift)
+    taste = engine.recommenders["llm"].generator.taste
+    with torch.no_grad():
+        sasrec = torch.log_softmax(taste.encoder.score(torch.zeros(1, dtype=torch.long),
+                                                       [taste.indices(plan.reads)])[0].float(), dim=-1)
+    added = torch.tensor([bonus[i] - (intent or {}).get(i, 0.0) for i in taste.item_ids])
+    assert engine.guide_llm > 0 and torch.allclose(added, engine.guide_llm * sasrec, atol=1e-4)
+    assert float(added.max() - added.min()) > 1.0
     guided = engine.recommenders["llm"].rank(state.history, words, None, engine.excluded(state), engine.n, bonus)
     shown = engine.recommend(state, "llm")
     assert [(r.item_id, r.source) for r in shown] == [(item_id, "llm") for item_id, _ in guided]

@@ -250,7 +250,7 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
     run(config, work)
 
     readout = Descriptors.load(work / "face" / "readout")
-    assert readout.display is not None
+    assert readout.display is not None and readout.display.candidates == 16  # the configured display rule, saved
     shown = [readout.for_item(i) for i in readout.item_ids]
     assert all(5 <= len(words) <= 8 for words in shown)
     assert not {w for words in shown for w in words if unsuitable(w)}

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from face_app.arms import EmbeddingRecommender, GeneratorRecommender, Recommender
+from face_app.arms import EmbeddingRecommender, Recommender, generator_arm
 from face_app.catalog import Catalog
 from face_app.datasets import load_dataset
 from face_app.decoder import GENERATOR_FILE, GeneratorSpec, ItemGenerator
 from face_app.descriptors import Descriptors
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
-from face_app.prompts import item_title
 from training.config import Config, torch_threads
 from training.data import SplitData
 from training.metrics import TrainedRun
@@ -64,11 +63,8 @@ def workdir_engine(config: Config, workdir: Path, data: SplitData, load_llm: boo
     catalog, _ = Catalog.from_dataset(dataset, list(readout.item_ids))
     arms: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(readout, catalog.popularity)}
     if load_llm and (paths.tune_model / GENERATOR_FILE).exists():
-        spec = GeneratorSpec.load(paths.tune_model)
         generator = ItemGenerator.load(paths.tune_model)
-        titles = (lambda i: item_title(catalog.raw_title(i), catalog.item(i).year)) if spec.titles_in_history else None
-        arms["llm"] = GeneratorRecommender(generator, generator.index.text, titles, history=spec.max_history,
-                                           user_descriptors=spec.prompts_user_words)
+        arms["llm"] = generator_arm(generator, GeneratorSpec.load(paths.tune_model), catalog, generator.index.text)
     return Engine(catalog, readout, arms, tokens=lambda item_id: "", default="llm" if "llm" in arms else "lightgcn",
                   n=TOP)
 
