@@ -31,7 +31,7 @@ from face_app.hardware import machine
 from training.config import FACEConfig
 from training.data import SplitData
 from training.face import descriptor_vocabulary
-from training.film_knowledge import film_word_scores
+from training.film_knowledge import film_word_scores, title_word_scores
 from training.profiles import TextEncoder, item_genres, item_profiles, rich_item_profiles, user_profiles
 from training.readout import build_display_readout, history_profiles, train_readout
 from training.suitability import seed_words, sensitive_topics
@@ -87,6 +87,20 @@ LEVERS: dict[str, dict[str, Any]] = {
                                   "display_card_weight": 1.0, "display_genre_rule": "blend",
                                   "display_min_words": 3, "display_min_fit": 0.7, "display_item_min_words": 5,
                                   "display_item_min_fit": 0.9},
+    # round 3, session 3: the same, a card's order also by closeness to the film's own title
+    # (training/film_knowledge.py `title_word_scores`), and a user's words past their fourth only above 0.5
+    "third-display-title1": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                             "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
+                             "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
+                             "display_card_weight": 1.0, "display_genre_rule": "blend", "display_min_words": 4,
+                             "display_min_fit": 0.5, "display_item_min_words": 5, "display_item_min_fit": 0.9,
+                             "display_title_weight": 1.0},
+    "third-display-title2": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                             "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
+                             "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
+                             "display_card_weight": 1.0, "display_genre_rule": "blend", "display_min_words": 4,
+                             "display_min_fit": 0.5, "display_item_min_words": 5, "display_item_min_fit": 0.9,
+                             "display_title_weight": 2.0},
 }
 # The settings that change only what is shown (the display rule and the exposure caps, not what the read-out
 # learns): levers that differ only in them share one training.
@@ -120,7 +134,10 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     readout, shown = build_display_readout(face, cf.user_embeddings, cf.item_embeddings, data, words,
                                            word_embeddings, anchors, text.encode_texts(list(GENERIC_ANCHORS)),
                                            sensitive, settings, text.encode_texts(genre_names(item_genres(data)[0])),
-                                           film_scores)
+                                           film_scores,
+                                           title_word_scores(data.items, torch.nn.functional.normalize(
+                                               word_embeddings.float(), dim=-1), text)
+                                           if settings.display_title_weight else None)
     readout.save(out_dir / name / "readout")
     described = {"items": [readout.for_item(i) for i in readout.item_ids],
                  "users": [readout.for_user(u) for u in readout.user_ids]}

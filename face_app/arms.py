@@ -29,6 +29,12 @@ from face_app.prompts import item_title, recommend_prompt
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
 log = logging.getLogger("face_app")
+# What the page, the replies and the study report call each arm.
+ARM_NAMES = {"llm": "LLM arm (the tuned language model)", "lightgcn": "LightGCN arm (collaborative filtering)"}
+
+
+class ArmUnavailable(RuntimeError):
+    """An arm that cannot serve: unknown, or its model failed to load (and nothing may stand in for it)."""
 
 
 class Readout(Protocol):
@@ -150,6 +156,13 @@ class LoadingArm:
     @property
     def arm(self) -> Recommender:
         return self._future.result()
+
+    def ready(self) -> bool:
+        """Loaded and usable now (False while it loads, and for good once its load failed)."""
+        return self._future.done() and self._future.exception() is None
+
+    def failed(self) -> bool:
+        return self._future.done() and self._future.exception() is not None
 
     def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
         return self.arm.rank(history, user_descriptors, request, exclude, n, bonus)

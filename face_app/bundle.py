@@ -18,7 +18,10 @@ matches its manifest entry but still cannot be read (a bundle re-signed after da
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -253,3 +256,18 @@ def pca_2d(embeddings: np.ndarray) -> np.ndarray:
             xy[:, k] = -xy[:, k]
     scale = np.abs(xy).max(axis=0)
     return xy / np.where(scale > 0, scale, 1.0)
+
+
+def build_facts(directory: Path) -> dict[str, str]:
+    """What a study's logged events name the build by: the sha256 of the bundle's manifest (which pins every file
+    of it) and the app's git commit (`FACE_APP_COMMIT` where the app runs without its checkout, as on a Space;
+    "unknown" when neither says)."""
+    manifest = hashlib.sha256((Path(directory) / MANIFEST).read_bytes()).hexdigest()
+    commit = os.environ.get("FACE_APP_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                    capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            commit = "unknown"
+    return {"bundle_manifest_sha256": manifest, "commit": commit or "unknown"}

@@ -19,6 +19,7 @@ fewer than N items in the whole catalog) and `face_app.wording` (reasons, explan
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from face_app.arms import EmbeddingRecommender, Readout, Recommender, bundle_arms
+from face_app.arms import ARM_NAMES, ArmUnavailable, EmbeddingRecommender, Readout, Recommender, bundle_arms
 from face_app.catalog import Catalog, ordered_histories
 from face_app.datasets import load_dataset
 from face_app.dialogue import (
@@ -53,6 +54,8 @@ from face_app.picking import (
 )
 from face_app.ranking import ClosenessPicker, GenerativePicker, Pick, Picking, Plan
 from face_app.wording import Wording, sentence
+
+log = logging.getLogger("face_app")
 
 # Longer messages are answered with a note and change nothing. Title matching (every run of words against
 # every title form, in one rapidfuzz call) takes about 0.1 s of one core for 500 characters over ML-100k's
@@ -101,6 +104,7 @@ class Reply:
     user_descriptors: list[str] = field(default_factory=list)
     request: Request | None = None
     seconds: float = 0.0
+    served: str | None = None  # the arm whose picks these are (None: no picks were asked of an arm)
 
 
 @dataclass
@@ -133,6 +137,7 @@ class Engine:
     guide_llm: float = GUIDE_LLM
     personas: dict[str, list[str]] = field(default_factory=dict)
     users: Any = None  # the dataset's user table (demographics), for persona labels
+    substitute: bool = True  # an arm that failed to load may be stood in for by LightGCN, saying so (`serving`)
 
     def __post_init__(self) -> None:
         self.closeness = Closeness(self.readout.item_ids, self.readout.item_embeddings.detach().double().numpy())
@@ -296,13 +301,16 @@ class Engine:
         text = request.text if request.is_follow_up or anchor else None
         user_words = self.user_descriptors(state)  # the history is settled for this turn: read out once
         plan = self.plan(state, request_text=text, anchor=anchor, again=request.again, n=n, user_words=user_words)
+        arm, notice = self.serving(arm, substitute=self.substitute)
+        if notice:
+            notes.append(notice)
         recs = self.cards(state, plan, self.picker(arm).pick(plan))
         state.last = [r.item_id for r in recs]
         state.shown.extend(i for i in state.last if i not in state.shown)
         if recs:
             state.refers_to_listed = False
         headline = self.wording.headline(state, len(recs), anchor, self._leaning(arm, plan), asked=n)
-        return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, user_words)
+        return Reply(" ".join([*sentence(reading), *notes, headline]).strip(), recs, user_words, served=arm)
 
     def _not_understood(self, request: Request) -> str:
         """The reply to a message that names no known title and asks for nothing (it is not echoed back)."""
@@ -422,9 +430,37 @@ class Engine:
                     constraints=replace(c), n=n or self.n, request=request_text, user_words=tuple(user_words),
                     mixes=tuple(mixes))
 
+    def available(self, arm: str) -> bool:
+        """Whether the named arm can serve a turn right now: it exists and its model is loaded (an LLM that is still
+        loading on its background thread, or whose load failed, cannot)."""
+        recommender = self.recommenders.get(arm)
+        ready = getattr(recommender, "ready", None)
+        return recommender is not None and (ready is None or bool(ready()))
+
+    def serving(self, arm: str, *, substitute: bool = True) -> tuple[str, str | None]:
+        """The arm that serves a turn asked of `arm`, and what the reply must say when it is not `arm`.
+
+        An arm still loading is waited for (its first turn blocks until the model is up). An arm whose load failed
+        is never replaced silently: with `substitute` the LightGCN arm serves and the returned notice says so (the
+        caller puts it in the reply, and it is logged here); without it (study mode, where the arm is the
+        experiment) `ArmUnavailable` is raised."""
+        if arm not in self.recommenders:
+            raise ArmUnavailable(f"no arm named {arm!r}: this app serves {', '.join(sorted(self.recommenders))}")
+        failed = getattr(self.recommenders[arm], "failed", None)
+        if failed is None or not failed():
+            return arm, None
+        if not substitute or arm == "lightgcn" or "lightgcn" not in self.recommenders:
+            raise ArmUnavailable(f"the {arm} arm failed to load and cannot serve")
+        log.warning(f"the {arm} arm failed to load: this turn is served by the lightgcn arm, and its reply says so")
+        return "lightgcn", (f"The {ARM_NAMES.get(arm, arm)} could not be loaded, so these picks come from the "
+                            f"{ARM_NAMES['lightgcn']} instead.")
+
     def picker(self, arm: str | None = None) -> GenerativePicker | ClosenessPicker:
         """The named arm's whole ranking policy (`face_app.ranking`) with the engine's current weights."""
-        recommender = self.recommenders.get(arm or self.default) or self._cf
+        name = arm or self.default
+        if name not in self.recommenders:
+            raise ArmUnavailable(f"no arm named {name!r}: this app serves {', '.join(sorted(self.recommenders))}")
+        recommender = self.recommenders[name]
         if recommender.generative:
             return GenerativePicker(recommender, self._picking, self.intent_llm, self.boost_llm, self.model_weight,
                                     self.guide_llm)

@@ -8,6 +8,7 @@ the layout's outputs. `load_app` verifies and loads a bundle and wraps its engin
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -18,12 +19,15 @@ from typing import Any
 
 import gradio as gr
 
-from face_app.bundle import Bundle
+from face_app.arms import ArmUnavailable
+from face_app.bundle import Bundle, build_facts
 from face_app.catalog_map import catalog_map, catalog_points
 from face_app.dialogue import ConversationState, clean_message
 from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Reply
 from face_app.render import card, chat_text, chips, esc, history_html, picks_row
 from face_app.study import ADMIN_SECRET_ENV, Arm, StudyConfig, StudyLog, admin_allowed, normalise_code
+
+console = logging.getLogger("face_app")
 
 PROMPT_LOG = 50  # history items logged with each study message
 ECHO_CHARS = 200  # how much of an over-long message is echoed back in the chat
@@ -56,7 +60,7 @@ class App:
 
     def __init__(self, engine: Engine, item_map: dict[str, tuple[float, float]], *, title: str = "face-app",
                  study: StudyConfig | None = None, log: StudyLog | None = None,
-                 persona_labels: dict[str, str] | None = None) -> None:
+                 persona_labels: dict[str, str] | None = None, build: dict[str, str] | None = None) -> None:
         self.engine = engine
         self.item_map = item_map
         self.points = catalog_points(engine, item_map)  # the map's static layer, built once
@@ -64,6 +68,16 @@ class App:
         self.study = study
         self.log = log
         self.persona_labels = persona_labels or {u: f"User {u}" for u in engine.personas}
+        self.build = build or {}  # the bundle's manifest hash and the app's commit, in every logged event
+        if study is not None:
+            engine.substitute = False  # in a study the arm is the experiment: nothing stands in for it
+            for arm in study.arms:
+                if arm.recommender not in engine.recommenders:
+                    console.warning(f"study: arm {arm.name!r} needs the {arm.recommender} recommender, which this "
+                                    "app did not load: nobody will be enrolled into it")
+                elif not engine.available(arm.recommender):
+                    console.warning(f"study: arm {arm.name!r} waits for the {arm.recommender} recommender to load: "
+                                    "nobody is enrolled into it until it has (and never if its load fails)")
 
     # study bookkeeping
 
@@ -72,14 +86,21 @@ class App:
             return
         now = time.time()
         payload = {"arm": session.arm, "turn": session.state.turns, "since_last_s": round(now - session.last_event, 3),
-                   **payload}
+                   "build": self.build, **payload}
         session.last_event = now
         self.log.log(session.code, session.session_id, kind, payload)
 
+    def servable(self, arm: Arm) -> bool:
+        """Whether a participant may be enrolled into `arm` now: its recommender is loaded (`Engine.available`)."""
+        return self.engine.available(arm.recommender)
+
     def enrol(self, session: Session, arm: Arm) -> None:
+        """Put the session in `arm`, exactly: an arm the engine cannot serve is refused, never replaced."""
+        if not self.engine.available(arm.recommender):
+            raise ArmUnavailable(f"arm {arm.name!r} needs the {arm.recommender} recommender, which is not loaded")
         session.arm = arm.name
         session.show_descriptors = arm.show_descriptors
-        session.recommender = arm.recommender if arm.recommender in self.engine.recommenders else "lightgcn"
+        session.recommender = arm.recommender
 
     # outputs
 
@@ -119,6 +140,7 @@ class App:
         reply = self.engine.respond(session.state, message, session.recommender)
         self._reply(session, reply)
         self._event(session, "message", text=message[:MAX_MESSAGE_CHARS], length=len(message), reply=reply.text,
+                    served={"recommender": reply.served, "descriptors": session.show_descriptors},
                     seconds=round(reply.seconds, 3),
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations],
@@ -149,6 +171,7 @@ class App:
         reply = self.engine.answer(session.state, item_id, session.recommender)
         self._reply(session, reply)
         self._event(session, "choice", item_id=item_id, reply=reply.text,
+                    served={"recommender": reply.served, "descriptors": session.show_descriptors},
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations])
         return self.panel(session)
@@ -178,7 +201,8 @@ class App:
         self._event(session, "persona", user_id=user_id, history=len(session.state.history))
         reply = self.engine.respond(session.state, "recommend", session.recommender)
         self._reply(session, reply)
-        self._event(session, "recommendations", recommendations=[
+        self._event(session, "recommendations",
+                    served={"recommender": reply.served, "descriptors": session.show_descriptors}, recommendations=[
             {"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
             for r in reply.recommendations])
         return self.panel(session)
@@ -211,10 +235,17 @@ class App:
     def consent(self, agreed: bool, session: Session) -> tuple:
         if not agreed or self.study is None or self.log is None:
             return (gr.Column(visible=True), gr.Column(visible=False), "Please tick the box to take part.", session)
-        code, arm = self.log.enrol(self.study)
+        try:
+            code, arm = self.log.enrol(self.study, servable=self.servable)
+        except ArmUnavailable as error:
+            console.error(f"study: nobody enrolled: {error}")
+            return (gr.Column(visible=True), gr.Column(visible=False),
+                    "The study cannot start a session right now (its recommenders are still loading or failed to "
+                    "load). Nothing was recorded; please try again in a minute, or tell the researcher.", session)
         session.code = code
         self.enrol(session, arm)
-        self._event(session, "consent", recommender=session.recommender, show_descriptors=session.show_descriptors)
+        self._event(session, "consent", recommender=session.recommender, show_descriptors=session.show_descriptors,
+                    arms_servable=[a.name for a in self.study.arms if self.servable(a)])
         session.banner = (f"Your participant code: <span class='fa-code'>{esc(code)}</span> (keep it to withdraw "
                           f"later). {esc(self.study.task)}")
         return gr.Column(visible=False), gr.Column(visible=True), "", session
@@ -277,4 +308,4 @@ def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLo
     bundle = Bundle.load(bundle_dir)
     engine = Engine.from_bundle(bundle, load_llm=load_llm, background=background)
     return App(engine, bundle.item_map, title=f"face-app · {bundle.name}", study=study, log=log,
-               persona_labels=persona_labels(engine, engine.users))
+               persona_labels=persona_labels(engine, engine.users), build=build_facts(bundle_dir))

@@ -26,7 +26,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,13 +182,23 @@ class StudyLog:
                 raise
             return int(cursor.lastrowid or 0)
 
-    def enrol(self, config: StudyConfig, rng: random.Random | None = None) -> tuple[str, Arm]:
-        """A new participant: a fresh code and an arm drawn at random among the least-filled arms."""
+    def enrol(self, config: StudyConfig, rng: random.Random | None = None,
+              servable: Callable[[Arm], bool] | None = None) -> tuple[str, Arm]:
+        """A new participant: a fresh code and an arm drawn at random among the least-filled arms that the server
+        can serve right now (`servable`; None: every arm). An arm it cannot serve is never enrolled into, and
+        never replaced by another: with none servable, `ArmUnavailable` says which and why."""
         rng = rng or random.SystemRandom()
+        arms = [a for a in config.arms if servable is None or servable(a)]
+        if not arms:
+            from face_app.arms import ArmUnavailable  # the app's error (arms loads torch: not for the CLI's sake)
+
+            raise ArmUnavailable("no study arm can be served right now ("
+                                 + ", ".join(f"{a.name}: {a.recommender}" for a in config.arms)
+                                 + "); nobody is enrolled until one can")
         with self._lock:
             counts = dict(self._db.execute("SELECT arm, COUNT(*) FROM participants GROUP BY arm").fetchall())
-        fewest = min(counts.get(a.name, 0) for a in config.arms)
-        arm = rng.choice([a for a in config.arms if counts.get(a.name, 0) == fewest])
+        fewest = min(counts.get(a.name, 0) for a in arms)
+        arm = rng.choice([a for a in arms if counts.get(a.name, 0) == fewest])
         while True:
             code = new_code()
             try:

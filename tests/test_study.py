@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from catalog_fixture import SmallReadout, items_frame
 
-from face_app.arms import EmbeddingRecommender
+from face_app.arms import ArmUnavailable, EmbeddingRecommender, LoadingArm
 from face_app.catalog import Catalog
+from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 from face_app.handlers import App, Session
 from face_app.study import (
@@ -125,7 +126,7 @@ def test_a_participant_session_end_to_end_survives_a_restart_and_exports(engine:
     session = Session()
     _, _, _, session = app.consent(True, session)
     assert session.code and session.arm in {a.name for a in config.arms}
-    assert session.recommender == "lightgcn"  # this engine has no LLM: the LLM arms fall back, and say so
+    assert config.arm(session.arm).recommender == "lightgcn"  # this engine has no LLM: enrolled into its arms only
     for text in ("I loved Glass Harbor", "something darker", "from the 90s"):
         app.chat(text, session)
     card_index = next(iter(session.cards))
@@ -165,3 +166,53 @@ def test_a_participant_session_end_to_end_survives_a_restart_and_exports(engine:
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "removed 8 row(s)" in out.stdout
     assert list(app2.log.events()) == []
+
+
+def test_without_the_llm_nobody_is_enrolled_into_or_served_by_an_llm_arm(engine: Engine, tmp_path: Path) -> None:
+    """Study mode on an engine without the LLM: every participant lands in a LightGCN arm, every turn is logged
+    with the arm that served it and the build, and nothing is substituted."""
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    assert {a.recommender for a in config.arms} == {"llm", "lightgcn"}
+    app = App(engine, {}, study=config, log=StudyLog(tmp_path / "study.sqlite"),
+              build={"bundle_manifest_sha256": "abc", "commit": "def"})
+    for _ in range(12):
+        session = Session()
+        app.consent(True, session)
+        assert config.arm(session.arm).recommender == "lightgcn" and session.recommender == "lightgcn"
+        app.chat("I loved Glass Harbor", session)
+    events = list(app.log.events())
+    assert {e["arm"] for e in events} <= {a.name for a in config.arms if a.recommender == "lightgcn"}
+    messages = [e["payload"] for e in events if e["kind"] == "message"]
+    assert len(messages) == 12 and all(m["served"]["recommender"] == "lightgcn" for m in messages)
+    assert all(e["payload"]["build"] == {"bundle_manifest_sha256": "abc", "commit": "def"} for e in events)
+    with pytest.raises(ArmUnavailable):  # and the handlers refuse to put a session into an LLM arm by hand
+        app.enrol(Session(), next(a for a in config.arms if a.recommender == "llm"))
+
+
+def test_enrolment_with_no_servable_arm_enrols_nobody(tmp_path: Path) -> None:
+    log = StudyLog(tmp_path / "study.sqlite")
+    with pytest.raises(ArmUnavailable, match="nobody is enrolled"):
+        log.enrol(StudyConfig.load(DEFAULT_CONFIG), servable=lambda arm: False)
+    assert log._db.execute("SELECT COUNT(*) FROM participants").fetchone()[0] == 0
+
+
+def test_an_arm_that_failed_to_load_is_never_replaced_silently(engine: Engine) -> None:
+    """Outside a study the LightGCN arm may stand in for an LLM that failed to load, and the reply says so; in a
+    study (substitute off) the turn is refused instead."""
+    def broken():
+        raise OSError("no weights")
+
+    failed = LoadingArm("llm", True, broken)
+    while not failed.failed():
+        pass
+    chat = Engine(engine.catalog, engine.readout, {**engine.recommenders, "llm": failed}, n=3, pool=12)
+    assert not chat.available("llm") and chat.available("lightgcn")
+    state = ConversationState()
+    reply = chat.respond(state, "I loved Glass Harbor", "llm")
+    assert reply.served == "lightgcn" and reply.recommendations
+    assert "could not be loaded" in reply.text and "LightGCN arm" in reply.text
+    chat.substitute = False
+    with pytest.raises(ArmUnavailable, match="failed to load"):
+        chat.respond(ConversationState(), "I loved Glass Harbor", "llm")
+    with pytest.raises(ArmUnavailable, match="no arm named"):
+        chat.respond(ConversationState(), "I loved Glass Harbor", "sasrec")

@@ -172,6 +172,8 @@ class FACEConfig(Schedule):
         visitors, the history's cards (`Display`); display_lm: the base model whose reading of each film's title
         reorders a card's candidates (training/film_knowledge.py; `smollm2`, `tiny-random` in tests, or `none`),
         weighted by display_lm_weight.
+    display_title_weight: a film card's term for closeness to the film's own title (`training.film_knowledge.
+        title_word_scores`: "poetry" for Dead Poets Society, "lake" for On Golden Pond), centred per word.
     """
 
     k: Positive = 8
@@ -213,6 +215,7 @@ class FACEConfig(Schedule):
     display_card_weight: Weight = 0.0
     display_lm: str = "none"
     display_lm_weight: Weight = 0.0
+    display_title_weight: Weight = 0.0
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

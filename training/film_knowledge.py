@@ -22,6 +22,7 @@ build time, so serving never runs this model.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,3 +75,21 @@ def film_word_scores(items: pd.DataFrame, words: Sequence[str], base: str | Path
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"scores": scores.contiguous()}, path)
     return scores
+
+
+def plain_title(title: str) -> str:
+    """A title as it is said: MovieLens's "Firm, The" -> "The Firm"; an alternate title in brackets stays."""
+    match = re.match(r"^(.*?), (The|A|An|Les|La|Le|Il|El|Das|Der|Die)(\s*\(.*\))?$", title.strip())
+    return f"{match.group(2)} {match.group(1)}{match.group(3) or ''}" if match else title.strip()
+
+
+def title_word_scores(items: pd.DataFrame, word_vectors: torch.Tensor, text) -> torch.Tensor:
+    """[I, V] how close each word comes to each film's own title (MiniLM sentence embeddings, `text` a
+    `training.profiles.TextEncoder`; word_vectors [V, D] normalised), centred per word on its mean over the
+    catalog's titles, so that a word close to every title gains nothing and "poetry" gains for Dead Poets Society.
+    A title is what the data holds of a film beyond its genres and year; this reads it, as the LLM term reads
+    what the base model knows of it."""
+    titles = [plain_title(str(t)) for t in items["title"]]
+    encoded = torch.nn.functional.normalize(text.cached_encode(titles).float(), dim=-1)
+    similarity = encoded @ word_vectors.float().T
+    return similarity - similarity.mean(dim=0, keepdim=True)

@@ -38,7 +38,7 @@ from training.cf import LightGCN
 from training.config import Config, FACEConfig
 from training.data import SplitData
 from training.face import FACE, descriptor_vocabulary, info_nce, keyword_targets, publish
-from training.film_knowledge import film_word_scores
+from training.film_knowledge import film_word_scores, title_word_scores
 from training.loop import seed_everything
 from training.profiles import (
     TextEncoder,
@@ -114,12 +114,13 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                           words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
                           generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig,
                           name_vectors: torch.Tensor | None = None, film_scores: torch.Tensor | None = None,
-                          ) -> tuple[Descriptors, dict[str, Any]]:
+                          title_scores: torch.Tensor | None = None) -> tuple[Descriptors, dict[str, Any]]:
     """The serving read-out with its display rule (module docstring). anchors: [G, D] the genres' sentences
     (`training.vocabulary.genre_anchors` of `item_genres`' genres); generic: [E, D] of `GENERIC_ANCHORS`;
     sensitive: each word's sensitive topic or None; name_vectors: [G, D] of the genres' names
     (`training.vocabulary.genre_names`); film_scores: [I, V] `training.film_knowledge.film_word_scores`, added to
-    the items' order times `display_lm_weight`. Returns the read-out and the exposure of the shown words."""
+    the items' order times `display_lm_weight`; title_scores: [I, V] `training.film_knowledge.title_word_scores`,
+    added times `display_title_weight`. Returns the read-out and the exposure of the shown words."""
     k = settings.k
     with torch.no_grad():
         penalty = None
@@ -162,6 +163,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     item_fit = display.fit(table)
     if film_scores is not None and settings.display_lm_weight:
         item_fit = item_fit + settings.display_lm_weight * film_scores
+    if title_scores is not None and settings.display_title_weight:
+        item_fit = item_fit + settings.display_title_weight * title_scores
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
     carriers = torch.zeros(len(words), dtype=torch.long)
@@ -233,8 +236,10 @@ def run(config: Config, workdir: Path) -> Path:
     names = text.encode_texts(genre_names(item_genres(data)[0]))
     film_scores = (film_word_scores(data.items, words, settings.display_lm)
                    if settings.display_lm != "none" and settings.display_lm_weight else None)
+    titles = (title_word_scores(data.items, F.normalize(word_embeddings.float(), dim=-1), text)
+              if settings.display_title_weight else None)
     readout, shown = build_display_readout(face, user_final, item_final, data, words, word_embeddings, anchors,
-                                           generic, sensitive, settings, names, film_scores)
+                                           generic, sensitive, settings, names, film_scores, titles)
     extra = {"readout": {"seed": seed, "loss_log": log, "sensitive_words": sum(t is not None for t in sensitive),
                          **shown}}
     return publish(readout, paths, data, config, text, profile_texts, profiles, extra)
