@@ -90,6 +90,10 @@ class Recommendation:
     reason: str
     rank: int
     source: str  # the recommender that proposed it ("llm", "lightgcn")
+    # How well it matches, by one rule for every arm (`Engine.matches`): the share of the catalog that LightGCN's
+    # fold-in of the history (of the anchor film, for "more like X") scores below it; None with nothing to measure.
+    match: float | None = None
+    match_to: str | None = None  # the anchor's title when the match is measured against it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -476,8 +480,28 @@ class Engine:
         return self.cards(state, plan, self.picker(arm).pick(plan))
 
     def cards(self, state: ConversationState, plan: Plan, picks: Sequence[Pick]) -> list[Recommendation]:
-        return [self._card(state, p.item_id, p.score, rank, p.source, plan.anchor, list(plan.user_words))
-                for rank, p in enumerate(picks, start=1)]
+        matches = self.matches(plan, [p.item_id for p in picks])
+        anchor = self.catalog.item(plan.anchor).title if plan.anchor and plan.anchor in self.catalog else None
+        cards = [self._card(state, p.item_id, p.score, rank, p.source, plan.anchor, list(plan.user_words))
+                 for rank, p in enumerate(picks, start=1)]
+        for card in cards:
+            card.match, card.match_to = matches.get(card.item_id), anchor
+        return cards
+
+    def matches(self, plan: Plan, item_ids: Sequence[str]) -> dict[str, float]:
+        """Each pick's match, the same rule whichever arm picked it (the arms' own scores, log-probabilities and
+        cosines, share no scale): the share of the films the visitor could be shown (the catalog less the plan's
+        exclusions) whose LightGCN score for this taste is below the pick's. The taste is the fold-in of the
+        history, or of the anchor film for "more like X"; with neither there is none, and no match is shown."""
+        basis = [plan.anchor] if plan.anchor else list(plan.history)
+        if not basis:
+            return {}
+        scores = self._cf.scores(basis)
+        rows = {item_id: row for row, item_id in enumerate(self.readout.item_ids)}
+        unseen = np.array([row for item_id, row in rows.items() if item_id not in plan.exclude], dtype=np.int64)
+        ordered = np.sort(scores[unseen]) if len(unseen) else np.sort(scores)
+        return {i: float(np.searchsorted(ordered, scores[rows[i]], side="left") / len(ordered))
+                for i in item_ids if i in rows}
 
     def _leaning(self, arm: str, plan: Plan) -> str:
         """What the intent prior leaned to on this turn, in words ("" when the arm's weight is 0)."""

@@ -21,7 +21,7 @@ import gradio as gr
 
 from face_app.arms import ArmUnavailable
 from face_app.bundle import Bundle, build_facts
-from face_app.catalog_map import catalog_map, catalog_points
+from face_app.catalog_map import catalog_map, catalog_points, map_chart, map_colours
 from face_app.dialogue import ConversationState, clean_message
 from face_app.engine import EMPTY_MESSAGE_HINT, MAX_MESSAGE_CHARS, Engine, Reply
 from face_app.render import card, chat_text, chips, esc, history_html, picks_row
@@ -64,6 +64,7 @@ class App:
         self.engine = engine
         self.item_map = item_map
         self.points = catalog_points(engine, item_map)  # the map's static layer, built once
+        self.colours = map_colours(engine)
         self.title = title
         self.study = study
         self.log = log
@@ -118,8 +119,8 @@ class App:
                 session)
 
     def map(self, session: Session) -> Any:
-        """The catalog map's rows for this visitor (`face_app.catalog_map.catalog_map`)."""
-        return catalog_map(self.engine, self.points, self.item_map, session.state)
+        """The catalog map for this visitor (`face_app.catalog_map`): its rows as one layered chart."""
+        return map_chart(catalog_map(self.engine, self.points, self.item_map, session.state), self.colours)
 
     def _reply(self, session: Session, reply: Reply) -> None:
         session.turn = {"reply": reply.text, "picks": [picks_row(rec) for rec in reply.recommendations]}

@@ -7,12 +7,17 @@ markup. `picks_row` is the same pick as plain data, for code.
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine, Recommendation
 
 HISTORY_SHOWN = 12
+# The arms as a card names them, and what each one's own score is (behind the card's disclosure).
+ARM_SHORT = {"llm": "LLM arm", "lightgcn": "LightGCN arm"}
+SCORE_MEANING = {"llm": "the index's log-probability in the guided search",
+                 "lightgcn": "closeness in LightGCN's embedding space"}
 
 
 
@@ -38,16 +43,35 @@ def chips(words: list[str]) -> str:
     return "".join(f"<span class='fa-chip'>{esc(w)}</span>" for w in words)
 
 
+def match_text(rec: Recommendation) -> str:
+    """A pick's match as a person reads it, "taste match 94%" (or "match with X 94%" for "more like X"): closer
+    to the taste than 94% of the films the visitor could be shown (`Engine.matches`); "" without one."""
+    if rec.match is None:
+        return ""
+    percent = math.floor(100 * rec.match)
+    return f"match with {rec.match_to} {percent}%" if rec.match_to else f"taste match {percent}%"
+
+
+MATCH_HELP = ("closer to your taste than this share of the films you have not seen, by LightGCN's embedding, "
+              "the same rule for both arms")
+
+
 def card(rec: Recommendation, show_descriptors: bool = True) -> str:
-    """One recommendation as HTML: title, year, genres, index tokens, descriptors, score, reason."""
+    """One recommendation as HTML: title, year and genres on one line; its match and the arm that picked it; the
+    descriptors and the reason; the item index and the arm's own score behind a disclosure."""
     meta = " · ".join(esc(x) for x in [rec.year or "", ", ".join(rec.genres)] if x)
-    lines = [f"<div class='fa-card'><div class='fa-title'>{rec.rank}. {esc(rec.title)}</div>",
-             f"<div class='fa-meta'>{meta} · score {rec.score:.3f} ({esc(rec.source)})</div>"]
-    if rec.tokens:
-        lines.append(f"<div class='fa-tokens'>{esc(rec.tokens)}</div>")
+    match = match_text(rec)
+    about = " · ".join(x for x in [f"<span title='{esc(MATCH_HELP)}'>{esc(match)}</span>" if match else "",
+                                   f"picked by the {esc(ARM_SHORT.get(rec.source, rec.source))}"] if x)
+    lines = [f"<div class='fa-card'><div class='fa-title'>{rec.rank}. {esc(rec.title)} "
+             f"<span class='fa-meta'>{meta}</span></div>", f"<div class='fa-about'>{about}</div>"]
     if show_descriptors:
-        lines.append("<div>" + chips(rec.descriptors) + "</div>")
+        lines.append("<div class='fa-words'>" + chips(rec.descriptors) + "</div>")
         lines.append(f"<div class='fa-reason'>{esc(rec.reason)}</div>")
+    how = [f"<code>{esc(rec.tokens)}</code>"] if rec.tokens else []
+    how.append(f"the {esc(ARM_SHORT.get(rec.source, rec.source))}'s own score {rec.score:.3f} "
+               f"({esc(SCORE_MEANING.get(rec.source, 'its ranking score'))})")
+    lines.append(f"<details class='fa-how'><summary>how the model wrote this</summary>{' · '.join(how)}</details>")
     lines.append("</div>")
     return "".join(lines)
 
@@ -72,4 +96,4 @@ def picks_row(rec: Recommendation) -> dict[str, Any]:
     """One pick as plain data (no HTML): what a program reads instead of the card."""
     return {"item_id": rec.item_id, "title": rec.title, "year": rec.year, "rank": rec.rank, "source": rec.source,
             "tokens": rec.tokens, "descriptors": list(rec.descriptors), "genres": list(rec.genres),
-            "score": rec.score, "reason": rec.reason}
+            "score": rec.score, "reason": rec.reason, "match": rec.match, "match_text": match_text(rec)}

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from face_app.batching import MAX_BATCH
-from face_app.catalog_map import map_colours
+from face_app.catalog_map import MAP_CAPTION
 from face_app.handlers import App, Session
 from face_app.render import esc
 
@@ -30,11 +30,15 @@ QUEUE_SIZE = 64
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
-.fa-card .fa-title {font-weight: 600; font-size: 1.02em;}
-.fa-card .fa-meta {opacity: 0.75; font-size: 0.88em;}
-.fa-card .fa-tokens {font-family: var(--font-mono); font-size: 0.8em; opacity: 0.7; word-break: break-all;}
-.fa-card .fa-reason {margin-top: 4px; font-size: 0.92em;}
-.fa-chip {display: inline-block; padding: 1px 9px; margin: 2px 3px 2px 0; border-radius: 999px;
+.fa-card .fa-title {font-weight: 600; font-size: 1.0em; line-height: 1.3;}
+.fa-card .fa-meta {font-weight: 400; opacity: 0.75; font-size: 0.86em;}
+.fa-card .fa-about {opacity: 0.8; font-size: 0.84em; line-height: 1.3;}
+.fa-card .fa-words {line-height: 1.2;}
+.fa-card .fa-reason {margin-top: 2px; font-size: 0.9em; line-height: 1.3;}
+.fa-card .fa-how {font-size: 0.8em; opacity: 0.75;}
+.fa-card .fa-how summary {cursor: pointer;}
+.fa-card .fa-how code {word-break: break-all;}
+.fa-chip {display: inline-block; padding: 0 8px; margin: 1px 3px 1px 0; border-radius: 999px;
   background: var(--color-accent-soft); border: 1px solid var(--border-color-accent); font-size: 0.86em;}
 /* The history's rows are shown whole (HISTORY_SHOWN of them), not in a scroll box of their own: on a phone its
    clipped last row ran into the "and N earlier" line under the list. */
@@ -50,6 +54,13 @@ CSS = """
 /* Gradio 6 puts thumbs under every assistant message (feedback is per chat, not per message): only cards keep them.
    They are the last two buttons of a message's row (dislike, like, after copy): labels are translated, order not. */
 #chat .bot-row:not(:has(.fa-card)) .message-buttons button:nth-last-of-type(-n+2) {display: none;}
+/* A turn in view (issue 25): at 1280x800 the reply's headline and three whole cards fit the chat. Rows are packed,
+   the copy button goes from the visitor's messages and the replies' text (it stays on cards), and a card's copy
+   and thumbs sit inside its bottom-right corner rather than on a row of their own. */
+#chat .message-row {padding-top: 4px; padding-bottom: 4px;}
+#chat .user-row .message-buttons, #chat .bot-row:not(:has(.fa-card)) .message-buttons {display: none;}
+#chat .bot-row:has(.fa-card) {position: relative;}
+#chat .bot-row:has(.fa-card) .message-buttons {position: absolute; right: 26px; bottom: 12px;}
 """
 
 # After each update of the chat, the first message it added (the visitor's, or the reply's first) is scrolled to the
@@ -65,6 +76,9 @@ async () => {
   const first = rows[seen];
   if (!first) return;
   const log = first.closest("[role=log]");
+  // On a phone the page had scrolled to the message box under the chat: bring the chat back into the window.
+  const chat = log.getBoundingClientRect();
+  if (chat.top < 0 || chat.bottom > window.innerHeight) window.scrollBy(0, chat.top - 4);
   // The new cards may still be laying out: place the row again until it sits at the top (or the chat ends).
   for (let tries = 0; tries < 20; tries++) {
     const offset = first.getBoundingClientRect().top - log.getBoundingClientRect().top;
@@ -134,10 +148,8 @@ def build_demo(app: App) -> gr.Blocks:
                     descriptor_box = gr.HTML(label="Your descriptors", elem_id="user-descriptors")
                     gr.Markdown("**Your history** (newest first)")
                     history = gr.HTML(label="Your history", elem_id="history")
-                    plot = gr.ScatterPlot(x="x", y="y", color="group", color_map=map_colours(app.engine),
-                                          tooltip=["title", "group"], x_title=" ", y_title=" ",
-                                          x_axis_labels_visible="hidden", height=320,
-                                          label="Where you are in the catalog (CF item map)", elem_id="map")
+                    plot = gr.Plot(label="Where you are in the catalog (CF item map)", elem_id="map")
+                    gr.Markdown(f"<span class='fa-muted'>{esc(MAP_CAPTION)}</span>", elem_id="map-caption")
                     with gr.Accordion("This turn's picks as data", open=False):
                         picks = gr.JSON(label="Picks", elem_id="picks")
         if study is not None:

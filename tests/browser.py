@@ -33,7 +33,8 @@ CHAT_VIEW = """() => {
     toolbar: box(document.querySelector("#chat .top-panel")),
     scroll_down: box(document.querySelector("#chat .scroll-down-button-container")),
     bots: [...document.querySelectorAll("#chat .bot-row")].map(row => ({
-      card: row.querySelector(".fa-card") !== null,
+      card: row.querySelector(".fa-card") !== null, box: box(row.querySelector(".message") || row),
+      after_user: user !== null && (user.compareDocumentPosition(row) & Node.DOCUMENT_POSITION_FOLLOWING) > 0,
       thumbs: [...row.querySelectorAll(".message-buttons button")]
         .filter(b => ["Like", "Dislike"].includes(b.getAttribute("aria-label")) && b.checkVisibility())
         .map(b => b.getAttribute("aria-label"))})),
@@ -75,6 +76,10 @@ def browser_session(url: str, persona: str, messages: list[str], screenshot: Pat
                 send_and_wait(page, text, turn)
                 turns.append(page.evaluate(CHAT_VIEW))
             history_boxes = page.evaluate(HISTORY_VIEW)
+            map_shot = screenshot.with_name(screenshot.stem + "-map.png")
+            expect(page.locator("#map canvas, #map svg").first).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(500)
+            page.locator("#map").screenshot(path=str(map_shot))
             cards = page.locator(".fa-card").count()
             page.locator(CARD_LIKE).last.click()
             expect(page.locator("#chat")).to_contain_text("Noted: you like", timeout=60_000)
@@ -82,7 +87,7 @@ def browser_session(url: str, persona: str, messages: list[str], screenshot: Pat
             page.screenshot(path=str(screenshot), full_page=True)
             return {"cards": cards, "chat": page.locator("#chat").inner_text(),
                     "history": page.locator("#history").inner_text(), "turns": turns,
-                    "history_boxes": history_boxes}
+                    "history_boxes": history_boxes, "map_shot": map_shot}
         finally:
             browser.close()
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from browser import CHROMIUM, browser_session, open_app
 from catalog_fixture import ROWS, SmallReadout, items_frame
+from PIL import Image
 
 from bench.serving import serve
 from face_app.arms import EmbeddingRecommender
@@ -87,12 +88,21 @@ def test_a_chat_turn_answers_without_the_map_and_redraws_it_right_after(served) 
     types = {c["id"]: c["type"] for c in config["components"]}
     chat = next(d for d in config["dependencies"] if d.get("api_name") == "chat")
     after = [d for d in config["dependencies"] if d.get("trigger_after") == chat["id"]]
-    assert "nativeplot" not in {types[o] for o in chat["outputs"]}  # the reply does not carry the catalog's rows
-    assert [types[o] for d in after for o in d["outputs"]] == ["nativeplot"]  # the map follows it
+    assert "plot" not in {types[o] for o in chat["outputs"]}  # the reply does not carry the catalog's rows
+    assert [types[o] for d in after for o in d["outputs"]] == ["plot"]  # the map follows it
     session = Session()
     app.chat("I loved Glass Harbor", session)
-    rows = app.map(session)
-    assert set(rows["group"]) >= {HISTORY_GROUP, PICKS_GROUP} and len(rows) == len(app.points) + 1 + app.engine.n
+    spec = app.map(session).to_dict()
+    (rows,) = spec["datasets"].values()
+    groups = [row["group"] for row in rows]
+    assert len(rows) == len(app.points) + 1 + app.engine.n
+    assert groups.count(HISTORY_GROUP) == 1 and groups.count(PICKS_GROUP) == app.engine.n
+    # the catalog first, the history over it, the picks on top: filled and outlined, with no axes
+    catalog, history, picks = spec["layer"]
+    assert history["mark"]["filled"] and picks["mark"]["filled"] and picks["mark"]["stroke"] == "black"
+    assert picks["mark"]["size"] > history["mark"]["size"] > catalog["mark"]["size"]
+    assert history["encoding"]["x"]["axis"] is None and history["encoding"]["y"]["axis"] is None
+    assert spec["layer"][0]["encoding"]["color"]["legend"]["labelLimit"] == 0  # a whole legend
 
 
 def test_an_empty_message_gets_a_hint_and_a_huge_one_is_echoed_short(served) -> None:
@@ -179,6 +189,10 @@ def test_browser_persona_three_turns_and_a_like(served, tmp_path: Path) -> None:
     assert "Iron Verdict" in seen["history"]
     assert "is described by" in seen["chat"] and "Noted: you like" in seen["chat"]
     assert shot.stat().st_size > 20_000
+    # the map as drawn: the history's black marks and the picks' crimson diamonds are there, on top of the catalog
+    pixels = np.asarray(Image.open(seen["map_shot"]).convert("RGB")).astype(int).reshape(-1, 3)
+    near = lambda colour: int((np.abs(pixels - colour).sum(axis=1) < 60).sum())  # noqa: E731
+    assert near((0x11, 0x11, 0x11)) > 40 and near((0xDC, 0x14, 0x3C)) > 40
     for view in seen["turns"]:
         assert_turn_shown_from_its_top(view)
 
@@ -238,3 +252,33 @@ def test_browser_a_click_on_a_choice_adds_the_film(served) -> None:
             expect(page.locator("#title-choice")).to_be_hidden(timeout=60_000)
         finally:
             browser.close()
+
+
+def whole_in_view(view: dict) -> tuple[bool, int]:
+    """After a turn (CHAT_VIEW): whether the reply's headline is whole inside the chat's visible area, and how many
+    of the turn's cards are."""
+    visible = view["visible"]
+
+    def inside(box: dict | None) -> bool:
+        return box is not None and visible["top"] - 1 <= box["top"] and box["bottom"] <= visible["bottom"] + 1
+
+    cards = [bot["box"] for bot in view["bots"] if bot["card"] and bot["after_user"]]
+    return inside(view["reply"]), sum(inside(box) for box in cards)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.parametrize(("viewport", "cards"), [((1280, 800), 3), ((390, 844), 1)])
+def test_browser_a_turn_shows_its_headline_and_whole_cards_without_scrolling(viewport, cards, tmp_path: Path) -> None:
+    """Issue 25: at 1280x800 the reply's headline and at least three whole cards, at 390x844 the headline and the
+    first card, inside the chat and inside the window, with no scrolling; the index tokens and the arm's own score
+    sit behind the card's disclosure, and the match reads the same way on every card."""
+    app = small_app(ROWS + MORE_ROWS, {**PERSONAS, **LONG_PERSONA})
+    with serve(app) as url:
+        seen = browser_session(url, "User 7 · 3 movies", ["show me 5"], tmp_path / "screenshot.png",
+                               viewport=viewport)
+    view = seen["turns"][0]
+    headline, whole = whole_in_view(view)
+    assert headline and whole >= cards, view
+    assert 0 <= view["visible"]["top"] and view["visible"]["bottom"] <= viewport[1]  # the chat is in the window
+    assert "how the model wrote this" in seen["chat"] and "taste match " in seen["chat"]
+    assert "(llm)" not in seen["chat"] and "(lightgcn)" not in seen["chat"]
