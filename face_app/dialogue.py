@@ -18,7 +18,7 @@ bidirectional overrides out, whitespace collapsed.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from face_app.catalog import Catalog, Mention
@@ -55,6 +55,48 @@ DARK_GENRES = frozenset({"Horror", "Thriller", "Crime", "Film-Noir", "War", "Mys
 LIGHT_GENRES = frozenset({"Comedy", "Children's", "Animation", "Musical", "Romance", "Family"})
 _DARKER = re.compile(r"\b(darker|dark|grimmer|grim|bleak|scarier|scary|creepier|more serious|edgier|intense)\b")
 _LIGHTER = re.compile(r"\b(lighter|light|funnier|funny|happier|happy|cheerful|feel[- ]good|upbeat|fun)\b")
+# Moods and occasions as people say them -> what the catalog can filter or weigh: the genres asked for (a pick has
+# one of them) and the mood (`picking.mood`). One table, read in order; a phrase after a negation ("nothing scary",
+# "not for kids") leaves its genres out instead, or turns its mood ("not too dark" -> lighter). The reply says how
+# each phrase was read.
+MOODS: list[tuple[str, tuple[str, ...], str | None]] = [
+    (r"light[- ]hearted|light and funny|funny|hilarious|make me laugh|a laugh|comic|laughs?", ("Comedy",), "lighter"),
+    (r"feel[- ]good|heart[- ]?warming|uplifting|cheer me up", ("Comedy",), "lighter"),
+    (r"scary|spooky|terrifying|frightening|creepy|halloween|scare me", ("Horror",), "darker"),
+    (r"romantic|love stor(?:y|ies)|date night", ("Romance",), None),
+    (r"for (?:my|the) (?:kids|children|little ones)|with (?:my|the) (?:kids|children)|family[- ]night"
+     r"|family[- ]friendly|kid[- ]friendly|for kids", ("Children's",), "lighter"),
+    (r"epic|sweeping", ("Adventure", "War"), None),
+    (r"mind[- ]bending|trippy|makes? me think|twisty|cerebral", ("Sci-Fi", "Mystery"), None),
+    (r"tear[- ]?jerker|a good cry|make me cry|weepie", ("Drama", "Romance"), None),
+    (r"suspenseful|edge of my seat|nail[- ]biter|gripping", ("Thriller",), None),
+]
+_MOODS = [(re.compile(r"\b(?:" + phrase + r")\b"), genres, mood) for phrase, genres, mood in MOODS]
+_MOOD_NEGATION = re.compile(r"\b(?:no|not|nothing|never|without|anything but|don'?t want(?: anything)?|not too|"
+                            r"nothing too|too)\s+(?:\w+\s+){0,2}$")
+# How a clause feels about the titles in it. A verb ("loved", "hated") looks forward to the title it names; a
+# predicate ("was boring", "is a masterpiece") looks back at the title before it. Negative cues are read first
+# ("didn't like" holds "like").
+_NEGATIVE_VERB = re.compile(r"\b(hat(?:e|ed|es)|dislik(?:e|ed|es)|(?:did ?n[o']?t|do ?n[o']?t|does ?n[o']?t) "
+                            r"(?:like|enjoy|love|care for)|can'?t stand|couldn'?t stand|not (?:a (?:big )?fan of|into)"
+                            r"|never (?:watch(?:ing)?|see(?:ing)?)|(?:i'?d|would) never watch)\b")
+_POSITIVE_VERB = re.compile(r"\b(lov(?:e|ed|es)|lik(?:e|ed|es)|enjoy(?:ed|s)?|ador(?:e|ed|es)|(?:big )?fan of|"
+                            r"favou?rites? (?:are|is|were|was)|rewatch(?:ed)?|really liked)\b")
+_NEGATIVE_PREDICATE = re.compile(
+    r"\b(boring|bored me|dull|awful|terrible|bad|worst|overrated|rubbish|meh|stupid|annoy(?:ing|ed me)|sucks?|"
+    r"put me to sleep|not (?:for me|so much|my thing|great|good)|was ?n[o']?t|is ?n[o']?t|too violent|no|"
+    r"a waste|disappointing|hated it|disliked it)\b")
+_POSITIVE_PREDICATE = re.compile(
+    r"\b(great|brilliant|amazing|fantastic|awesome|wonderful|excellent|masterpiece|incredible|lovely|sweet|fun|"
+    r"good|rocks|moved me|yes|perfect|superb|beautiful|a classic|a favou?rite|one of my favou?rites|loved it|"
+    r"liked it|enjoyed it)\b")
+# Where a message's clauses part: punctuation, and the words that set one clause against another.
+_CLAUSE_BREAK = re.compile(r"[.;!?,]+|\b(?:but|although|whereas|while|however|yet|on the other hand)\b")
+_CONTRAST = re.compile(r"\b(?:but|though|although|whereas|while|however|yet|on the other hand|instead)\b")
+# Words that make a mood or genre in a clause about a title a request ("Groundhog Day was great and I want another
+# feel-good film") rather than a feeling ("Men in Black was fun").
+_REQUEST_FRAME = re.compile(r"\b(?:something|anything|another|more|some|want|wanted|mood for|give me|looking for|"
+                            r"instead|else|next|please)\b")
 _DECADE_FORM = r"(?:(19|20)?(\d)0'?s|'(\d)0s)"
 _DECADE = re.compile(r"(?<![\w'])(?:the\s+)?" + _DECADE_FORM + r"\b")
 _YEAR_OR_DECADE = r"(?:the\s+)?(?:(?:19|20)?\d0'?s|'\d0s|(?:18|19|20)\d\d)"
@@ -254,6 +296,8 @@ class Request:
     no_genres: tuple[str, ...] = ()  # genres left out ("no musicals", "anything but horror")
     count: int | None = None  # how many picks this turn, as asked (the engine bounds it)
 
+    feelings: dict[str, str] = field(default_factory=dict)  # item id -> "like" | "dislike" | "seen", per title
+    readings: list[str] = field(default_factory=list)  # how mood and occasion phrases were read, for the reply
     asks: bool = False  # a plain request for picks ("recommend", "more please")
     english: bool = True  # has a word of English (see `reads_english`)
     naming: bool = False  # announces a title ("I loved ..."), found or not
@@ -302,14 +346,30 @@ def parse(message: str, catalog: Catalog) -> Request:
     # "I don't like horror" leaves out a genre; it rejects no film.
     request.reject = any(not _inside(m.span(), negated) for m in _REJECT.finditer(low)) and not request.more_like
     request.again = bool(_AGAIN.search(low)) and not request.start_over
-    if _DARKER.search(low):
-        request.mood = "darker"
-    elif _LIGHTER.search(low):
-        request.mood = "lighter"
-    request.no_genres = tuple(dict.fromkeys(GENRE_WORDS[g] for m in _NO_GENRE.finditer(low)
-                                            for g in _GENRE.findall(m[1])))
-    wanted = (GENRE_WORDS[m[1]] for m in _GENRE.finditer(low) if not _inside(m.span(), negated))
-    request.genres = tuple(g for g in dict.fromkeys(wanted) if g not in request.no_genres)
+    found = catalog.find_titles(text, _weak_spans(low))
+    clauses = _clauses(low)
+    titled = [(a, b) for a, b in clauses if any(a <= _middle(m) < b for m in found)]
+
+    def asked(span: tuple[int, int]) -> bool:
+        """A mood or genre word asks for something unless it sits in a clause about a title with no request
+        word before it ("Men in Black was fun" is a feeling, "… and I want another feel-good film" a request)."""
+        clause = next(((a, b) for a, b in titled if a <= span[0] < b), None)
+        return clause is None or bool(_REQUEST_FRAME.search(low, clause[0], span[0]))
+
+    read: list[tuple[int, int]] = []
+    moods = _read_moods(low, asked, read)
+
+    def plain(pattern: re.Pattern, negated_too: bool) -> list[re.Match]:
+        return [m for m in pattern.finditer(low) if asked(m.span()) and not _inside(m.span(), read)
+                and _negated(low, m.start()) == negated_too]
+
+    dark, light, turned = plain(_DARKER, False), plain(_LIGHTER, False), plain(_DARKER, True)
+    request.mood = moods.mood or ("darker" if dark else "lighter" if light or turned else None)
+    no_genres = [GENRE_WORDS[g] for m in _NO_GENRE.finditer(low) for g in _GENRE.findall(m[1])]
+    request.no_genres = tuple(dict.fromkeys([*no_genres, *moods.no_genres]))
+    wanted = [GENRE_WORDS[m[1]] for m in _GENRE.finditer(low) if not _inside(m.span(), negated) and asked(m.span())]
+    request.genres = tuple(g for g in dict.fromkeys([*wanted, *moods.genres]) if g not in request.no_genres)
+    request.readings = moods.readings
     request.years, request.clear_years = _years(low)
     if not request.years and not request.clear_years:
         request.era = "older" if _OLDER.search(low) else "recent" if _RECENT.search(low) else None
@@ -325,12 +385,134 @@ def parse(message: str, catalog: Catalog) -> Request:
             break
     request.english = reads_english(low)
 
-    # Words of control phrases, requests and fillers name a film only when written as a title.
-    weak = [m.span() for pattern in (*_CONTROL, _FILLER, _ASK, _NAMING) for m in pattern.finditer(low)]
-    found = catalog.find_titles(text, weak)
     request.titles = [m.item_id for m in found if m.confident]
     request.unsure = [m for m in found if not m.confident]
+    request.feelings = feelings(low, [m for m in found if m.confident], clauses, request.action)
     return request
+
+
+def _weak_spans(low: str) -> list[tuple[int, int]]:
+    """Words of control phrases, requests, moods and fillers: they name a film only when written as a title."""
+    patterns = (*_CONTROL, _FILLER, _ASK, _NAMING, _NEGATIVE_VERB, _POSITIVE_VERB, _NEGATIVE_PREDICATE,
+                _POSITIVE_PREDICATE, *(pattern for pattern, _, _ in _MOODS))
+    return [m.span() for pattern in patterns for m in pattern.finditer(low)]
+
+
+def _clauses(low: str) -> list[tuple[int, int]]:
+    """The message's clauses as character spans, parted at punctuation and at contrast words."""
+    spans, start = [], 0
+    for match in _CLAUSE_BREAK.finditer(low):
+        spans.append((start, match.start()))
+        start = match.start() if match[0][0].isalpha() else match.end()  # a contrast word opens the next clause
+    spans.append((start, len(low)))
+    return [(a, b) for a, b in spans if low[a:b].strip()]
+
+
+def _middle(mention: Mention) -> float:
+    """Where a mention sits, for the clause it belongs to (a matched run may take a word of the clause before)."""
+    return (mention.start + mention.end) / 2
+
+
+def _negated(low: str, start: int) -> bool:
+    """Whether the words just before `start` negate what follows ("nothing scary", "not too dark")."""
+    return bool(_MOOD_NEGATION.search(low[max(0, start - 40):start]))
+
+
+@dataclass
+class MoodReading:
+    genres: list[str] = field(default_factory=list)
+    no_genres: list[str] = field(default_factory=list)
+    mood: str | None = None
+    readings: list[str] = field(default_factory=list)
+
+
+def _read_moods(low: str, asked: Callable[[tuple[int, int]], bool], out_spans: list[tuple[int, int]]
+                ) -> MoodReading:
+    """The `MOODS` table over a message: what each phrase asks for (or, negated, leaves out), and how it was
+    read, for the reply. out_spans: filled with the spans the table read (the plain mood words leave them be)."""
+    out, taken = MoodReading(), out_spans
+    for pattern, genres, mood in _MOODS:
+        for match in pattern.finditer(low):
+            if any(a < match.end() and match.start() < b for a, b in taken) or not asked(match.span()):
+                continue
+            taken.append(match.span())
+            if _negated(low, match.start()):
+                out.no_genres += [g for g in genres if g not in out.no_genres]
+                out.readings.append(f"‘{match[0]}’ left out as " + ", ".join(f"no {g}" for g in genres))
+            else:
+                out.genres += [g for g in genres if g not in out.genres]
+                out.mood = out.mood or mood
+                read = " or ".join(genres) + (f", {mood}" if mood else "")
+                out.readings.append(f"‘{match[0]}’ as {read}")
+    return out
+
+
+def _clause_feeling(low: str, start: int, end: int) -> str | None:
+    """The feeling a stretch of a clause carries, negative cues first: dislike, like, seen or None."""
+    piece = low[start:end]
+    if _NEGATIVE_VERB.search(piece) or _NEGATIVE_PREDICATE.search(piece):
+        return "dislike"
+    if _POSITIVE_VERB.search(piece) or _POSITIVE_PREDICATE.search(piece):
+        return "like"
+    if _SEEN.search(piece):
+        return "seen"
+    return None
+
+
+def feelings(low: str, mentions: Sequence[Mention], clauses: list[tuple[int, int]], default: str) -> dict[str, str]:
+    """Each title's own feeling, from its own clause ("hated X but loved Y", "X was boring, Y was great").
+
+    Within a clause, a title takes the verb before it ("loved X and hated Y") or else the predicate after it ("X
+    was bad and Y was good"); a title of a clause with no feeling takes the feeling of the next clause when that one
+    names no title ("Titanic, not for me"), else that of the clause before it, reversed after a contrast word
+    ("not a fan of X; Y though"). A message with no feeling word at all gives every title `default` (the message's
+    action: "I've seen X", or a title alone, which is liked)."""
+    out: dict[str, str] = {}
+    last: str | None = None
+    pending: list[str] = []
+    for a, b in clauses:
+        inside = [m for m in mentions if a <= _middle(m) < b]
+        if not inside:
+            feeling = _clause_feeling(low, a, b)
+            if feeling and pending:
+                out.update({item_id: feeling for item_id in pending})
+                pending = []
+            last = feeling or last
+            continue
+        if pending:  # the clause before named titles and no feeling: they share the one before that
+            out.update({item_id: last or default for item_id in pending})
+            pending = []
+        clause_feeling = None
+        for index, mention in enumerate(inside):
+            before = inside[index - 1].end if index else a
+            after = inside[index + 1].start if index + 1 < len(inside) else b
+            verb = (_NEGATIVE_VERB.search(low, before, mention.start) and "dislike") or (
+                _POSITIVE_VERB.search(low, before, mention.start) and "like") or (
+                _SEEN.search(low, before, mention.start) and "seen")
+            predicate = (_NEGATIVE_PREDICATE.search(low, mention.end, after) and "dislike") or (
+                _POSITIVE_PREDICATE.search(low, mention.end, after) and "like")
+            if not verb and not predicate and index + 1 == len(inside):
+                predicate = _clause_feeling(low, mention.end, b)
+            feeling = verb or predicate or clause_feeling
+            if feeling is None:
+                if index + 1 < len(inside):  # "Scream and Psycho were both terrible": the next one's
+                    later = _clause_feeling(low, mention.end, b)
+                    feeling = later if later and not _POSITIVE_VERB.search(low, mention.end, after) \
+                        and not _NEGATIVE_VERB.search(low, mention.end, after) else None
+            if feeling is None:
+                pending.append(mention.item_id)
+                continue
+            for item_id in pending:
+                out[item_id] = feeling
+            pending = []
+            out[mention.item_id] = feeling
+            clause_feeling = feeling
+        if pending and _CONTRAST.search(low, a, b) and last:
+            out.update({item_id: "like" if last == "dislike" else "dislike" for item_id in pending})
+            pending = []
+        last = clause_feeling or last
+    out.update({item_id: last or default for item_id in pending})
+    return {m.item_id: out.get(m.item_id, default) for m in mentions}
 
 
 def read_answer(request: Request, question: Question, catalog: Catalog) -> int | None:

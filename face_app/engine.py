@@ -344,24 +344,30 @@ class Engine:
     def _apply_feedback(self, state: ConversationState, request: Request, target: str | None) -> list[str]:
         notes = []
         named = [t for t in request.titles if t in self.closeness.row]
-        if request.seen or request.reject:
-            # "I didn't like psycho" asked about: the picks shown are not what was meant.
-            items = named or ([target] if target and not request.unsure else [])
-            for item_id in items:
-                if request.reject:
-                    state.dislike(item_id)
-                else:
-                    state.add_history([item_id])
-            verb = "I won't suggest" if request.reject else "Added to what you've seen:"
-            if items:
-                notes.append(f"{verb} {', '.join(self.catalog.item(i).label for i in items)}.")
-        elif named and not request.why and not (request.more_like and len(named) == 1):
-            added = state.add_history(named)
-            for item_id in added:
-                if item_id not in state.liked:
-                    state.liked.append(item_id)
-            if added:
-                notes.append(f"Added {', '.join(self.catalog.item(i).label for i in added)} to your history.")
+        feeling = {t: request.feelings.get(t, request.action) for t in named}
+        if not named and (request.seen or request.reject):
+            # "not that", "seen it": the pick the message points at ("I didn't like psycho" asked about: none).
+            items = [target] if target and not request.unsure else []
+            feeling = {item_id: "dislike" if request.reject else "seen" for item_id in items}
+        elif request.why or (request.more_like and len(named) == 1):
+            return notes
+        # Each title its own feeling, from its own clause ("hated X but loved Y"): the reply names each.
+        disliked = [i for i, f in feeling.items() if f == "dislike"]
+        seen = [i for i, f in feeling.items() if f == "seen"]
+        liked = [i for i, f in feeling.items() if f == "like"]
+        for item_id in disliked:
+            state.dislike(item_id)
+        if disliked:
+            notes.append(f"I won't suggest {', '.join(self.catalog.item(i).label for i in disliked)}.")
+        if seen:
+            state.add_history(seen)
+            notes.append(f"Added to what you've seen: {', '.join(self.catalog.item(i).label for i in seen)}.")
+        added = state.add_history(liked)
+        for item_id in added:
+            if item_id not in state.liked:
+                state.liked.append(item_id)
+        if added:
+            notes.append(f"Added {', '.join(self.catalog.item(i).label for i in added)} to your history.")
         return notes
 
     def _update_constraints(self, state: ConversationState, request: Request) -> list[str]:
@@ -391,6 +397,8 @@ class Engine:
         if request.mood:
             c.mood = request.mood
             read.append(f"something {request.mood}")
+        if request.readings:  # how each mood or occasion phrase was read ("‘light and funny’ as Comedy, lighter")
+            read.insert(0, "reading " + "; ".join(request.readings))
         return read
 
     def _era_years(self, state: ConversationState, era: str) -> tuple[tuple[tuple[int, int], ...], str]:
