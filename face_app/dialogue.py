@@ -78,20 +78,22 @@ _MOOD_NEGATION = re.compile(r"\b(?:no|not|nothing|never|without|anything but|don
 # predicate ("was boring", "is a masterpiece") looks back at the title before it. Negative cues are read first
 # ("didn't like" holds "like").
 _NEGATIVE_VERB = re.compile(r"\b(hat(?:e|ed|es)|dislik(?:e|ed|es)|(?:did ?n[o']?t|do ?n[o']?t|does ?n[o']?t) "
-                            r"(?:like|enjoy|love|care for)|can'?t stand|couldn'?t stand|not (?:a (?:big )?fan of|into)"
+                            r"(?:like|enjoy|love|care for|get into)|can'?t stand|couldn'?t stand|couldn'?t get into|"
+                            r"not (?:a (?:big )?fan of|into|keen on)|loath(?:e|ed|es)|detest(?:ed|s)?|despis(?:e|ed)"
                             r"|never (?:watch(?:ing)?|see(?:ing)?)|(?:i'?d|would) never watch)\b")
 _POSITIVE_VERB = re.compile(r"\b(lov(?:e|ed|es)|lik(?:e|ed|es)|enjoy(?:ed|s)?|ador(?:e|ed|es)|(?:big )?fan of|"
-                            r"favou?rites? (?:are|is|were|was)|rewatch(?:ed)?|really liked)\b")
+                            r"favou?rites? (?:are|is|were|was)|rewatch(?:ed)?|really liked|obsessed with)\b")
 _NEGATIVE_PREDICATE = re.compile(
     r"\b(boring|bored me|dull|awful|terrible|bad|worst|overrated|rubbish|meh|stupid|annoy(?:ing|ed me)|sucks?|"
     r"put me to sleep|not (?:for me|so much|my thing|great|good)|was ?n[o']?t|is ?n[o']?t|too violent|no|"
-    r"a waste|disappointing|hated it|disliked it)\b")
+    r"a waste|disappointing|hated it|disliked it|dreadful|horrible|let ?down|too (?:grim|slow|long|dark|much)|"
+    r"not (?:very )?good|mediocre|forgettable)\b")
 _POSITIVE_PREDICATE = re.compile(
     r"\b(great|brilliant|amazing|fantastic|awesome|wonderful|excellent|masterpiece|incredible|lovely|sweet|fun|"
     r"good|rocks|moved me|yes|perfect|superb|beautiful|a classic|a favou?rite|one of my favou?rites|loved it|"
-    r"liked it|enjoyed it)\b")
+    r"liked it|enjoyed it|faves?|a gem)\b")
 # Where a message's clauses part: punctuation, and the words that set one clause against another.
-_CLAUSE_BREAK = re.compile(r"[.;!?,]+|\b(?:but|although|whereas|while|however|yet|on the other hand)\b")
+_CLAUSE_BREAK = re.compile(r"[.;!?,]+|\b(?:but|although|whereas|while|however|yet)\b")
 _CONTRAST = re.compile(r"\b(?:but|though|although|whereas|while|however|yet|on the other hand|instead)\b")
 # Words that make a mood or genre in a clause about a title a request ("Groundhog Day was great and I want another
 # feel-good film") rather than a feeling ("Men in Black was fun").
@@ -347,7 +349,7 @@ def parse(message: str, catalog: Catalog) -> Request:
     request.reject = any(not _inside(m.span(), negated) for m in _REJECT.finditer(low)) and not request.more_like
     request.again = bool(_AGAIN.search(low)) and not request.start_over
     found = catalog.find_titles(text, _weak_spans(low))
-    clauses = _clauses(low)
+    clauses = _clauses(low, found)
     titled = [(a, b) for a, b in clauses if any(a <= _middle(m) < b for m in found)]
 
     def asked(span: tuple[int, int]) -> bool:
@@ -398,14 +400,22 @@ def _weak_spans(low: str) -> list[tuple[int, int]]:
     return [m.span() for pattern in patterns for m in pattern.finditer(low)]
 
 
-def _clauses(low: str) -> list[tuple[int, int]]:
-    """The message's clauses as character spans, parted at punctuation and at contrast words."""
+def _clauses(low: str, titles: Sequence[Mention] = ()) -> list[tuple[int, int]]:
+    """The message's clauses as character spans, parted at punctuation and at contrast words (never inside a
+    title the message names: "L.A. Confidential", "Mission: Impossible")."""
     spans, start = [], 0
     for match in _CLAUSE_BREAK.finditer(low):
+        if any(m.start <= match.start() < m.end for m in titles) and _inside_title(low, match):
+            continue
         spans.append((start, match.start()))
         start = match.start() if match[0][0].isalpha() else match.end()  # a contrast word opens the next clause
     spans.append((start, len(low)))
     return [(a, b) for a, b in spans if low[a:b].strip()]
+
+
+def _inside_title(low: str, match: re.Match) -> bool:
+    """A break that belongs to a title's own words: the dot of an initial ("L.A.") or a title's colon."""
+    return match[0] == ":" or (match[0] == "." and bool(re.search(r"(?:^|[^\w])\w$", low[:match.start()])))
 
 
 def _middle(mention: Mention) -> float:
@@ -447,6 +457,12 @@ def _read_moods(low: str, asked: Callable[[tuple[int, int]], bool], out_spans: l
     return out
 
 
+def _leads(pattern: re.Pattern, low: str, start: int, mention: Mention) -> bool:
+    """Whether a cue starts between `start` and the title (it may run into the title's first words: the matched run
+    of "big fan of Raiders of the Lost Ark" can begin at "of")."""
+    return any(m.start() < mention.start for m in pattern.finditer(low, start, mention.end))
+
+
 def _clause_feeling(low: str, start: int, end: int) -> str | None:
     """The feeling a stretch of a clause carries, negative cues first: dislike, like, seen or None."""
     piece = low[start:end]
@@ -479,16 +495,16 @@ def feelings(low: str, mentions: Sequence[Mention], clauses: list[tuple[int, int
                 pending = []
             last = feeling or last
             continue
-        if pending:  # the clause before named titles and no feeling: they share the one before that
-            out.update({item_id: last or default for item_id in pending})
+        if pending:  # the clause before named titles and no feeling: they share the one before that (or are liked)
+            out.update({item_id: last or "like" for item_id in pending})
             pending = []
         clause_feeling = None
         for index, mention in enumerate(inside):
             before = inside[index - 1].end if index else a
             after = inside[index + 1].start if index + 1 < len(inside) else b
-            verb = (_NEGATIVE_VERB.search(low, before, mention.start) and "dislike") or (
-                _POSITIVE_VERB.search(low, before, mention.start) and "like") or (
-                _SEEN.search(low, before, mention.start) and "seen")
+            verb = (_leads(_NEGATIVE_VERB, low, before, mention) and "dislike") or (
+                _leads(_POSITIVE_VERB, low, before, mention) and "like") or (
+                _leads(_SEEN, low, before, mention) and "seen")
             predicate = (_NEGATIVE_PREDICATE.search(low, mention.end, after) and "dislike") or (
                 _POSITIVE_PREDICATE.search(low, mention.end, after) and "like")
             if not verb and not predicate and index + 1 == len(inside):
@@ -507,7 +523,7 @@ def feelings(low: str, mentions: Sequence[Mention], clauses: list[tuple[int, int
             pending = []
             out[mention.item_id] = feeling
             clause_feeling = feeling
-        if pending and _CONTRAST.search(low, a, b) and last:
+        if pending and _CONTRAST.search(low, a, b) and last in ("like", "dislike"):
             out.update({item_id: "like" if last == "dislike" else "dislike" for item_id in pending})
             pending = []
         last = clause_feeling or last
