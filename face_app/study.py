@@ -164,6 +164,7 @@ class StudyLog:
                 id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL, session TEXT NOT NULL,
                 ts REAL NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS events_code ON events(code);
+            CREATE TABLE IF NOT EXISTS withdrawals (arm TEXT NOT NULL, ts REAL NOT NULL);
             """
         )
 
@@ -226,14 +227,23 @@ class StudyLog:
         )
 
     def withdraw(self, code: str) -> int:
-        """Delete every event and the enrolment of `code`; returns how many rows went (0: unknown code)."""
+        """Delete every event and the enrolment of `code`; returns how many rows went (0: unknown code). What stays
+        is one row of `withdrawals` with the arm alone (no code, no data), so a report can count withdrawals."""
         code = normalise_code(code)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT arm FROM participants WHERE code = ?", (code,)).fetchone()
             events = self._db.execute("DELETE FROM events WHERE code = ?", (code,)).rowcount
             enrolled = self._db.execute("DELETE FROM participants WHERE code = ?", (code,)).rowcount
+            if row:
+                self._db.execute("INSERT INTO withdrawals (arm, ts) VALUES (?, ?)", (row[0], time.time()))
             self._db.execute("COMMIT")
         return events + enrolled
+
+    def withdrawn(self) -> list[str]:
+        """The arm of each withdrawal (nothing else of a withdrawn participant is kept)."""
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT arm FROM withdrawals ORDER BY ts")]
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every event in order, with its participant's arm; payload decoded."""
@@ -281,12 +291,29 @@ def main(argv: list[str] | None = None) -> int:
     withdraw = commands.add_parser("withdraw", help="delete every event of a participant code")
     withdraw.add_argument("code")
     withdraw.add_argument("--db", type=Path)
+    report = commands.add_parser("report", help="write the study's analysis: report.md and PNG plots "
+                                 "(face_app/study_report.py)")
+    report.add_argument("--db", type=Path)
+    report.add_argument("--out", type=Path, required=True, help="folder for report.md and the plots")
+    report.add_argument("--config", type=Path, help="the study design it ran with (default: $FACE_APP_STUDY_CONFIG "
+                        "or configs/study.yaml)")
     args = parser.parse_args(argv)
 
     path = args.db or db_path()
     if not path.exists():
         print(f"error: no study log at {path}", file=sys.stderr)
         return 2
+    if args.command == "report":
+        from face_app.study_report import ReportError
+        from face_app.study_report import report as write
+
+        try:
+            config = StudyConfig.load(args.config or Path(os.environ.get("FACE_APP_STUDY_CONFIG") or DEFAULT_CONFIG))
+            print(f"wrote {write(path, args.out, config)}")
+            return 0
+        except (ReportError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     log = StudyLog(path)
     try:
         if args.command == "export":

@@ -216,3 +216,70 @@ def test_an_arm_that_failed_to_load_is_never_replaced_silently(engine: Engine) -
         chat.respond(ConversationState(), "I loved Glass Harbor", "llm")
     with pytest.raises(ArmUnavailable, match="no arm named"):
         chat.respond(ConversationState(), "I loved Glass Harbor", "sasrec")
+
+
+def fake_study(db: Path, config: StudyConfig, seed: int = 0) -> dict[str, list[int]]:
+    """A logged study with known answers: 12 participants per arm, the LLM arms answering `satisfied` higher; two
+    participants of each LightGCN arm withdraw. Returns the `satisfied` answers per arm (withdrawn ones left out)."""
+    rng = random.Random(seed)
+    log = StudyLog(db)
+    kept: dict[str, list[int]] = {a.name: [] for a in config.arms}
+    for arm in config.arms:
+        for k in range(12):
+            code = new_code()
+            log._write("INSERT INTO participants (code, arm, created, consent) VALUES (?, ?, ?, ?)",
+                       (code, arm.name, 1.0, "yes"))
+            log.log(code, "s", "consent", {"arm": arm.name})
+            log.log(code, "s", "message", {"text": "something darker", "recommendations": [{"item_id": "1"}] * 5})
+            log.log(code, "s", "feedback", {"item_id": "1", "liked": k % 2 == 0})
+            log.log(code, "s", "word_ratings", {"marks": [{"item_id": "1", "word": "noir", "fits": k % 3 != 0}]})
+            log.log(code, "s", "finish_task", {})
+            satisfied = min(5, max(1, (4 if arm.recommender == "llm" else 2) + rng.choice([-1, 0, 1])))
+            log.log(code, "s", "questionnaire", {"answers": {"satisfied": str(satisfied), "understood": "3",
+                                                             "control": "4", "would_watch": "one", "comments": ""}})
+            if arm.recommender == "lightgcn" and k < 2:
+                log.withdraw(code)
+            else:
+                kept[arm.name].append(satisfied)
+    log.close()
+    return kept
+
+
+def test_the_report_counts_arms_tests_each_factor_and_draws_plots(tmp_path: Path) -> None:
+    from scipy.stats import mannwhitneyu
+
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    db = tmp_path / "study.sqlite"
+    kept = fake_study(db, config)
+    out = subprocess.run([sys.executable, "-m", "face_app.study", "report", "--db", str(db), "--out",
+                          str(tmp_path / "report")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| lightgcn-plain | 12 | 10 | 2 |" in text and "| llm-plain | 12 | 12 | 0 |" in text
+    llm = [v for a in config.arms if a.recommender == "llm" for v in kept[a.name]]
+    cf = [v for a in config.arms if a.recommender == "lightgcn" for v in kept[a.name]]
+    expected = mannwhitneyu(llm, cf, alternative="two-sided")
+    assert f"LLM vs LightGCN: Mann-Whitney U = {expected.statistic:.1f}, p = {expected.pvalue:.3f}" in text
+    assert f"(n = {len(llm)} vs {len(cf)})" in text and expected.pvalue < 0.001
+    for png in ("participants.png", "item-satisfied.png", "item-would_watch.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 5_000
+    assert "| llm-plain | 12 | 0.667 |" in text  # words marked, share fitting (k % 3 != 0: 8 of 12)
+    assert "participants per group" in text
+
+
+@pytest.mark.parametrize("case", ["empty", "foreign", "damaged", "missing"])
+def test_the_report_refuses_a_log_it_cannot_read_and_changes_nothing(tmp_path: Path, case: str) -> None:
+    db = tmp_path / "study.sqlite"
+    if case == "empty":
+        StudyLog(db).close()
+    elif case == "foreign":
+        with sqlite3.connect(db) as other:
+            other.execute("CREATE TABLE orders (id INTEGER)")
+    elif case == "damaged":
+        db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 500)
+    before = db.read_bytes() if db.exists() else None
+    out = subprocess.run([sys.executable, "-m", "face_app.study", "report", "--db", str(db), "--out",
+                          str(tmp_path / "report")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
+    assert not (tmp_path / "report" / "report.md").exists()
+    assert (db.read_bytes() if db.exists() else None) == before
