@@ -50,6 +50,7 @@ class Session:
     last_event: float = field(default_factory=time.time)
     banner: str = ""
     turn: dict[str, Any] = field(default_factory=lambda: {"reply": "", "picks": []})  # the latest reply, as data
+    rating: list[tuple[str, list[str]]] = field(default_factory=list)  # the word-rating task's films and words
 
 
 # --- actions -----------------------------------------------------------------------------------------------------
@@ -265,9 +266,36 @@ class App:
         if problems:
             return gr.Column(visible=True), gr.Column(visible=False), "<br>".join(esc(p) for p in problems), ""
         self._event(session, "questionnaire", answers=answers)
-        thanks = (f"Thank you! Your participant code is <span class='fa-code'>{esc(session.code)}</span>. "
-                  "To withdraw your data later, enter it in the withdrawal box on the first page.")
-        return gr.Column(visible=False), gr.Column(visible=True), "", thanks
+        session.rating = self.rating_cards(session)
+        if session.rating:
+            boxes = [gr.CheckboxGroup(choices=words, value=[], label=self.engine.catalog.item(item_id).label,
+                                      visible=True) for item_id, words in session.rating]
+            boxes += [gr.CheckboxGroup(choices=[], value=[], visible=False)] * (self.study.word_rating_cards
+                                                                               - len(boxes))
+            return (gr.Column(visible=False), gr.Column(visible=True), gr.Column(visible=False), "", "", *boxes)
+        return (gr.Column(visible=False), gr.Column(visible=False), gr.Column(visible=True), "", self.thanks(session),
+                *[gr.CheckboxGroup(visible=False)] * self.study.word_rating_cards)
+
+    def thanks(self, session: Session) -> str:
+        return (f"Thank you! Your participant code is <span class='fa-code'>{esc(session.code)}</span>. "
+                "To withdraw your data later, enter it in the withdrawal box on the first page.")
+
+    def rating_cards(self, session: Session) -> list[tuple[str, list[str]]]:
+        """The films of the word-rating task: up to `word_rating_cards` of the picks the participant was shown, those
+        they liked first, then the latest; each with the words its card shows."""
+        assert self.study is not None
+        state = session.state
+        picks = set(state.shown)
+        shown = [i for i in [*state.liked, *reversed(state.shown)] if i in picks and i in self.engine.catalog]
+        films = list(dict.fromkeys(shown))[: self.study.word_rating_cards]
+        return [(item_id, words) for item_id in films if (words := self.engine.item_descriptors(item_id))]
+
+    def submit_ratings(self, session: Session, *ticked: Any) -> tuple:
+        """The word-rating task's marks, one per shown word (ticked: it fits the film), logged as one event."""
+        marks = [{"item_id": item_id, "word": word, "fits": word in (chosen or [])}
+                 for (item_id, words), chosen in zip(session.rating, ticked, strict=False) for word in words]
+        self._event(session, "word_ratings", marks=marks)
+        return gr.Column(visible=False), gr.Column(visible=True), self.thanks(session)
 
     def withdraw(self, code: str) -> str:
         if self.log is None:

@@ -72,6 +72,9 @@ class StudyConfig:
     questionnaire: list[Question]
     min_turns: int = 3
     db: str = DEFAULT_DB
+    # The descriptor rating task, after the questionnaire (so it cannot sway the answers): for this many films the
+    # participant was shown, they tick the shown words that fit the film (0: no such step).
+    word_rating_cards: int = 3
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> StudyConfig:
@@ -101,6 +104,7 @@ class StudyConfig:
             questionnaire=questions,
             min_turns=int(raw.get("min_turns", 3)),
             db=str(raw.get("db", DEFAULT_DB)),
+            word_rating_cards=int(raw.get("word_rating_cards", 3)),
         )
 
     def arm(self, name: str) -> Arm:

@@ -166,6 +166,12 @@ def build_demo(app: App) -> gr.Blocks:
                         fields.append(gr.Textbox(label=q.text, lines=2))
                 submit = gr.Button("Submit", variant="primary")
                 problems = gr.Markdown()
+            with gr.Column(visible=False) as rating_screen:
+                gr.Markdown("### One last thing: the words\nFor each film, tick the words that describe it (its "
+                            "content, setting, characters, mood, themes, era or audience). Leave the rest unticked.")
+                word_boxes = [gr.CheckboxGroup(choices=[], visible=False, elem_id=f"rate-{k}")
+                              for k in range(study.word_rating_cards)]
+                send_ratings = gr.Button("Send", variant="primary", elem_id="send-ratings")
             with gr.Column(visible=False) as thanks_screen:
                 thanks = gr.Markdown()
             with gr.Accordion("Admin", open=False):
@@ -207,7 +213,10 @@ def build_demo(app: App) -> gr.Blocks:
             withdraw_btn.click(app.withdraw, [code_box], [withdraw_note], api_visibility="private")
             done.click(app.finish, [session], [main_screen, questionnaire_screen], api_visibility="private")
             submit.click(app.submit_answers, [session, *fields],
-                         [questionnaire_screen, thanks_screen, problems, thanks], api_visibility="private")
+                         [questionnaire_screen, rating_screen, thanks_screen, problems, thanks, *word_boxes],
+                         api_visibility="private")
+            send_ratings.click(app.submit_ratings, [session, *word_boxes], [rating_screen, thanks_screen, thanks],
+                               api_visibility="private")
             download.click(app.admin_export, [secret, fmt], [export_file, export_note], api_visibility="private")
     return demo
 

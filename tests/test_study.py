@@ -283,3 +283,29 @@ def test_the_report_refuses_a_log_it_cannot_read_and_changes_nothing(tmp_path: P
     assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1
     assert not (tmp_path / "report" / "report.md").exists()
     assert (db.read_bytes() if db.exists() else None) == before
+
+
+def test_the_word_rating_task_follows_the_questionnaire_and_logs_one_mark_per_word(engine: Engine,
+                                                                                   tmp_path: Path) -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    app = App(engine, {}, study=config, log=StudyLog(tmp_path / "study.sqlite"))
+    session = Session()
+    app.consent(True, session)
+    for text in ("I loved Glass Harbor", "something darker", "from the 90s"):
+        app.chat(text, session)
+    app.finish(session)
+    out = app.submit_answers(session, "4", "3", "5", "one", "")
+    questionnaire, rating, thanks, problems, note, *boxes = out
+    assert rating.visible is True and thanks.visible is False and len(boxes) == config.word_rating_cards
+    films = session.rating
+    assert 1 <= len(films) <= config.word_rating_cards and all(words for _, words in films)
+    assert set(dict(films)) <= set(session.state.shown)  # films the participant was shown
+    for box, (item_id, words) in zip(boxes, films, strict=False):
+        assert box.choices == [(w, w) for w in words] and box.label == engine.catalog.item(item_id).label
+    ticked = [[words[0]] for _, words in films]
+    screens = app.submit_ratings(session, *ticked)
+    assert screens[1].visible is True and session.code in screens[2]
+    (event,) = [e for e in app.log.events() if e["kind"] == "word_ratings"]
+    marks = event["payload"]["marks"]
+    assert len(marks) == sum(len(words) for _, words in films)
+    assert [m["word"] for m in marks if m["fits"]] == [words[0] for _, words in films]
