@@ -21,12 +21,14 @@ import io
 import json
 import os
 import random
+import re
 import secrets
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,45 +149,94 @@ def admin_allowed(given: str | None, secret: str | None = None) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS participants (
+    code TEXT PRIMARY KEY, arm TEXT NOT NULL, created REAL NOT NULL, consent TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL, session TEXT NOT NULL,
+    ts REAL NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_code ON events(code);
+CREATE TABLE IF NOT EXISTS withdrawals (arm TEXT NOT NULL, ts REAL NOT NULL);
+"""
+
+
+def is_url(target: str | Path) -> bool:
+    """Whether a log target is a PostgreSQL URL (else it is a SQLite file's path)."""
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
 @dataclass
 class StudyLog:
-    """The study's event log on SQLite (WAL, committed per event). Safe to share between threads."""
+    """The study's event log, committed per event. Safe to share between threads.
 
-    path: Path
+    path: a SQLite file (WAL mode; the default, for one app process) or a PostgreSQL URL
+    (`postgresql://user@host:port/db`, for several app replicas sharing one study; psycopg 3). The same tables and
+    the same guarantees on both: every event is one committed transaction, enrolment counts and inserts under one
+    write lock (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's table lock), so two processes never enrol past balance nor
+    lose or double an event."""
+
+    path: Path | str
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        self.postgres = is_url(self.path)
+        if self.postgres:
+            import psycopg
+
+            self.path = str(self.path)
+            try:
+                self._db = psycopg.connect(self.path, autocommit=True)
+            except psycopg.Error as error:
+                raise ValueError(f"cannot open the study log at {redact(self.path)}: {error}") from None
+            with self._db.transaction():
+                self._db.execute("SELECT pg_advisory_xact_lock(4242)")  # two replicas creating tables at once
+                for statement in SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace(
+                        " REAL ", " DOUBLE PRECISION ").split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            return
         self.path = Path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS participants (
-                code TEXT PRIMARY KEY, arm TEXT NOT NULL, created REAL NOT NULL, consent TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS events (
-                id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL, session TEXT NOT NULL,
-                ts REAL NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL);
-            CREATE INDEX IF NOT EXISTS events_code ON events(code);
-            CREATE TABLE IF NOT EXISTS withdrawals (arm TEXT NOT NULL, ts REAL NOT NULL);
-            """
-        )
+        self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, args: tuple) -> int:
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
+            return list(self._db.execute(self._sql(sql), args).fetchall())
+
+    @contextmanager
+    def _transaction(self, lock: str | None = None) -> Iterator[Any]:
+        """One write transaction, under the process's lock and the database's write lock (`lock`: the PostgreSQL
+        table to lock for the whole transaction)."""
+        with self._lock:
+            if self.postgres:
+                with self._db.transaction():
+                    if lock:
+                        self._db.execute(f"LOCK TABLE {lock} IN SHARE ROW EXCLUSIVE MODE")
+                    yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self._db.execute(sql, args)
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return int(cursor.lastrowid or 0)
+
+    def _write(self, sql: str, args: tuple) -> int:
+        returning = self.postgres and sql.startswith("INSERT INTO events")
+        with self._transaction() as db:
+            cursor = db.execute(self._sql(sql) + (" RETURNING id" if returning else ""), args)
+            return int(cursor.fetchone()[0]) if returning else int(getattr(cursor, "lastrowid", 0) or 0)
 
     def enrol(self, config: StudyConfig, rng: random.Random | None = None,
               servable: Callable[[Arm], bool] | None = None) -> tuple[str, Arm]:
@@ -200,25 +251,22 @@ class StudyLog:
             raise ArmUnavailable("no study arm can be served right now ("
                                  + ", ".join(f"{a.name}: {a.recommender}" for a in config.arms)
                                  + "); nobody is enrolled until one can")
-        with self._lock:
-            counts = dict(self._db.execute("SELECT arm, COUNT(*) FROM participants GROUP BY arm").fetchall())
-        fewest = min(counts.get(a.name, 0) for a in arms)
-        arm = rng.choice([a for a in arms if counts.get(a.name, 0) == fewest])
         while True:
             code = new_code()
-            try:
-                self._write(
-                    "INSERT INTO participants (code, arm, created, consent) VALUES (?, ?, ?, ?)",
-                    (code, arm.name, time.time(), config.consent),
-                )
-                return code, arm
-            except sqlite3.IntegrityError:  # a code already taken: draw again
-                continue
+            # The counts and the insert under one write lock: replicas enrolling at once keep the arms balanced.
+            with self._transaction(lock="participants") as db:
+                counts = dict(db.execute("SELECT arm, COUNT(*) FROM participants GROUP BY arm").fetchall())
+                fewest = min(counts.get(a.name, 0) for a in arms)
+                arm = rng.choice([a for a in arms if counts.get(a.name, 0) == fewest])
+                if db.execute(self._sql("SELECT 1 FROM participants WHERE code = ?"), (code,)).fetchone():
+                    continue  # a code already taken: draw again
+                db.execute(self._sql("INSERT INTO participants (code, arm, created, consent) VALUES (?, ?, ?, ?)"),
+                           (code, arm.name, time.time(), config.consent))
+            return code, arm
 
     def arm_of(self, code: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT arm FROM participants WHERE code = ?", (normalise_code(code),)).fetchone()
-        return row[0] if row else None
+        rows = self._query("SELECT arm FROM participants WHERE code = ?", (normalise_code(code),))
+        return rows[0][0] if rows else None
 
     def log(self, code: str, session: str, kind: str, payload: dict[str, Any] | None = None) -> int:
         """Append one event and commit it; returns its id. `payload` must be JSON-serialisable.
@@ -234,36 +282,29 @@ class StudyLog:
         """Delete every event and the enrolment of `code`; returns how many rows went (0: unknown code). What stays
         is one row of `withdrawals` with the arm alone (no code, no data), so a report can count withdrawals."""
         code = normalise_code(code)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT arm FROM participants WHERE code = ?", (code,)).fetchone()
-            events = self._db.execute("DELETE FROM events WHERE code = ?", (code,)).rowcount
-            enrolled = self._db.execute("DELETE FROM participants WHERE code = ?", (code,)).rowcount
+        with self._transaction() as db:
+            row = db.execute(self._sql("SELECT arm FROM participants WHERE code = ?"), (code,)).fetchone()
+            events = db.execute(self._sql("DELETE FROM events WHERE code = ?"), (code,)).rowcount
+            enrolled = db.execute(self._sql("DELETE FROM participants WHERE code = ?"), (code,)).rowcount
             if row:
-                self._db.execute("INSERT INTO withdrawals (arm, ts) VALUES (?, ?)", (row[0], time.time()))
-            self._db.execute("COMMIT")
+                db.execute(self._sql("INSERT INTO withdrawals (arm, ts) VALUES (?, ?)"), (row[0], time.time()))
         return events + enrolled
 
     def withdrawn(self) -> list[str]:
         """The arm of each withdrawal (nothing else of a withdrawn participant is kept)."""
-        with self._lock:
-            return [row[0] for row in self._db.execute("SELECT arm FROM withdrawals ORDER BY ts")]
+        return [row[0] for row in self._query("SELECT arm FROM withdrawals ORDER BY ts")]
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every event in order, with its participant's arm; payload decoded."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT e.id, e.code, p.arm, e.session, e.ts, e.kind, e.payload FROM events e "
-                "LEFT JOIN participants p ON p.code = e.code ORDER BY e.id"
-            ).fetchall()
+        rows = self._query("SELECT e.id, e.code, p.arm, e.session, e.ts, e.kind, e.payload FROM events e "
+                           "LEFT JOIN participants p ON p.code = e.code ORDER BY e.id")
         for row in rows:
             record = dict(zip(EXPORT_FIELDS, row, strict=True))
             record["payload"] = json.loads(record["payload"])
             yield record
 
     def participants(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT code, arm, created FROM participants ORDER BY created").fetchall()
+        rows = self._query("SELECT code, arm, created FROM participants ORDER BY created")
         return [{"code": c, "arm": a, "created": t} for c, a, t in rows]
 
     def export(self, fmt: str) -> str:
@@ -280,31 +321,38 @@ class StudyLog:
         return out.getvalue()
 
 
-def db_path(config: StudyConfig | None = None) -> Path:
-    """Where the log lives: `$FACE_APP_STUDY_DB`, else the config's `db`, else ./study.sqlite."""
-    return Path(os.environ.get("FACE_APP_STUDY_DB") or (config.db if config else DEFAULT_DB))
+def db_path(config: StudyConfig | None = None) -> Path | str:
+    """Where the log lives: `$FACE_APP_STUDY_DB` (a SQLite path, or a PostgreSQL URL for several replicas), else
+    the config's `db`, else ./study.sqlite."""
+    target = os.environ.get("FACE_APP_STUDY_DB") or (config.db if config else DEFAULT_DB)
+    return target if is_url(target) else Path(target)
+
+
+def redact(url: str) -> str:
+    """A URL with its password hidden, for messages and logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m face_app.study", description="face-app study log tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write every event as CSV or JSON lines")
-    export.add_argument("--db", type=Path, help="SQLite log (default: $FACE_APP_STUDY_DB or ./study.sqlite)")
+    export.add_argument("--db", help="SQLite log or PostgreSQL URL (default: $FACE_APP_STUDY_DB or ./study.sqlite)")
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     export.add_argument("--out", type=Path, help="output file (default: stdout)")
     withdraw = commands.add_parser("withdraw", help="delete every event of a participant code")
     withdraw.add_argument("code")
-    withdraw.add_argument("--db", type=Path)
+    withdraw.add_argument("--db")
     report = commands.add_parser("report", help="write the study's analysis: report.md and PNG plots "
                                  "(face_app/study_report.py)")
-    report.add_argument("--db", type=Path)
+    report.add_argument("--db")
     report.add_argument("--out", type=Path, required=True, help="folder for report.md and the plots")
     report.add_argument("--config", type=Path, help="the study design it ran with (default: $FACE_APP_STUDY_CONFIG "
                         "or configs/study.yaml)")
     args = parser.parse_args(argv)
 
     path = args.db or db_path()
-    if not path.exists():
+    if not is_url(path) and not Path(path).exists():
         print(f"error: no study log at {path}", file=sys.stderr)
         return 2
     if args.command == "report":

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from face_app.study import StudyConfig, StudyLog
+from face_app.study import StudyConfig, StudyLog, is_url
 
 ALPHA, POWER, EFFECT = 0.05, 0.8, 0.5
 BOOTSTRAP = 2000
@@ -42,8 +42,18 @@ class ReportError(RuntimeError):
     """A log the report cannot read: damaged, foreign, or with nothing to report yet."""
 
 
-def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter]:
-    """(participants, events, withdrawn per arm) of a study log, or a `ReportError` that says what is wrong."""
+def read_log(path: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter]:
+    """(participants, events, withdrawn per arm) of a study log (a SQLite file or a PostgreSQL URL), or a
+    `ReportError` that says what is wrong."""
+    if is_url(path):
+        try:
+            log = StudyLog(path)
+        except ValueError as error:
+            raise ReportError(str(error)) from None
+        try:
+            return log.participants(), list(log.events()), Counter(log.withdrawn())
+        finally:
+            log.close()
     if not Path(path).exists():
         raise ReportError(f"no study log at {path}")
     try:
@@ -182,7 +192,7 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def write_report(result: dict[str, Any], out: Path, source: Path) -> Path:
+def write_report(result: dict[str, Any], out: Path, source: Path | str) -> Path:
     """report.md and the plots (one PNG per questionnaire item, one of enrolment) under `out`."""
     import matplotlib
 
@@ -191,7 +201,10 @@ def write_report(result: dict[str, Any], out: Path, source: Path) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     arms = list(result["arms"])
-    lines = [f"# Study report\n\nFrom `{source}`, by `python -m face_app.study report`. Withdrawn participants' "
+    from face_app.study import redact
+
+    lines = [f"# Study report\n\nFrom `{redact(str(source))}`, by `python -m face_app.study report`. Withdrawn "
+             "participants' "
              "data is not in the log; they are counted only.\n", "## Participants\n",
              "| arm | enrolled | completed | withdrawn |", "|---|---|---|---|"]
     lines += [f"| {a} | {r['enrolled']} | {r['completed']} | {r['withdrawn']} |" for a, r in result["arms"].items()]
@@ -255,7 +268,7 @@ def write_report(result: dict[str, Any], out: Path, source: Path) -> Path:
     return path
 
 
-def report(db: Path, out: Path, config: StudyConfig) -> Path:
+def report(db: Path | str, out: Path, config: StudyConfig) -> Path:
     participants, events, withdrawn = read_log(db)
     if not participants and not withdrawn:
         raise ReportError(f"{db} has no participants yet: nothing to report")
