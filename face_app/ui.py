@@ -58,6 +58,8 @@ CSS = """
    the copy button goes from the visitor's messages and the replies' text (it stays on cards), and a card's copy
    and thumbs sit inside its bottom-right corner rather than on a row of their own. */
 #chat .message-row {padding-top: 4px; padding-bottom: 4px;}
+#chat .user-row .message {padding-top: 6px; padding-bottom: 6px;}
+#chat .bot-row .message-content p {margin-top: 0; margin-bottom: 0;}
 #chat .user-row .message-buttons, #chat .bot-row:not(:has(.fa-card)) .message-buttons {display: none;}
 #chat .bot-row:has(.fa-card) {position: relative;}
 #chat .bot-row:has(.fa-card) .message-buttons {position: absolute; right: 26px; bottom: 12px;}
@@ -117,7 +119,7 @@ def build_demo(app: App) -> gr.Blocks:
                 with gr.Column(scale=3, min_width=320):
                     # One row per message, so a like's index is the message's index (grouped rows report the group's).
                     # No floating label over the messages; no autoscroll to the tail (SHOW_TURN shows the turn).
-                    chatbot = gr.Chatbot(label="Chat", show_label=False, height=560, elem_id="chat", layout="panel",
+                    chatbot = gr.Chatbot(label="Chat", show_label=False, height=580, elem_id="chat", layout="panel",
                                          group_consecutive_messages=False, autoscroll=False,
                                          placeholder="Say what you liked: *I loved Toy Story and Fargo*")
                     with gr.Row():

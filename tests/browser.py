@@ -128,3 +128,15 @@ def wait_until_still(page: Page, selector: str, polls: int = 5) -> None:
         last = now
         page.wait_for_timeout(100)
     raise AssertionError(f"{selector} kept scrolling for 10 s")
+
+
+def whole_in_view(view: dict) -> tuple[bool, int]:
+    """After a turn (CHAT_VIEW): whether the reply's headline is whole inside the chat's visible area, and how many
+    of the turn's cards are."""
+    visible = view["visible"]
+
+    def inside(box: dict | None) -> bool:
+        return box is not None and visible["top"] - 1 <= box["top"] and box["bottom"] <= visible["bottom"] + 1
+
+    cards = [bot["box"] for bot in view["bots"] if bot["card"] and bot["after_user"]]
+    return inside(view["reply"]), sum(inside(box) for box in cards)

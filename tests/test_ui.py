@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, browser_session, open_app
+from browser import CHROMIUM, browser_session, open_app, whole_in_view
 from catalog_fixture import ROWS, SmallReadout, items_frame
 from PIL import Image
 
@@ -252,18 +252,6 @@ def test_browser_a_click_on_a_choice_adds_the_film(served) -> None:
             expect(page.locator("#title-choice")).to_be_hidden(timeout=60_000)
         finally:
             browser.close()
-
-
-def whole_in_view(view: dict) -> tuple[bool, int]:
-    """After a turn (CHAT_VIEW): whether the reply's headline is whole inside the chat's visible area, and how many
-    of the turn's cards are."""
-    visible = view["visible"]
-
-    def inside(box: dict | None) -> bool:
-        return box is not None and visible["top"] - 1 <= box["top"] and box["bottom"] <= visible["bottom"] + 1
-
-    cards = [bot["box"] for bot in view["bots"] if bot["card"] and bot["after_user"]]
-    return inside(view["reply"]), sum(inside(box) for box in cards)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
