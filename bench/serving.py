@@ -10,6 +10,7 @@ prints the median and every turn's seconds (after 3 turns of warm-up), the machi
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -19,12 +20,15 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 # gradio_client's HTTP calls time out after 5-20 s by default: too short for a busy 2-core machine serving
@@ -232,3 +236,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class PageSession:
+    """One browser tab, as the page's JavaScript talks to the server: events called by their id (private ones
+    too, which gradio_client refuses), one session hash, results read from the queue's event stream."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session_hash = uuid.uuid4().hex[:11]
+        config = httpx.get(f"{url}config", timeout=CLIENT_TIMEOUT_S).json()
+        self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+
+    def send(self, event: str, *data: object) -> None:
+        body = {"data": list(data), "fn_index": self.events[event], "session_hash": self.session_hash,
+                "event_data": None, "trigger_id": None}
+        # ASCII JSON, as a browser's JSON.stringify may send it: a lone surrogate travels as its \\u escape.
+        httpx.post(f"{self.url}gradio_api/queue/join", content=json.dumps(body).encode(),
+                   headers={"content-type": "application/json"}, timeout=CLIENT_TIMEOUT_S).raise_for_status()
+
+    def result(self) -> list:
+        with httpx.stream("GET", f"{self.url}gradio_api/queue/data", params={"session_hash": self.session_hash},
+                          timeout=CLIENT_TIMEOUT_S) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("msg") == "process_completed":
+                        assert message.get("success"), message
+                        return message["output"]["data"]
+        raise AssertionError("the event stream closed without a result")
+
+    def call(self, event: str, *data: object) -> list:
+        self.send(event, *data)
+        return self.result()

@@ -264,7 +264,9 @@ class App:
         answers = {q.id: v for q, v in zip(self.study.questionnaire, values, strict=True)}
         problems = self.study.check_answers(answers)
         if problems:
-            return gr.Column(visible=True), gr.Column(visible=False), "<br>".join(esc(p) for p in problems), ""
+            return (gr.Column(visible=True), gr.Column(visible=False), gr.Column(visible=False),
+                    "<br>".join(esc(p) for p in problems), "",
+                    *[gr.CheckboxGroup(visible=False)] * self.study.word_rating_cards)
         self._event(session, "questionnaire", answers=answers)
         session.rating = self.rating_cards(session)
         if session.rating:

@@ -161,11 +161,11 @@ def build_demo(app: App) -> gr.Blocks:
                 for q in study.questionnaire:
                     if q.kind == "likert":
                         fields.append(gr.Radio([str(v) for v in range(1, q.scale + 1)], label=q.text,
-                                               info=f"1 = disagree … {q.scale} = agree"))
+                                               info=f"1 = disagree … {q.scale} = agree", elem_id=f"q-{q.id}"))
                     elif q.kind == "choice":
-                        fields.append(gr.Radio(list(q.options), label=q.text))
+                        fields.append(gr.Radio(list(q.options), label=q.text, elem_id=f"q-{q.id}"))
                     else:
-                        fields.append(gr.Textbox(label=q.text, lines=2))
+                        fields.append(gr.Textbox(label=q.text, lines=2, elem_id=f"q-{q.id}"))
                 submit = gr.Button("Submit", variant="primary")
                 problems = gr.Markdown()
             with gr.Column(visible=False) as rating_screen:

@@ -13,15 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.__main__ import session_openings
-from bench.serving import CLIENT_TIMEOUT_S, AppProcess, chat_sessions, client, serve
+from bench.serving import AppProcess, PageSession, chat_sessions, client, serve
 from face_app import prompts
 from face_app.bundle import FORMAT_VERSION, MANIFEST
 from face_app.dialogue import ConversationState, clean_message
@@ -139,39 +137,6 @@ def test_chat_text_renders_as_typed_but_never_as_markup() -> None:
         shown = chat_text(clean_message(text))
         assert html.unescape(shown) == clean_message(text)
         assert_inert({"content": shown})
-
-
-class PageSession:
-    """One browser tab, as the page's JavaScript talks to the server: events called by their id (private ones
-    too, which gradio_client refuses), one session hash, results read from the queue's event stream."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.session_hash = uuid.uuid4().hex[:11]
-        config = httpx.get(f"{url}config", timeout=CLIENT_TIMEOUT_S).json()
-        self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
-
-    def send(self, event: str, *data: object) -> None:
-        body = {"data": list(data), "fn_index": self.events[event], "session_hash": self.session_hash,
-                "event_data": None, "trigger_id": None}
-        # ASCII JSON, as a browser's JSON.stringify may send it: a lone surrogate travels as its \\u escape.
-        httpx.post(f"{self.url}gradio_api/queue/join", content=json.dumps(body).encode(),
-                   headers={"content-type": "application/json"}, timeout=CLIENT_TIMEOUT_S).raise_for_status()
-
-    def result(self) -> list:
-        with httpx.stream("GET", f"{self.url}gradio_api/queue/data", params={"session_hash": self.session_hash},
-                          timeout=CLIENT_TIMEOUT_S) as response:
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    message = json.loads(line[5:])
-                    if message.get("msg") == "process_completed":
-                        assert message.get("success"), message
-                        return message["output"]["data"]
-        raise AssertionError("the event stream closed without a result")
-
-    def call(self, event: str, *data: object) -> list:
-        self.send(event, *data)
-        return self.result()
 
 
 def test_bad_input_through_gradio_client_gets_a_reply_and_nothing_unescaped(tiny_app) -> None:

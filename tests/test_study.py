@@ -309,3 +309,15 @@ def test_the_word_rating_task_follows_the_questionnaire_and_logs_one_mark_per_wo
     marks = event["payload"]["marks"]
     assert len(marks) == sum(len(words) for _, words in films)
     assert [m["word"] for m in marks if m["fits"]] == [words[0] for _, words in films]
+
+
+def test_an_incomplete_questionnaire_says_what_is_missing_and_stays(engine: Engine, tmp_path: Path) -> None:
+    config = StudyConfig.load(DEFAULT_CONFIG)
+    app = App(engine, {}, study=config, log=StudyLog(tmp_path / "study.sqlite"))
+    session = Session()
+    app.consent(True, session)
+    out = app.submit_answers(session, "4", None, "5", "one", "")
+    questionnaire, rating, thanks, problems, note, *boxes = out
+    assert questionnaire.visible is True and rating.visible is False and thanks.visible is False
+    assert "please answer: I understood" in problems and len(boxes) == config.word_rating_cards
+    assert [e["kind"] for e in app.log.events()] == ["consent"]
