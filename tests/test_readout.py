@@ -211,3 +211,26 @@ def test_what_the_base_llm_reads_in_a_title_is_one_pass_per_film_centred_and_cac
     assert not torch.allclose(scores[0], scores[1])  # the prompt's film changes what the model expects
     assert len(list((tmp_path / "film-words").glob("*.safetensors"))) == 1
     assert torch.equal(film_word_scores(items, words, base="tiny-random", cache=tmp_path), scores)
+
+
+def test_the_title_term_says_which_words_a_films_own_title_holds_centred_per_word() -> None:
+    """`title_word_scores`: a word close to one film's title gains for that film alone; a word close to every
+    title gains nothing (each word's scores are centred over the catalog's titles)."""
+    import pandas as pd
+
+    from training.film_knowledge import plain_title, title_word_scores
+
+    assert plain_title("Firm, The") == "The Firm"
+    assert plain_title("Secret Agent, The (1996)") == "The Secret Agent (1996)"
+    assert plain_title("Toy Story") == "Toy Story"
+    axes = {"The Poet": [1.0, 0.0, 0.0], "Taxi": [0.0, 1.0, 0.0]}
+
+    class Encoder:  # titles and words on known axes; "film" is as close to every title
+        def cached_encode(self, texts):
+            return torch.tensor([axes[t] for t in texts])
+
+    words = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]]), dim=-1)
+    scores = title_word_scores(pd.DataFrame({"title": ["Poet, The", "Taxi"]}), words, Encoder())
+    assert scores.shape == (2, 3) and torch.allclose(scores.sum(0), torch.zeros(3), atol=1e-6)
+    assert scores[0, 0] > 0 > scores[1, 0] and scores[1, 1] > 0 > scores[0, 1]  # "poetry" for the poet, "taxi" for Taxi
+    assert torch.allclose(scores[:, 2], torch.zeros(2), atol=1e-6)  # close to both titles alike: nothing
