@@ -39,6 +39,11 @@ from training.vocabulary import GENERIC_ANCHORS, faithfulness, genre_anchors, ge
 
 BASE = {"mode": "readout", "suitable": True, "epochs": 4, "lr": 1e-3, "align_weight": 1.0, "temperature": 0.05,
         "entities_per_step": 64, "align_entities": 64, "display_min_fit": 0.15}
+SECOND_DISPLAY_NEIGHBOURS = {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
+                             "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
+                             "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
+                             "display_card_weight": 1.0, "display_genre_rule": "blend", "display_min_words": 3,
+                             "display_min_fit": 0.7, "display_item_min_words": 5, "display_item_min_fit": 0.9}
 LEVERS: dict[str, dict[str, Any]] = {
     # round 2's vocabulary rule and profiles, with the suitability rules and the display rule
     "describing-basic": {"vocabulary": "describing", "profiles": "basic"},
@@ -80,27 +85,13 @@ LEVERS: dict[str, dict[str, Any]] = {
                        "display_lm": "smollm2", "display_lm_weight": 0.07, "display_card_weight": 1.0,
                        "display_genre_rule": "blend", "display_min_words": 3, "display_min_fit": 0.7,
                        "display_item_min_words": 5, "display_item_min_fit": 0.9},
-    # shipped: the same, a card's candidates its own concepts' 128 nearest words and its 10 CF neighbours'
-    "second-display-neighbours": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
-                                  "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
-                                  "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
-                                  "display_card_weight": 1.0, "display_genre_rule": "blend",
-                                  "display_min_words": 3, "display_min_fit": 0.7, "display_item_min_words": 5,
-                                  "display_item_min_fit": 0.9},
-    # round 3, session 3: the same, a card's order also by closeness to the film's own title
+    # the second display as shipped in session 2: a card's candidates its own concepts' 128 nearest words and its 10 CF
+    # neighbours'
+    "second-display-neighbours": SECOND_DISPLAY_NEIGHBOURS,
+    # shipped (round 3, session 3: third-display-title1): the same, a card's order also by closeness to the film's own title
     # (training/film_knowledge.py `title_word_scores`), and a user's words past their fourth only above 0.5
-    "third-display-title1": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
-                             "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
-                             "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
-                             "display_card_weight": 1.0, "display_genre_rule": "blend", "display_min_words": 4,
-                             "display_min_fit": 0.5, "display_item_min_words": 5, "display_item_min_fit": 0.9,
-                             "display_title_weight": 1.0},
-    "third-display-title2": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
-                             "display_item_candidates": 128, "display_item_neighbours": 10, "centre": True,
-                             "display_name_weight": 1.5, "display_lm": "smollm2", "display_lm_weight": 0.07,
-                             "display_card_weight": 1.0, "display_genre_rule": "blend", "display_min_words": 4,
-                             "display_min_fit": 0.5, "display_item_min_words": 5, "display_item_min_fit": 0.9,
-                             "display_title_weight": 2.0},
+    **{f"third-display-title{weight}": {**SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5,
+                                        "display_title_weight": float(weight)} for weight in (1, 2)},
 }
 # The settings that change only what is shown (the display rule and the exposure caps, not what the read-out
 # learns): levers that differ only in them share one training.
