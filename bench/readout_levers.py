@@ -52,7 +52,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the first judged round (later-1)
     "film-richitems-32cand-centred-close2": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 32,
                                              "centre": True, "display_closeness": 2.0},
-    # shipped (configs/ml-100k.yaml)
+    # round 3, session 1's first display
     "film-richitems-128cand-centred": {"vocabulary": "film", "profiles": "rich-items", "display_candidates": 128,
                                        "centre": True},
     # every vocabulary word a candidate: the display proxy alone, the CF read-out choosing nothing (a bound, not FACE)
@@ -88,7 +88,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the second display as shipped in session 2: a card's candidates its own concepts' 128 nearest words and its 10 CF
     # neighbours'
     "second-display-neighbours": SECOND_DISPLAY_NEIGHBOURS,
-    # shipped (round 3, session 3: third-display-title1): the same, a card's order also by closeness to the film's own title
+    # shipped (round 3, session 3: third-display-title1): the same, a card's order also by closeness to the
+    # film's own title
     # (training/film_knowledge.py `title_word_scores`), and a user's words past their fourth only above 0.5
     **{f"third-display-title{weight}": {**SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5,
                                         "display_title_weight": float(weight)} for weight in (1, 2)},
