@@ -27,6 +27,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -321,6 +322,39 @@ class StudyLog:
         return out.getvalue()
 
 
+class ReportError(RuntimeError):
+    """A log the report cannot read: damaged, foreign, or with nothing to report yet."""
+
+
+def read_study(path: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter]:
+    """(participants, events, withdrawn per arm) of a study log (a SQLite file or a PostgreSQL URL), or a
+    `ReportError` that says what is wrong."""
+    if is_url(path):
+        try:
+            log = StudyLog(path)
+        except ValueError as error:
+            raise ReportError(str(error)) from None
+        try:
+            return log.participants(), list(log.events()), Counter(log.withdrawn())
+        finally:
+            log.close()
+    if not Path(path).exists():
+        raise ReportError(f"no study log at {path}")
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as error:
+        raise ReportError(f"{path} is not a readable SQLite database ({error}); nothing was changed") from error
+    if not {"participants", "events"} <= tables:
+        raise ReportError(f"{path} is not a face-app study log (it has no participants and events tables); "
+                          "nothing was changed")
+    log = StudyLog(path)
+    try:
+        return log.participants(), list(log.events()), Counter(log.withdrawn())
+    finally:
+        log.close()
+
+
 def db_path(config: StudyConfig | None = None) -> Path | str:
     """Where the log lives: `$FACE_APP_STUDY_DB` (a SQLite path, or a PostgreSQL URL for several replicas), else
     the config's `db`, else ./study.sqlite."""
@@ -356,12 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no study log at {path}", file=sys.stderr)
         return 2
     if args.command == "report":
-        from face_app.study_report import ReportError
         from face_app.study_report import report as write
 
         try:
             config = StudyConfig.load(args.config or Path(os.environ.get("FACE_APP_STUDY_CONFIG") or DEFAULT_CONFIG))
-            print(f"wrote {write(path, args.out, config)}")
+            print(f"wrote {write(*read_study(path), config, args.out, redact(str(path)))}")
             return 0
         except (ReportError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)

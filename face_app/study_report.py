@@ -22,7 +22,6 @@ What it reports, from the event log alone (a withdrawn participant's rows are go
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,45 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from face_app.study import StudyConfig, StudyLog, is_url
-
 ALPHA, POWER, EFFECT = 0.05, 0.8, 0.5
 BOOTSTRAP = 2000
 FOLLOW_UPS = ("more_like", "mood", "genres", "no_genres", "years", "era", "reject", "seen", "why", "again", "count",
               "ordinal")
-
-
-class ReportError(RuntimeError):
-    """A log the report cannot read: damaged, foreign, or with nothing to report yet."""
-
-
-def read_log(path: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter]:
-    """(participants, events, withdrawn per arm) of a study log (a SQLite file or a PostgreSQL URL), or a
-    `ReportError` that says what is wrong."""
-    if is_url(path):
-        try:
-            log = StudyLog(path)
-        except ValueError as error:
-            raise ReportError(str(error)) from None
-        try:
-            return log.participants(), list(log.events()), Counter(log.withdrawn())
-        finally:
-            log.close()
-    if not Path(path).exists():
-        raise ReportError(f"no study log at {path}")
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as error:
-        raise ReportError(f"{path} is not a readable SQLite database ({error}); nothing was changed") from error
-    if not {"participants", "events"} <= tables:
-        raise ReportError(f"{path} is not a face-app study log (it has no participants and events tables); "
-                          "nothing was changed")
-    log = StudyLog(path)
-    try:
-        return log.participants(), list(log.events()), Counter(log.withdrawn())
-    finally:
-        log.close()
 
 
 def mean_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float, float]:
@@ -118,8 +82,8 @@ def follow_up_kinds(text: str) -> list[str]:
 
 
 def analyse(participants: list[dict[str, Any]], events: list[dict[str, Any]], withdrawn: Counter,
-            config: StudyConfig) -> dict[str, Any]:
-    """Every number of the report, as data."""
+            config: Any) -> dict[str, Any]:
+    """Every number of the report, as data (config: the `face_app.study.StudyConfig` the study ran with)."""
     arms = {a.name: a for a in config.arms}
     arm_of = {p["code"]: p["arm"] for p in participants}
     by_code: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -192,7 +156,7 @@ def _fmt(value: float, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def write_report(result: dict[str, Any], out: Path, source: Path | str) -> Path:
+def write_report(result: dict[str, Any], out: Path, source: str) -> Path:
     """report.md and the plots (one PNG per questionnaire item, one of enrolment) under `out`."""
     import matplotlib
 
@@ -201,9 +165,7 @@ def write_report(result: dict[str, Any], out: Path, source: Path | str) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     arms = list(result["arms"])
-    from face_app.study import redact
-
-    lines = [f"# Study report\n\nFrom `{redact(str(source))}`, by `python -m face_app.study report`. Withdrawn "
+    lines = [f"# Study report\n\nFrom `{source}`, by `python -m face_app.study report`. Withdrawn "
              "participants' "
              "data is not in the log; they are counted only.\n", "## Participants\n",
              "| arm | enrolled | completed | withdrawn |", "|---|---|---|---|"]
@@ -268,12 +230,14 @@ def write_report(result: dict[str, Any], out: Path, source: Path | str) -> Path:
     return path
 
 
-def report(db: Path | str, out: Path, config: StudyConfig) -> Path:
-    participants, events, withdrawn = read_log(db)
+def report(participants: list[dict[str, Any]], events: list[dict[str, Any]], withdrawn: Counter, config: Any,
+           out: Path, source: str) -> Path:
+    """Analyse a study's log (`face_app.study.read_study`) and write the report under `out`; ValueError for a
+    study with nothing to report or with arms its design does not name. source: where the log is, as shown."""
     if not participants and not withdrawn:
-        raise ReportError(f"{db} has no participants yet: nothing to report")
+        raise ValueError(f"{source} has no participants yet: nothing to report")
     unknown = sorted({p["arm"] for p in participants} - {a.name for a in config.arms})
     if unknown:
-        raise ReportError(f"{db} has participants in arms the study design does not name ({', '.join(unknown)}): "
-                          "give the design it was run with (--config)")
-    return write_report(analyse(participants, events, withdrawn, config), out, db)
+        raise ValueError(f"{source} has participants in arms the study design does not name ({', '.join(unknown)}): "
+                         "give the design it was run with (--config)")
+    return write_report(analyse(participants, events, withdrawn, config), out, source)
