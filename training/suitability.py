@@ -46,8 +46,8 @@ SUPPLEMENT = {
 }
 # Seeds of the sensitive topics the issue names; their MiniLM neighbours join them (module docstring, rule 2). The
 # seeds after the semicolon in each comment were added from the words the readers marked unsuitable in the sheet's
-# rounds (bench/descriptor-judgments.json): initial, then later-1, later-2, later-4 and later-5 (shown or random
-# words).
+# rounds (bench/descriptor-judgments.json): initial, then later-1, later-2, later-4, later-5 and later-9 (shown or
+# random words).
 SENSITIVE_SEEDS = {
     # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; seen on read-outs of the levers
     # (bench.readout_levers) before they were judged: malaria, obesity, infection; coma, depression, tuberculosis,
@@ -61,9 +61,9 @@ SENSITIVE_SEEDS = {
               "massacre", "dying", "drowning", "mortality"),
     # ; fetal
     "abortion": ("abortion", "miscarriage", "pregnancy", "contraception", "maternity", "fetal"),
-    # ; alcoholic; cannabis, abuse; alcoholism (later-4)
+    # ; alcoholic; cannabis, abuse; alcoholism (later-4); injection (later-9)
     "drugs": ("drug", "heroin", "cocaine", "narcotic", "addiction", "overdose", "marijuana", "alcoholic", "cannabis",
-              "abuse", "alcoholism"),
+              "abuse", "alcoholism", "injection"),
     # ; homosexuality, adultery
     "sexuality": ("sexuality", "sexual", "lesbian", "gay", "bisexual", "transgender", "intercourse", "genital",
                   "homosexuality", "adultery"),
