@@ -29,8 +29,8 @@ from face_app.prompts import item_title, recommend_prompt
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
 log = logging.getLogger("face_app")
-# What the page, the replies and the study report call each arm.
-ARM_NAMES = {"llm": "LLM arm (the tuned language model)", "lightgcn": "LightGCN arm (collaborative filtering)"}
+# What the cards and the replies call each arm.
+ARM_NAMES = {"llm": "LLM arm", "lightgcn": "LightGCN arm"}
 
 
 class ArmUnavailable(RuntimeError):

@@ -358,11 +358,11 @@ def parse(message: str, catalog: Catalog) -> Request:
         clause = next(((a, b) for a, b in titled if a <= span[0] < b), None)
         return clause is None or bool(_REQUEST_FRAME.search(low, clause[0], span[0]))
 
-    read: list[tuple[int, int]] = []
-    moods = _read_moods(low, asked, read)
+    moods = _read_moods(low, asked)
 
     def plain(pattern: re.Pattern, negated_too: bool) -> list[re.Match]:
-        return [m for m in pattern.finditer(low) if asked(m.span()) and not _inside(m.span(), read)
+        """The plain mood words ("dark", "light") outside the table's phrases, negated or not."""
+        return [m for m in pattern.finditer(low) if asked(m.span()) and not _inside(m.span(), moods.spans)
                 and _negated(low, m.start()) == negated_too]
 
     dark, light, turned = plain(_DARKER, False), plain(_LIGHTER, False), plain(_DARKER, True)
@@ -430,22 +430,25 @@ def _negated(low: str, start: int) -> bool:
 
 @dataclass
 class MoodReading:
+    """What the `MOODS` table read in a message: genres asked for and left out, the mood, how each phrase was read
+    (for the reply), and where the phrases are (`spans`: the plain mood words inside them are theirs)."""
+
     genres: list[str] = field(default_factory=list)
     no_genres: list[str] = field(default_factory=list)
     mood: str | None = None
     readings: list[str] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _read_moods(low: str, asked: Callable[[tuple[int, int]], bool], out_spans: list[tuple[int, int]]
-                ) -> MoodReading:
+def _read_moods(low: str, asked: Callable[[tuple[int, int]], bool]) -> MoodReading:
     """The `MOODS` table over a message: what each phrase asks for (or, negated, leaves out), and how it was
-    read, for the reply. out_spans: filled with the spans the table read (the plain mood words leave them be)."""
-    out, taken = MoodReading(), out_spans
+    read; a phrase overlapping one read before is skipped."""
+    out = MoodReading()
     for pattern, genres, mood in _MOODS:
         for match in pattern.finditer(low):
-            if any(a < match.end() and match.start() < b for a, b in taken) or not asked(match.span()):
+            if any(a < match.end() and match.start() < b for a, b in out.spans) or not asked(match.span()):
                 continue
-            taken.append(match.span())
+            out.spans.append(match.span())
             if _negated(low, match.start()):
                 out.no_genres += [g for g in genres if g not in out.no_genres]
                 out.readings.append(f"‘{match[0]}’ left out as " + ", ".join(f"no {g}" for g in genres))

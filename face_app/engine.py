@@ -90,8 +90,9 @@ class Recommendation:
     reason: str
     rank: int
     source: str  # the recommender that proposed it ("llm", "lightgcn")
-    # How well it matches, by one rule for every arm (`Engine.matches`): the share of the catalog that LightGCN's
-    # fold-in of the history (of the anchor film, for "more like X") scores below it; None with nothing to measure.
+    # How well it matches, by one rule for every arm (`Engine.matches`): the share of the films the visitor could be
+    # shown that LightGCN's fold-in of the history (of the anchor film, for "more like X") scores below it; None
+    # with nothing to measure.
     match: float | None = None
     match_to: str | None = None  # the anchor's title when the match is measured against it
 
@@ -505,9 +506,10 @@ class Engine:
         if not basis:
             return {}
         scores = self._cf.scores(basis)
-        rows = {item_id: row for row, item_id in enumerate(self.readout.item_ids)}
-        unseen = np.array([row for item_id, row in rows.items() if item_id not in plan.exclude], dtype=np.int64)
-        ordered = np.sort(scores[unseen]) if len(unseen) else np.sort(scores)
+        rows = self.closeness.row  # item id -> row of the read-out's item order, as `scores`
+        unseen = np.ones(len(scores), dtype=bool)
+        unseen[[rows[i] for i in plan.exclude if i in rows]] = False
+        ordered = np.sort(scores[unseen] if unseen.any() else scores)
         return {i: float(np.searchsorted(ordered, scores[rows[i]], side="left") / len(ordered))
                 for i in item_ids if i in rows}
 

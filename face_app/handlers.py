@@ -53,6 +53,11 @@ class Session:
     rating: list[tuple[str, list[str]]] = field(default_factory=list)  # the word-rating task's films and words
 
 
+def served(session: Session, reply: Reply) -> dict[str, Any]:
+    """What a logged turn records of the arm that served it: its recommender and whether words were shown."""
+    return {"recommender": reply.served, "descriptors": session.show_descriptors}
+
+
 # --- actions -----------------------------------------------------------------------------------------------------
 
 
@@ -98,7 +103,7 @@ class App:
 
     def enrol(self, session: Session, arm: Arm) -> None:
         """Put the session in `arm`, exactly: an arm the engine cannot serve is refused, never replaced."""
-        if not self.engine.available(arm.recommender):
+        if not self.servable(arm):
             raise ArmUnavailable(f"arm {arm.name!r} needs the {arm.recommender} recommender, which is not loaded")
         session.arm = arm.name
         session.show_descriptors = arm.show_descriptors
@@ -142,8 +147,7 @@ class App:
         reply = self.engine.respond(session.state, message, session.recommender)
         self._reply(session, reply)
         self._event(session, "message", text=message[:MAX_MESSAGE_CHARS], length=len(message), reply=reply.text,
-                    served={"recommender": reply.served, "descriptors": session.show_descriptors},
-                    seconds=round(reply.seconds, 3),
+                    served=served(session, reply), seconds=round(reply.seconds, 3),
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations],
                     history=list(session.state.history[-PROMPT_LOG:]))
@@ -172,8 +176,7 @@ class App:
         session.messages.append({"role": "user", "content": chat_text(label)})
         reply = self.engine.answer(session.state, item_id, session.recommender)
         self._reply(session, reply)
-        self._event(session, "choice", item_id=item_id, reply=reply.text,
-                    served={"recommender": reply.served, "descriptors": session.show_descriptors},
+        self._event(session, "choice", item_id=item_id, reply=reply.text, served=served(session, reply),
                     recommendations=[{"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
                                      for r in reply.recommendations])
         return self.panel(session)
@@ -203,8 +206,7 @@ class App:
         self._event(session, "persona", user_id=user_id, history=len(session.state.history))
         reply = self.engine.respond(session.state, "recommend", session.recommender)
         self._reply(session, reply)
-        self._event(session, "recommendations",
-                    served={"recommender": reply.served, "descriptors": session.show_descriptors}, recommendations=[
+        self._event(session, "recommendations", served=served(session, reply), recommendations=[
             {"rank": r.rank, "item_id": r.item_id, "score": r.score, "source": r.source}
             for r in reply.recommendations])
         return self.panel(session)

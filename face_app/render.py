@@ -10,12 +10,12 @@ import html
 import math
 from typing import Any
 
+from face_app.arms import ARM_NAMES
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine, Recommendation
 
 HISTORY_SHOWN = 12
-# The arms as a card names them, and what each one's own score is (behind the card's disclosure).
-ARM_SHORT = {"llm": "LLM arm", "lightgcn": "LightGCN arm"}
+# What each arm's own score is (behind the card's disclosure).
 SCORE_MEANING = {"llm": "the index's log-probability in the guided search",
                  "lightgcn": "closeness in LightGCN's embedding space"}
 
@@ -62,14 +62,14 @@ def card(rec: Recommendation, show_descriptors: bool = True) -> str:
     meta = " · ".join(esc(x) for x in [rec.year or "", ", ".join(rec.genres)] if x)
     match = match_text(rec)
     about = " · ".join(x for x in [f"<span title='{esc(MATCH_HELP)}'>{esc(match)}</span>" if match else "",
-                                   f"picked by the {esc(ARM_SHORT.get(rec.source, rec.source))}"] if x)
+                                   f"picked by the {esc(ARM_NAMES.get(rec.source, rec.source))}"] if x)
     lines = [f"<div class='fa-card'><div class='fa-title'>{rec.rank}. {esc(rec.title)} "
              f"<span class='fa-meta'>{meta}</span></div>", f"<div class='fa-about'>{about}</div>"]
     if show_descriptors:
         lines.append("<div class='fa-words'>" + chips(rec.descriptors) + "</div>")
         lines.append(f"<div class='fa-reason'>{esc(rec.reason)}</div>")
     how = [f"<code>{esc(rec.tokens)}</code>"] if rec.tokens else []
-    how.append(f"the {esc(ARM_SHORT.get(rec.source, rec.source))}'s own score {rec.score:.3f} "
+    how.append(f"the {esc(ARM_NAMES.get(rec.source, rec.source))}'s own score {rec.score:.3f} "
                f"({esc(SCORE_MEANING.get(rec.source, 'its ranking score'))})")
     lines.append(f"<details class='fa-how'><summary>how the model wrote this</summary>{' · '.join(how)}</details>")
     lines.append("</div>")

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,32 +323,27 @@ class StudyLog:
 
 
 class ReportError(RuntimeError):
-    """A log the report cannot read: damaged, foreign, or with nothing to report yet."""
+    """A log the report cannot read: missing, damaged or foreign."""
 
 
 def read_study(path: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter]:
     """(participants, events, withdrawn per arm) of a study log (a SQLite file or a PostgreSQL URL), or a
     `ReportError` that says what is wrong."""
-    if is_url(path):
+    if not is_url(path):  # a file is checked read-only first: opening a log creates its tables
+        if not Path(path).exists():
+            raise ReportError(f"no study log at {path}")
         try:
-            log = StudyLog(path)
-        except ValueError as error:
-            raise ReportError(str(error)) from None
-        try:
-            return log.participants(), list(log.events()), Counter(log.withdrawn())
-        finally:
-            log.close()
-    if not Path(path).exists():
-        raise ReportError(f"no study log at {path}")
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as error:
+            raise ReportError(f"{path} is not a readable SQLite database ({error}); nothing was changed") from error
+        if not {"participants", "events"} <= tables:
+            raise ReportError(f"{path} is not a face-app study log (it has no participants and events tables); "
+                              "nothing was changed")
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as error:
-        raise ReportError(f"{path} is not a readable SQLite database ({error}); nothing was changed") from error
-    if not {"participants", "events"} <= tables:
-        raise ReportError(f"{path} is not a face-app study log (it has no participants and events tables); "
-                          "nothing was changed")
-    log = StudyLog(path)
+        log = StudyLog(path)
+    except ValueError as error:
+        raise ReportError(str(error)) from None
     try:
         return log.participants(), list(log.events()), Counter(log.withdrawn())
     finally:

@@ -92,8 +92,8 @@ def analyse(participants: list[dict[str, Any]], events: list[dict[str, Any]], wi
     answers = {code: next(e["payload"]["answers"] for e in evs if e["kind"] == "questionnaire")
                for code, evs in by_code.items() if any(e["kind"] == "questionnaire" for e in evs)}
     out: dict[str, Any] = {"arms": {}, "items": {}, "behaviour": {}, "words": {}, "power": {}}
-    for name in arms:
-        codes = [c for c, a in arm_of.items() if a == name]
+    codes_of = {name: [c for c, a in arm_of.items() if a == name] for name in arms}
+    for name, codes in codes_of.items():
         out["arms"][name] = {"enrolled": len(codes) + withdrawn.get(name, 0),
                              "completed": sum(c in answers for c in codes), "withdrawn": withdrawn.get(name, 0)}
     for question in config.questionnaire:
@@ -115,8 +115,7 @@ def analyse(participants: list[dict[str, Any]], events: list[dict[str, Any]], wi
             second = [v for name, vals in values.items() if not split(arms[name]) for v in vals]
             row["tests"][factor] = factor_test(first, second)
         out["items"][question.id] = row
-    for name in arms:
-        codes = [c for c, a in arm_of.items() if a == name]
+    for name, codes in codes_of.items():
         evs = [e for c in codes for e in by_code.get(c, [])]
         shown = sum(len(e["payload"].get("recommendations", [])) for e in evs)
         feedback = [e["payload"] for e in evs if e["kind"] == "feedback"]
@@ -147,8 +146,7 @@ def analyse(participants: list[dict[str, Any]], events: list[dict[str, Any]], wi
         per_word[mark["word"]].append(bool(mark["fits"]))
     out["words"]["per_word"] = {w: {"marks": len(v), "fit_share": sum(v) / len(v)}
                                 for w, v in sorted(per_word.items(), key=lambda kv: -len(kv[1]))}
-    out["power"] = {"effect_d": EFFECT, "alpha": ALPHA, "power": POWER, "per_arm": per_arm_needed(),
-                    "per_factor_half": per_arm_needed()}
+    out["power"] = {"effect_d": EFFECT, "alpha": ALPHA, "power": POWER, "per_arm": per_arm_needed()}
     return out
 
 
@@ -165,8 +163,7 @@ def write_report(result: dict[str, Any], out: Path, source: str) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     arms = list(result["arms"])
-    lines = [f"# Study report\n\nFrom `{source}`, by `python -m face_app.study report`. Withdrawn "
-             "participants' "
+    lines = [f"# Study report\n\nFrom `{source}`, by `python -m face_app.study report`. Withdrawn participants' "
              "data is not in the log; they are counted only.\n", "## Participants\n",
              "| arm | enrolled | completed | withdrawn |", "|---|---|---|---|"]
     lines += [f"| {a} | {r['enrolled']} | {r['completed']} | {r['withdrawn']} |" for a, r in result["arms"].items()]

@@ -173,7 +173,7 @@ class FACEConfig(Schedule):
         reorders a card's candidates (training/film_knowledge.py; `smollm2`, `tiny-random` in tests, or `none`),
         weighted by display_lm_weight.
     display_title_weight: a film card's term for closeness to the film's own title (`training.film_knowledge.
-        title_word_scores`: "poetry" for Dead Poets Society, "lake" for On Golden Pond), centred per word.
+        title_word_scores`: "poetry" for Dead Poets Society, "pond" for On Golden Pond), centred per word.
     """
 
     k: Positive = 8
