@@ -110,7 +110,7 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     rich_users = history_profiles(data, rich_items)
     anchors = text.encode_texts(genre_anchors(item_genres(data)[0]))
     words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([basic["users"], basic["items"]]),
-                                                   anchors)
+                                                   anchors, item_genres(data)[0])
     codebook = text.word_vectors(words)
     groups = stem_groups(words) if settings.distinct_stems else None
     targets = {"rich": (rich_users, rich_items), "rich-items": (basic["users"], rich_items),

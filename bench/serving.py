@@ -242,9 +242,11 @@ class PageSession:
     """One browser tab, as the page's JavaScript talks to the server: events called by their id (private ones
     too, which gradio_client refuses), one session hash, results read from the queue's event stream."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, session_hash: str | None = None) -> None:
+        """session_hash: join an existing session (a `gradio_client.Client`'s `session_hash`: the client's calls
+        and this tab's then share one server-side state), else a new one."""
         self.url = url
-        self.session_hash = uuid.uuid4().hex[:11]
+        self.session_hash = session_hash or uuid.uuid4().hex[:11]
         config = httpx.get(f"{url}config", timeout=CLIENT_TIMEOUT_S).json()
         self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
 

@@ -4,11 +4,12 @@ questionnaire, rate the words, and some withdraw; then the report is written fro
     python -m bench.study_sim --bundle assets/ml-100k --participants 40 --browsers 2 --out runs/study-sim
 
 The app runs as `python app.py --study` in its own process (`bench.serving.AppProcess`, the LLM loaded: nobody is
-enrolled into an LLM arm before it is), logging to `OUT/study.sqlite`. Most participants speak the page's own
-protocol over HTTP (`bench.serving.PageSession`: the calls a browser tab makes, private events included), several
-at once; `--browsers` of them go through the real page in Chromium (Playwright), clicking the consent box, typing,
-liking a card with its thumb, answering and ticking words. A study's steps are private events, which gradio_client
-refuses by design (tests/test_hardening.py), so the programs are page sessions rather than gradio_client clients.
+enrolled into an LLM arm before it is), logging to `OUT/study.sqlite`. Most participants are `gradio_client`
+clients: every chat turn through the public `/chat` endpoint; a study's own steps (consent, done, questionnaire,
+word ratings, withdrawal) are private events, which gradio_client refuses by design (tests/test_hardening.py), so
+the same session takes them through the page's protocol (`bench.serving.PageSession` on the client's session hash:
+the calls a browser tab makes). Several run at once. `--browsers` of them go through the real page in Chromium
+(Playwright), clicking the consent box, typing, liking a card with its thumb, answering and ticking words.
 
 The answers are drawn at random (seeded), the same way for every arm: the report of a simulated study shows its
 machinery, never an effect. Writes `OUT/report.md` and its plots (`python -m face_app.study report`), and
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.serving import AppProcess, PageSession
+from bench.serving import AppProcess, PageSession, client
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [
@@ -50,14 +51,18 @@ def answers(rng: random.Random) -> list[str]:
     return [rng.choice(LIKERT), rng.choice(LIKERT), rng.choice(LIKERT), rng.choice(WATCH), ""]
 
 
-def page_participant(url: str, seed: int, withdraw: bool) -> dict[str, Any]:
-    """One participant over HTTP, as a browser tab: consent, three turns, done, questionnaire, word ratings."""
+def client_participant(url: str, seed: int, withdraw: bool) -> dict[str, Any]:
+    """One participant as a program: consent, three turns through gradio_client, done, questionnaire, word
+    ratings (module docstring: the study's steps through the page's protocol, in the same session)."""
     rng = random.Random(seed)
     start = time.perf_counter()
-    tab = PageSession(url)
+    api = client(url)
+    tab = PageSession(url, api.session_hash)
     tab.call("consent", True, None)
     for text in MESSAGES[seed % len(MESSAGES)]:
-        tab.call("chat", text, None)
+        _, chat, _, _ = api.predict(text, api_name="/chat")
+        if not chat or chat[-1]["role"] != "assistant":
+            raise AssertionError(f"no reply to {text!r} in the participant's session")
     tab.call("finish", None)
     out = tab.call("submit_answers", None, *answers(rng))
     boxes = out[5:]  # the rating screen's checkbox groups (their choices are the card's words)
@@ -69,7 +74,7 @@ def page_participant(url: str, seed: int, withdraw: bool) -> dict[str, Any]:
     code = next(part for part in str(done[-1]).split("'fa-code'>")[1:]).split("<")[0]
     if withdraw:
         tab.call("withdraw", code)
-    return {"seconds": time.perf_counter() - start, "code": code, "withdrawn": withdraw, "via": "page"}
+    return {"seconds": time.perf_counter() - start, "code": code, "withdrawn": withdraw, "via": "gradio_client"}
 
 
 def browser_participant(url: str, seed: int) -> dict[str, Any]:
@@ -136,7 +141,7 @@ def simulate(bundle: Path, out: Path, participants: int, browsers: int, parallel
                 raise SystemExit(f"the LLM did not load; the app said:\n{app.output()[-2000:]}")
         start = time.perf_counter()
         with ThreadPoolExecutor(parallel) as pool:
-            pages = list(pool.map(lambda k: page_participant(app.url, seed + k, k in withdrawing),
+            programs = list(pool.map(lambda k: client_participant(app.url, seed + k, k in withdrawing),
                                   range(participants - browsers)))
         chromium = [browser_participant(app.url, seed + 1000 + k) for k in range(browsers)]
         seconds = time.perf_counter() - start
@@ -144,12 +149,14 @@ def simulate(bundle: Path, out: Path, participants: int, browsers: int, parallel
                             capture_output=True, text=True, cwd=ROOT)
     if report.returncode != 0:
         raise SystemExit(report.stderr)
-    runs = pages + chromium
+    runs = programs + chromium
     record = {"command": "python -m bench.study_sim " + " ".join(sys.argv[1:]), "machine": machine(),
               "load_average_at_start": load, "bundle": str(bundle), "participants": len(runs),
               "through_chromium": len(chromium), "withdrawn": sum(r["withdrawn"] for r in runs),
-              "parallel_page_sessions": parallel, "app_served_after_s": served, "seconds_all": seconds,
-              "seconds_per_participant": {"page_median": sorted(r["seconds"] for r in pages)[len(pages) // 2],
+              "through_gradio_client": len(programs), "parallel_clients": parallel, "app_served_after_s": served,
+              "seconds_all": seconds,
+              "seconds_per_participant": {"gradio_client_median": sorted(r["seconds"] for r in programs)[
+                  len(programs) // 2],
                                           "chromium": [r["seconds"] for r in chromium]}}
     (out / "timings.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=ROOT / "assets" / "ml-100k")
     parser.add_argument("--participants", type=int, default=40)
     parser.add_argument("--browsers", type=int, default=2, help="of the participants, how many use Chromium")
-    parser.add_argument("--parallel", type=int, default=8, help="page sessions at once")
+    parser.add_argument("--parallel", type=int, default=8, help="gradio_client participants at once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lightgcn-only", action="store_true", help="serve without the LLM (its arms enrol nobody)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "study-sim")

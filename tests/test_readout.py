@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from face_app.descriptors import Display, choose_shown
 from training.suitability import named_in, profanity_list, supported, unsuitable
-from training.vocabulary import film_words
+from training.vocabulary import domain_words, film_words
 
 
 def display(word_vectors: torch.Tensor, genre_vectors: torch.Tensor, item_genres: torch.Tensor,
@@ -103,6 +103,16 @@ def test_the_film_vocabulary_keeps_words_close_to_one_genre_not_to_all() -> None
     kept = film_words(words, embeddings, anchors, share=0.5)
 
     assert [words[i] for i in kept] == ["cowboy", "ghost"]
+
+
+def test_domain_words_are_the_genre_and_era_words_the_codebook_cannot_spell_that_minilm_reads_whole() -> None:
+    """`domain_words`: "thriller" and "noir" (SmolLM2 reads " thr" "iller", " no" "ir") join; a genre already in
+    the codebook ("comedy"), short pieces of a name ("sci fi"), "film" and a word MiniLM splits ("nineties":
+    "nine" "##ties") do not."""
+    minilm = {"thriller": 1, "noir": 2, "comedy": 3, "sixties": 4, "fifties": 5, "sci": 6, "film": 7}
+    added = domain_words(["Comedy", "Film-Noir", "Sci-Fi", "Thriller", "Film-Noir"], ["comedy", "fifties"], minilm)
+    assert added == ["noir", "thriller", "sixties"]
+    assert domain_words(["Thriller"], ["thriller"], minilm) == ["fifties", "sixties"]
 
 
 def test_no_word_the_shipped_bundle_can_show_is_on_the_profanity_list_or_an_unsupported_sensitive_word() -> None:
@@ -204,11 +214,13 @@ def test_what_the_base_llm_reads_in_a_title_is_one_pass_per_film_centred_and_cac
     assert film_prompt("Toy Story", 1995, ["Animation", "Comedy"]).endswith(
         "the movie Toy Story (1995), a animation, comedy film:")
     assert "Fargo, a crime film" in film_prompt("Fargo", pd.NA, ["Crime"])  # no year when unknown
-    words = ["comedy", "crime", "snow", "toy"]
-    assert len(set(word_tokens(load_tokenizer(), words).tolist())) == 4  # each word is one token of its own
+    words = ["comedy", "crime", "snow", "toy", "thriller"]
+    tokens, whole = word_tokens(load_tokenizer(), words)
+    assert len(set(tokens.tolist())) == 5 and whole.tolist() == [True, True, True, True, False]  # " thr" "iller"
     scores = film_word_scores(items, words, base="tiny-random", cache=tmp_path)
-    assert scores.shape == (2, 4) and torch.isfinite(scores).all()
-    assert not torch.allclose(scores[0], scores[1])  # the prompt's film changes what the model expects
+    assert scores.shape == (2, 5) and torch.isfinite(scores).all()
+    assert not torch.allclose(scores[0, :4], scores[1, :4])  # the prompt's film changes what the model expects
+    assert scores[:, 4].eq(0).all()  # a word of several tokens: no next-token score of its own
     assert len(list((tmp_path / "film-words").glob("*.safetensors"))) == 1
     assert torch.equal(film_word_scores(items, words, base="tiny-random", cache=tmp_path), scores)
 

@@ -1,5 +1,6 @@
-"""A simulated study, scaled down, end to end through the served app (bench/study_sim.py): page sessions and one
-Chromium participant consent, chat, rate words and answer; one withdraws; the report is written from the log."""
+"""A simulated study, scaled down, end to end through the served app (bench/study_sim.py): gradio_client
+participants and one Chromium participant consent, chat, rate words and answer; one withdraws; the report is
+written from the log."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from face_app.study import StudyLog
 def test_a_small_simulated_study_ends_in_a_report(tiny_bundle: Path, tmp_path: Path) -> None:
     record = simulate(tiny_bundle, tmp_path, participants=6, browsers=1, parallel=2, seed=3)
     assert record["participants"] == 6 and record["through_chromium"] == 1 and record["withdrawn"] == 1
+    assert record["through_gradio_client"] == 5
     log = StudyLog(tmp_path / "study.sqlite")
     events, participants, withdrawn = list(log.events()), log.participants(), log.withdrawn()
     log.close()

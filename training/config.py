@@ -144,6 +144,8 @@ class FACEConfig(Schedule):
         explore / exploring / exploration are one choice); false: only no word twice.
     vocabulary: `describing` (training/vocabulary.py: one word per lemma in American spelling, nouns and
         adjectives, the `vocabulary_share` of them closest to the catalog's profiles) or `all` (the codebook).
+    domain_words: add the genre and era words the codebook lacks because SmolLM2 reads them in several pieces
+        ("thriller", "noir", "sixties"; `training.vocabulary.domain_words`) to the vocabulary, whatever its rule.
     hub_penalty: weight of the CSLS hub correction in the read-out (`face_app.descriptors.hub_penalty`, over
         each word's `hub_neighbours` closest concepts after training; 0: plain nearest word).
     mode: `joint` (LightGCN and FACE trained together, as the paper) or `readout` (training/readout.py: the
@@ -193,6 +195,7 @@ class FACEConfig(Schedule):
     align_entities: Positive = 16
     vocabulary: Literal["describing", "film", "all"] = "describing"
     vocabulary_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    domain_words: bool = False
     hub_penalty: Weight = 1.0
     hub_neighbours: Positive = 10
     mode: Literal["joint", "readout"] = "joint"

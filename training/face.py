@@ -58,7 +58,7 @@ from training.data import SplitData
 from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
 from training.profiles import TextEncoder, item_profiles, user_groups, user_profiles
-from training.vocabulary import describing_words, faithfulness, film_words, word_report
+from training.vocabulary import describing_words, domain_words, faithfulness, film_words, word_report
 from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 MODEL_NAME = "LightGCN+FACE"
@@ -319,17 +319,19 @@ def run_key(config: Config, words: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def descriptor_vocabulary(text: TextEncoder, settings: FACEConfig, profiles: torch.Tensor,
-                          anchors: torch.Tensor | None = None) -> tuple[list[str], torch.Tensor]:
+                          anchors: torch.Tensor | None = None, genres: Sequence[str] = ()
+                          ) -> tuple[list[str], torch.Tensor]:
     """The words FACE may choose from (`settings.vocabulary`, training/vocabulary.py; without the unsuitable
-    words when `settings.suitable`, training/suitability.py) and their sentence embeddings [V, D].
-    profiles: every entity's profile embedding, for the words' relevance to the domain; anchors: the genres'
-    sentence embeddings (`genre_anchors`), for the `film` rule."""
+    words when `settings.suitable`, training/suitability.py; with the genre and era words SmolLM2 reads in
+    several pieces when `settings.domain_words`, `training.vocabulary.domain_words` of `genres`) and their
+    sentence embeddings [V, D]. profiles: every entity's profile embedding, for the words' relevance to the
+    domain; anchors: the genres' sentence embeddings (`genre_anchors`), for the `film` rule."""
+    from training.suitability import unsuitable
+
     words = load_codebook()
     embeddings = text.cached_encode(words)
     keep = list(range(len(words)))
     if settings.suitable:
-        from training.suitability import unsuitable
-
         keep = [i for i in keep if not unsuitable(words[i])]
         print(f"[face] suitability: {len(words) - len(keep)} unsuitable codebook words left out")
     if settings.vocabulary == "describing":
@@ -343,7 +345,14 @@ def descriptor_vocabulary(text: TextEncoder, settings: FACEConfig, profiles: tor
         print(f"[face] vocabulary: {len(chosen):,} of {len(keep):,} words (one per lemma, nouns and adjectives, "
               f"the {settings.vocabulary_share:.0%} closest to a genre)")
         keep = [keep[i] for i in chosen]
-    return [words[i] for i in keep], embeddings[keep]
+    chosen_words, chosen_embeddings = [words[i] for i in keep], embeddings[keep]
+    if settings.domain_words:
+        extra = [word for word in domain_words(genres, words, text.tokenizer.get_vocab())
+                 if not (settings.suitable and unsuitable(word))]
+        print(f"[face] vocabulary: {len(extra)} genre and era words SmolLM2 reads in pieces added: {', '.join(extra)}")
+        chosen_words += extra
+        chosen_embeddings = torch.cat([chosen_embeddings, text.cached_encode(extra)]) if extra else chosen_embeddings
+    return chosen_words, chosen_embeddings
 
 
 def word_groups(words: Sequence[str], config: Config) -> torch.Tensor | None:

@@ -8,7 +8,8 @@ asked to continue
     Here are keywords describing the movie {title} ({year}), a {genres} film:
 
 its next-token distribution over the codebook words (each is one token of SmolLM2's vocabulary with a leading
-space, `face_app.descriptors.load_codebook`) says which words it expects for that film. The score of a word is its
+space, `face_app.descriptors.load_codebook`) says which words it expects for that film; the few genre and era
+words it reads in several pieces ("thriller") score 0. The score of a word is its
 log-probability twice centred: once on its mean over the vocabulary for this film (how likely against the other
 words) and once on the same prompt with no film in it (pointwise mutual information, so that "movie", "summary" and
 "plot", which the model expects after any such prompt, gain nothing).
@@ -43,9 +44,12 @@ def film_prompt(title: str, year: object, genres: Sequence[str]) -> str:
     return PROMPT.format(title=named, genres=", ".join(g.lower() for g in genres) or "feature")
 
 
-def word_tokens(tokenizer, words: Sequence[str]) -> torch.Tensor:
-    """int64 [V]: each word's first token with a leading space (every codebook word is one token of SmolLM2)."""
-    return torch.tensor([tokenizer.encode(" " + w, add_special_tokens=False)[0] for w in words], dtype=torch.long)
+def word_tokens(tokenizer, words: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """int64 [V]: each word's first token with a leading space; bool [V]: the word is that one token (every
+    codebook word is; the genre and era words of `training.vocabulary.domain_words` are several)."""
+    pieces = [tokenizer.encode(" " + w, add_special_tokens=False) for w in words]
+    return (torch.tensor([p[0] for p in pieces], dtype=torch.long),
+            torch.tensor([len(p) == 1 for p in pieces], dtype=torch.bool))
 
 
 def film_word_scores(items: pd.DataFrame, words: Sequence[str], base: str | Path = "smollm2",
@@ -59,7 +63,7 @@ def film_word_scores(items: pd.DataFrame, words: Sequence[str], base: str | Path
     with quiet_transformers():
         model, tokenizer = load_base(base)
     model.eval()
-    tokens = word_tokens(tokenizer, words)
+    tokens, whole = word_tokens(tokenizer, words)
 
     def next_token(prompt: str) -> torch.Tensor:
         encoded = tokenizer(prompt, return_tensors="pt")
@@ -71,7 +75,9 @@ def film_word_scores(items: pd.DataFrame, words: Sequence[str], base: str | Path
     for prompt in prompts:
         logprob = next_token(prompt)
         rows.append((logprob - logprob.mean()) + (logprob - blank))
-    scores = torch.stack(rows) if rows else torch.zeros(0, len(words))
+    # A word of several tokens has no next-token probability of its own (its first piece, " thr", is not
+    # "thriller"): it gains and loses nothing by this term.
+    scores = torch.stack(rows) * whole if rows else torch.zeros(0, len(words))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"scores": scores.contiguous()}, path)
     return scores

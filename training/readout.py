@@ -223,7 +223,7 @@ def run(config: Config, workdir: Path) -> Path:
         user_final, item_final = (t.detach() for t in lightgcn.eval().user_item_embeddings())
     anchors = text.encode_texts(genre_anchors(item_genres(data)[0]))
     words, word_embeddings = descriptor_vocabulary(text, settings, torch.cat([profiles["users"], profiles["items"]]),
-                                                   anchors)
+                                                   anchors, item_genres(data)[0])
     if settings.profiles in ("rich", "rich-items"):
         items = text.cached_encode(rich_item_profiles(data))
         targets = (history_profiles(data, items) if settings.profiles == "rich" else profiles["users"], items)

@@ -137,6 +137,23 @@ def genre_names(genres: Sequence[str]) -> list[str]:
     return [genre.lower().replace("'s", "").replace("-", " ") for genre in genres]
 
 
+# Decades as words, the era a card may name ("sixties"); only those MiniLM reads as one token join the vocabulary.
+ERA_WORDS = ("twenties", "thirties", "forties", "fifties", "sixties", "seventies", "eighties", "nineties")
+
+
+def domain_words(genres: Sequence[str], codebook: Sequence[str], encoder_vocab: dict[str, int]) -> list[str]:
+    """The genre and era words the codebook lacks because SmolLM2 reads them in several pieces (" thr" "iller",
+    " no" "ir", " sevent" "ies"): the words of the genres' names (`genre_names`) of 4 letters or more but "film"
+    ("film noir" -> "noir"; "sci fi" gives none) and `ERA_WORDS`,
+    kept when MiniLM reads the word as one token (the codebook's vectors are MiniLM token rows) and it is not in
+    `codebook` already. The rule asks for genres and eras; these are the ones a single-token codebook cannot
+    spell ("thriller" for the 251 thrillers of ML-100k)."""
+    have = set(codebook)
+    named = [word for name in genre_names(genres) for word in name.split() if len(word) >= 4 and word != "film"]
+    candidates = named + list(ERA_WORDS)
+    return [word for word in dict.fromkeys(candidates) if word not in have and word in encoder_vocab]
+
+
 def film_words(words: Sequence[str], word_embeddings: torch.Tensor, anchors: torch.Tensor, share: float) -> list[int]:
     """Indices into `words` of the `film` vocabulary, in `words` order: `describing`'s first two steps, then the
     `share` of words that come closest to one of the catalog's genres compared with the others (their highest
