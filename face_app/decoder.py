@@ -25,8 +25,6 @@ import copy
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -182,13 +180,8 @@ def merged_dir(directory: Path) -> Path:
 def save_merged(model: torch.nn.Module, target: Path) -> None:
     """Save a merged model where `merged_dir` says, atomically (a half-written entry is never read)."""
     sources.log.info("merging the tuned adapter into its base model, cached for later starts (first start only) ...")
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with llm.quiet_transformers():
+    with sources.partial_dir(target) as partial, llm.quiet_transformers():
         model.save_pretrained(partial)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(partial, target)
 
 
 @dataclass

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import shutil
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,14 +51,9 @@ def smollm2_dir(cache: Path | None = None) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with quiet_transformers():
+    with sources.partial_dir(target) as partial, quiet_transformers():
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(partial, target)
     return target
 
 

