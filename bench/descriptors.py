@@ -61,7 +61,9 @@ def judged_section(fit: Path | None, baseline: Path | None, levers: Path | None,
                   "shown words the sheet had marks for when the lever was last scored (`--rescore` scores the saved "
                   "read-outs again after a judged round); the unjudged count says how much of the row is proxy only, "
                   "and films with 4+ fitting words count judged words alone. Faithfulness: hit@10 of the words' text "
-                  "retrieving the entity's round-2 profile, over random words'. LightGCN's test NDCG@10 is the "
+                  "retrieving the entity's round-2 profile, over random words' (20 draws of as many random words as "
+                  "the entity shows; a row marked * still has the older baseline, 5 draws of 8 random words, which "
+                  "reads higher for users, who show 4 to 8). LightGCN's test NDCG@10 is the "
                   "bundle's: every lever reads the same frozen embeddings.", "",
                   "| lever | vocabulary | items: judged fit (judged / unjudged) | films with 4+ fitting | users: "
                   "judged fit (judged / unjudged) | proxy, items / users | faithfulness, items / users | films with "
@@ -76,7 +78,8 @@ def judged_section(fit: Path | None, baseline: Path | None, levers: Path | None,
             lines.append(f"| {name} | {row['vocabulary_words']:,} | {cells[0]} | "
                          f"{judged['items']['entities_with_4_fitting']:.0%} | {cells[1]} | "
                          f"{row['proxy_mean_shown']['items']:.3f} / {row['proxy_mean_shown']['users']:.3f} | "
-                         f"{row['faithfulness']['items']:.1f}x / {row['faithfulness']['users']:.1f}x | {five:.0%} | "
+                         f"{row['faithfulness']['items']:.1f}x / {row['faithfulness']['users']:.1f}x"
+                         f"{'' if row.get('faithfulness_baseline') else ' *'} | {five:.0%} | "
                          f"{lightgcn} |")
         lines.append("")
     return lines

@@ -93,7 +93,14 @@ LEVERS: dict[str, dict[str, Any]] = {
     # (training/film_knowledge.py `title_word_scores`), and a user's words past their fourth only above 0.5
     **{f"third-display-title{weight}": {**SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5,
                                         "display_title_weight": float(weight)} for weight in (1, 2)},
+    # round 3, session 4: the same, the vocabulary with the genre and era words SmolLM2 reads in pieces
+    # ("thriller", "noir", "sixties"; `training.vocabulary.domain_words`)
+    "fourth-display-domain-words": {**SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5,
+                                    "display_title_weight": 1.0, "domain_words": True},
 }
+# How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
+# bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
+FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"
 # The settings that change only what is shown (the display rule and the exposure caps, not what the read-out
 # learns): levers that differ only in them share one training.
 def display_only(key: str) -> bool:
@@ -101,6 +108,16 @@ def display_only(key: str) -> bool:
 
 
 _TRAINED: dict[str, Any] = {}
+
+
+def faithful_row(text: TextEncoder, readout: Descriptors, profiles: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A lever row's faithfulness per kind (hit@10 of its shown words over random words') and its baseline."""
+    described = {"items": [readout.for_item(i) for i in readout.item_ids],
+                 "users": [readout.for_user(u) for u in readout.user_ids]}
+    faithful = faithfulness(text, described, profiles, readout.words, readout.k)
+    return {"faithfulness": {kind: m["hit@10"] / max(m["random_hit@10"], 1e-12)
+                             for kind, m in faithful["per_kind"].items()},
+            "faithfulness_baseline": FAITHFULNESS_BASELINE}
 
 
 def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descriptors, text: TextEncoder,
@@ -133,7 +150,6 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     readout.save(out_dir / name / "readout")
     described = {"items": [readout.for_item(i) for i in readout.item_ids],
                  "users": [readout.for_user(u) for u in readout.user_ids]}
-    faithful = faithfulness(text, described, basic, words, settings.k)
     index = {w: i for i, w in enumerate(words)}
     proxy = {}
     display = readout.display
@@ -146,9 +162,7 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     return readout, {
         "settings": {**BASE, **overrides}, "vocabulary_words": len(words), "seconds": time.perf_counter() - start,
         "loss_log": log, "proxy_mean_shown": proxy,
-        "faithfulness": {kind: m["hit@10"] / max(m["random_hit@10"], 1e-12)
-                         for kind, m in faithful["per_kind"].items()},
-        "sensitive_words": sum(t is not None for t in sensitive), **shown,
+        **faithful_row(text, readout, basic), "sensitive_words": sum(t is not None for t in sensitive), **shown,
     }
 
 
@@ -160,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/readout-levers.json"))
     parser.add_argument("--rescore", action="store_true",
                         help="only score each lever's saved read-out against the sheet as it is now (after a judged "
-                             "round), keeping the rest of its row")
+                             "round) and its faithfulness against the current baseline, keeping the rest of its row")
     args = parser.parse_args(argv)
     from bench.descriptor_fit import Context, load_sheet, score
 
@@ -177,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.levers:
         if args.rescore:
             readout, row = Descriptors.load(args.workdir / "readouts" / name / "readout"), results["levers"][name]
+            row |= faithful_row(text, readout, basic)
         else:
             readout, row = run_lever(name, LEVERS[name], data, cf, text, basic, rich_items,
                                      args.workdir / "readouts")
