@@ -250,9 +250,10 @@ class PageSession:
         config = httpx.get(f"{url}config", timeout=CLIENT_TIMEOUT_S).json()
         self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
 
-    def send(self, event: str, *data: object) -> None:
+    def send(self, event: str, *data: object, event_data: dict | None = None) -> None:
+        """Queue `event` with its inputs; event_data: what the page sends with it (a like: index, value, liked)."""
         body = {"data": list(data), "fn_index": self.events[event], "session_hash": self.session_hash,
-                "event_data": None, "trigger_id": None}
+                "event_data": event_data, "trigger_id": None}
         # ASCII JSON, as a browser's JSON.stringify may send it: a lone surrogate travels as its \\u escape.
         httpx.post(f"{self.url}gradio_api/queue/join", content=json.dumps(body).encode(),
                    headers={"content-type": "application/json"}, timeout=CLIENT_TIMEOUT_S).raise_for_status()
@@ -268,6 +269,6 @@ class PageSession:
                         return message["output"]["data"]
         raise AssertionError("the event stream closed without a result")
 
-    def call(self, event: str, *data: object) -> list:
-        self.send(event, *data)
+    def call(self, event: str, *data: object, event_data: dict | None = None) -> list:
+        self.send(event, *data, event_data=event_data)
         return self.result()

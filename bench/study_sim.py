@@ -5,11 +5,12 @@ questionnaire, rate the words, and some withdraw; then the report is written fro
 
 The app runs as `python app.py --study` in its own process (`bench.serving.AppProcess`, the LLM loaded: nobody is
 enrolled into an LLM arm before it is), logging to `OUT/study.sqlite`. Most participants are `gradio_client`
-clients: every chat turn through the public `/chat` endpoint; a study's own steps (consent, done, questionnaire,
-word ratings, withdrawal) are private events, which gradio_client refuses by design (tests/test_hardening.py), so
-the same session takes them through the page's protocol (`bench.serving.PageSession` on the client's session hash:
-the calls a browser tab makes). Several run at once. `--browsers` of them go through the real page in Chromium
-(Playwright), clicking the consent box, typing, liking a card with its thumb, answering and ticking words.
+clients: every chat turn through the public `/chat` endpoint; a study's own steps (consent, a like, done,
+questionnaire, word ratings, withdrawal) are private events, which gradio_client refuses by design
+(tests/test_hardening.py), so the same session takes them through the page's protocol (`bench.serving.PageSession`
+on the client's session hash: the calls a browser tab makes). Several run at once. `--browsers` of them go through
+the real page in Chromium (Playwright), clicking the consent box, typing, liking a card with its thumb, answering
+and ticking words.
 
 The answers are drawn at random (seeded), the same way for every arm: the report of a simulated study shows its
 machinery, never an effect. Writes `OUT/report.md` and its plots (`python -m face_app.study report`), and
@@ -52,8 +53,8 @@ def answers(rng: random.Random) -> list[str]:
 
 
 def client_participant(url: str, seed: int, withdraw: bool) -> dict[str, Any]:
-    """One participant as a program: consent, three turns through gradio_client, done, questionnaire, word
-    ratings (module docstring: the study's steps through the page's protocol, in the same session)."""
+    """One participant as a program: consent, three turns through gradio_client, a like, done, questionnaire,
+    word ratings (module docstring: the study's steps through the page's protocol, in the same session)."""
     rng = random.Random(seed)
     start = time.perf_counter()
     api = client(url)
@@ -63,6 +64,11 @@ def client_participant(url: str, seed: int, withdraw: bool) -> dict[str, Any]:
         _, chat, _, _ = api.predict(text, api_name="/chat")
         if not chat or chat[-1]["role"] != "assistant":
             raise AssertionError(f"no reply to {text!r} in the participant's session")
+    # a thumb up on the newest card (a message of its own: its index is the message's)
+    card = max(n for n, m in enumerate(chat) if "fa-card" in str(m["content"]))
+    liked = tab.call("feedback", None, event_data={"index": card, "value": chat[card]["content"], "liked": True})
+    if "you like" not in str(liked[0]):  # the note, its punctuation as HTML entities
+        raise AssertionError("the like was not noted in the participant's session")
     tab.call("finish", None)
     out = tab.call("submit_answers", None, *answers(rng))
     boxes = out[5:]  # the rating screen's checkbox groups (their choices are the card's words)
