@@ -15,8 +15,9 @@ What is measured, on one bundle, in one run:
   rss_mb: that process's peak resident memory after `--rss-turns` chat turns through `gradio_client`
   (served_turn_p50_s: their median, the whole `/chat` round trip: the reply, the chat, the descriptors and
   the history; the page redraws the map in its own event after it);
-- concurrent_*: `--sessions` gradio_client sessions of `--session-turns` turns each, all at once, against
-  that process; crossed counts sessions whose history panel showed anything but their own title;
+- concurrent: for each of `--sessions` (16 and 64 by default), that many gradio_client sessions of
+  `--session-turns` turns each, all at once, against that process; crossed counts sessions whose history panel
+  showed anything but their own title; concurrent_*: the largest count's (the targets);
 - train_s: the stage wall times of a build (`--train-workdir`, else the tiny config built into a
   temporary directory, unless `--skip-train`).
 """
@@ -203,30 +204,44 @@ def crossed(run: Any) -> bool:
     return run.history.count("<li>") != 1 or title not in run.history
 
 
-def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_turns: int) -> dict[str, Any]:
+def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_turns: int,
+                    counts: Sequence[int]) -> dict[str, Any]:
     """Start `python app.py --bundle B`, time it to its first page, chat `rss_turns` turns through one client and
-    read its peak memory, then run one concurrent session per opening."""
+    read its peak memory, then for each of `counts` (fewest first) run that many concurrent sessions, one per
+    opening, on the same app. `concurrent` lists every count's run; the `concurrent_*` keys (the targets) are
+    the largest count's."""
     from bench.serving import AppProcess, chat_session, chat_sessions, session_script
 
+    concurrent = []
     with AppProcess(bundle) as app:
         ready = app.wait_until_served()
         warm = chat_session(app.url, session_script(openings[0], rss_turns))
         if warm.error:
             raise RuntimeError(f"the served app failed a turn: {warm.error}\n{app.output()[-3000:]}")
         rss = app.peak_rss_mb()
-        runs = chat_sessions(app.url, [session_script(o, session_turns) for o in openings])
-    seconds = [s for run in runs for s in run.seconds]
+        for count in sorted(counts):
+            runs = chat_sessions(app.url, [session_script(o, session_turns) for o in openings[:count]])
+            seconds = [s for run in runs for s in run.seconds]
+            concurrent.append({
+                "sessions": len(runs), "turns": session_turns,
+                "errors": sum(run.error is not None for run in runs),
+                "crossed": sum(crossed(run) for run in runs if not run.error),
+                "p50_s": percentile(seconds, 50) if seconds else None,
+                "p95_s": percentile(seconds, 95) if seconds else None,
+                "error_messages": sorted({run.error for run in runs if run.error})})
+    largest = concurrent[-1]
     return {
         "ready_s": ready,
         "rss_mb": rss,
         "rss_turns": len(warm.seconds),
         "served_turn_p50_s": statistics.median(warm.seconds),
-        "concurrent_sessions": len(runs),
+        "concurrent": concurrent,
+        "concurrent_sessions": largest["sessions"],
         "concurrent_turns": session_turns,
-        "concurrent_errors": sum(run.error is not None for run in runs),
-        "concurrent_crossed": sum(crossed(run) for run in runs if not run.error),
-        "concurrent_p95_s": percentile(seconds, 95) if seconds else None,
-        "concurrent_error_messages": sorted({run.error for run in runs if run.error}),
+        "concurrent_errors": largest["errors"],
+        "concurrent_crossed": largest["crossed"],
+        "concurrent_p95_s": largest["p95_s"],
+        "concurrent_error_messages": largest["error_messages"],
     }
 
 
@@ -292,8 +307,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     if not args.skip_serve:
         print(f"serving: start-up, {args.rss_turns} turns, {args.sessions} sessions x {args.session_turns}",
               file=sys.stderr)
-        openings = session_openings(engine.catalog, args.sessions)
-        results |= measure_serving(args.bundle, openings, args.rss_turns, args.session_turns)
+        openings = session_openings(engine.catalog, max(args.sessions))
+        results |= measure_serving(args.bundle, openings, args.rss_turns, args.session_turns, args.sessions)
         results["rss_source"] = f"the app process, after {results['rss_turns']} turns"
     results |= training_times(args.train_workdir, args.skip_train)
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -321,6 +336,10 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| measure | value | target (DESIGN.md) | |", "|---|---|---|---|"]
     targets = results.get("targets", {})
     for key, label, unit in ROWS:
+        if key.startswith("concurrent_") and len(results.get("concurrent", [])) > 1:
+            if key == "concurrent_sessions":
+                lines += concurrent_rows(results["concurrent"])
+            continue
         if results.get(key) is None:
             continue
         if key == "train_total_s":
@@ -331,6 +350,24 @@ def table(results: dict[str, Any]) -> str:
         verdict = ("met" if target["met"] else "**missed**") if target else ""
         lines.append(f"| {label} | {_value(results[key], unit)} | {limit} | {verdict} |")
     return "\n".join(lines)
+
+
+def concurrent_rows(runs: list[dict[str, Any]]) -> list[str]:
+    """The table's rows of each concurrent run (several counts): its failed turns, crossed sessions and 95th
+    percentile, against the targets every count must meet."""
+    rows = []
+    for run in runs:
+        n = run["sessions"]
+        for label, value, limit, unit in ((f"{n} concurrent sessions: sessions with a failed turn", run["errors"],
+                                           TARGETS["concurrent_errors"][1], ""),
+                                          (f"{n} concurrent sessions: sessions that saw another's state",
+                                           run["crossed"], TARGETS["concurrent_crossed"][1], ""),
+                                          (f"{n} concurrent sessions: turn, 95th percentile", run["p95_s"],
+                                           TARGETS["concurrent_p95_s"][1], "s")):
+            met = value is not None and value <= limit
+            rows.append(f"| {label} | {_value(value, unit)} | ≤ {_value(limit, unit)} | "
+                        f"{'met' if met else '**missed**'} |")
+    return rows
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -370,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=60, help="engine turns timed")
     parser.add_argument("--generate-prompts", type=int, default=20, help="LLM calls replayed through generate")
     parser.add_argument("--rss-turns", type=int, default=50, help="served turns before reading peak memory")
-    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[16, 64],
+                        help="concurrent session counts, each run in turn on the same app (targets: the largest)")
     parser.add_argument("--session-turns", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch threads in this process (default: torch's)")
     args = parser.parse_args(argv)

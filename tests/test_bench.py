@@ -29,8 +29,8 @@ def run(tiny_build: Path, tiny_bundle: Path, tmp_path_factory) -> tuple[dict, Pa
     readme = out / "README.md"
     readme.write_text((ROOT / "README.md").read_text())
     args = ["--bundle", str(tiny_bundle), "--out", str(out / "results.json"), "--readme", str(readme),
-            "--turns", "6", "--generate-prompts", "2", "--rss-turns", "2", "--sessions", "2", "--session-turns", "2",
-            "--skip-train", "--train-workdir", str(tiny_build)]
+            "--turns", "6", "--generate-prompts", "2", "--rss-turns", "2", "--sessions", "1", "2",
+            "--session-turns", "2", "--skip-train", "--train-workdir", str(tiny_build)]
     assert main(args) == 0
     return json.loads((out / "results.json").read_text()), readme, out / "results.json"
 
@@ -63,6 +63,9 @@ def test_every_measure_is_present_numeric_and_sane(run, tiny_build: Path) -> Non
     assert 200 < results["rss_mb"] < results["machine"]["memory_gib"] * 1024
     assert results["concurrent_sessions"] == 2 and results["concurrent_errors"] == 0
     assert results["concurrent_crossed"] == 0 and results["concurrent_p95_s"] > 0
+    # each count asked ran on its own, fewest first; the targets read the largest
+    assert [run["sessions"] for run in results["concurrent"]] == [1, 2]
+    assert results["concurrent"][-1]["p95_s"] == results["concurrent_p95_s"]
     timings = read_timings(tiny_build)
     assert results["train_config"] == "tiny" and set(results["train_s"]) == set(timings)
     assert results["train_total_s"] == pytest.approx(sum(timings.values()))
@@ -97,6 +100,8 @@ def test_readme_rewrites_only_the_performance_block(run) -> None:
     assert inside(original, README_START, README_END) != inside(written, README_START, README_END)
     block = inside(written, README_START, README_END)
     assert "| chat turn, median (engine, the LLM arm's top-5) |" in block and results["command"] in block
+    for n in (1, 2):  # every session count has its own rows, each judged against the targets
+        assert f"| {n} concurrent sessions: turn, 95th percentile |" in block
     assert results["machine"]["cpu"] in block and results["commit"] in block
 
 
