@@ -42,8 +42,9 @@ DOMINANCE_BOOST_LLM = 2.0
 DOMINANCE_BOOST_CF = 4.0
 # The weight of the SASRec log prior inside the LLM's search (`face_app.ranking.GenerativePicker.guide`; 0: the LLM
 # alone), chosen on the valid split by the rule in docs/lcrec.md ("LLM guided by SASRec"): the smallest weight whose
-# HR@10 is within one binomial standard error of the best (bench/guide-valid/).
-GUIDE_LLM = 2.0
+# HR@10 is within one binomial standard error of the best (bench/guide-valid/): 2 for round 2's tune, 0.5 for the
+# long tune's whole pass (bench/guide-valid/llm-guide-long-tune.json: 0.240 against the best, 0.253 at 2).
+GUIDE_LLM = 0.5
 # The reply names what the prior leans to: genres holding at least LEAN_SHARE of the history's genre mix, and
 # decades holding at least LEAN_SHARE of its films (at most two of each, the largest first).
 LEAN_SHARE = 0.3
