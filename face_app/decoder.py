@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
@@ -197,57 +197,6 @@ class Search:
     bonus: dict[str, float] | None = None
 
 
-# How many recent prompts `search_many` keeps the keys/values of (about 12 kB a token for the shipped 8-layer
-# SmolLM2 in fp32: 128 prompts of 150 tokens are about 230 MB), so that a visitor's next turn, whose prompt
-# repeats the history and differs from the request on, prefills only what changed.
-PREFIX_PROMPTS = 128
-
-
-class PrefixCache:
-    """The keys/values of recent prompts, for a new prompt to continue from the longest prefix of token ids it
-    shares with one of them (the way vLLM's prefix caching does), least recently used first out.
-
-    A prompt's `<taste>` position holds a vector, not the token's embedding, so an entry serves only a prompt
-    with the same vector (its bytes are part of the match); the chat header, which every prompt starts with
-    and which comes before the taste line, serves any prompt."""
-
-    def __init__(self, size: int = PREFIX_PROMPTS) -> None:
-        self.size = size
-        self.entries: dict[tuple[bytes, bytes], tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor]]]] = {}
-        self.header: tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
-
-    @staticmethod
-    def shared(a: np.ndarray, b: np.ndarray) -> int:
-        """How many leading ids `a` and `b` share."""
-        length = min(len(a), len(b))
-        differ = np.flatnonzero(a[:length] != b[:length])
-        return int(differ[0]) if len(differ) else length
-
-    def longest(self, ids: np.ndarray, taste: bytes) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """(L, per layer (keys, values) [1, H, L, D]) of the longest usable prefix of `ids`, at most all but its
-        last id (the search needs the logits of the last); (0, []) when none."""
-        best, layers, found = 0, [], None
-        if self.header is not None and self.shared(ids, self.header[0]) == len(self.header[0]):
-            best, layers = len(self.header[0]), self.header[1]
-        for key, (cached, cached_layers) in self.entries.items():
-            if key[1] != taste:
-                continue
-            length = self.shared(ids, cached)
-            if length > best:
-                best, layers, found = length, cached_layers, key
-        if found is not None:
-            self.entries[found] = self.entries.pop(found)  # most recently used last
-        best = min(best, len(ids) - 1)
-        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in layers] if best else []
-
-    def add(self, ids: np.ndarray, taste: bytes, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        key = (ids.tobytes(), taste)
-        self.entries.pop(key, None)
-        self.entries[key] = (ids, layers)
-        while len(self.entries) > self.size:
-            self.entries.pop(next(iter(self.entries)))
-
-
 class Beams:
     """The beams of one search as it walks down the trie: each beam's token prefix and its log-probability.
 
@@ -319,7 +268,6 @@ class ItemGenerator:
         shared = next((n for n, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), 0)
         self._header_ids = first[:shared]
         self._header_cache = None
-        self.prefixes = PrefixCache()
 
     @classmethod
     def load(cls, directory: Path, base_model: str | Path | None = None) -> ItemGenerator:
@@ -431,64 +379,42 @@ class ItemGenerator:
 
     @torch.no_grad()
     def search_many(self, searches: Sequence[Search]) -> list[list[tuple[str, float]]]:
-        """Several searches in one batch (the served app's path, `batched`): each prompt continues from the
-        longest prefix it shares with a recent prompt (`PrefixCache`: a visitor's follow-up repeats the chat
-        header, the taste line and the history, and prefills only its request), the rests left-padded into one
-        prefill after their prefixes (left-padded too), the padding masked out and each row's positions
-        continuing from its prefix; then every request's beams step together, one forward pass per index
-        level. Each result is its top-k as `recommend` gives it alone: the same items, the scores equal to
-        float rounding (padding and the split into prefix and rest change the order of additions)."""
+        """Several searches in one batch: the prompts after the shared chat header (its cached keys/values copied
+        to every row) left-padded into one prefill, then every request's beams stepped together, one forward pass
+        per index level. Each result is its top-k as `recommend` gives it alone: the same items, the scores
+        equal to float rounding (padding changes the order of additions)."""
+        if len(searches) == 1:
+            s = searches[0]
+            return [self.beam_search(s.input_ids, s.beams, s.exclude, s.taste, s.bonus)[: s.k]]
         for s in searches:
             self._check_taste(s.input_ids, s.taste)
-        self._seed_header()
-        device = self.model.device
-        prompts = [s.input_ids[0].cpu().numpy() for s in searches]
-        tastes = [b"" if s.taste is None else s.taste.float().cpu().numpy().tobytes() for s in searches]
-        found = [self.prefixes.longest(ids, taste) for ids, taste in zip(prompts, tastes, strict=True)]
-        lengths = [length for length, _ in found]
-        rests = [s.input_ids[0, length:] for s, length in zip(searches, lengths, strict=True)]
-        before, after = max(lengths), max(len(rest) for rest in rests)
+        # The chat header every prompt starts with comes from its cache, copied to every row; each row's rest is
+        # left-padded after it, the padding masked out and the positions continuing from the header's.
+        n = len(self._header_ids)
+        shared = n > 0 and all(s.input_ids.shape[1] > n and s.input_ids[0, :n].tolist() == self._header_ids
+                               for s in searches)
+        rests = [s.input_ids[0, n:] if shared else s.input_ids[0] for s in searches]
+        length = max(len(rest) for rest in rests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(searches), after), pad, dtype=torch.long, device=device)
-        mask = torch.zeros((len(searches), before + after), dtype=torch.long, device=device)
-        positions = torch.zeros_like(ids)
-        for row, (rest, length) in enumerate(zip(rests, lengths, strict=True)):
-            ids[row, after - len(rest):] = rest
-            mask[row, before - length:before] = 1
-            mask[row, before + after - len(rest):] = 1
-            positions[row, after - len(rest):] = torch.arange(length, length + len(rest))
-        # a taste vector goes where its row's rest holds the token (a prefix holding it already read it)
-        vectors = [s.taste for s, rest in zip(searches, rests, strict=True)
-                   if s.taste is not None and self.taste_id is not None and bool((rest == self.taste_id).any())]
+        ids = torch.full((len(searches), length), pad, dtype=torch.long, device=self.model.device)
+        mask = torch.zeros_like(ids)
+        for row, rest in enumerate(rests):
+            ids[row, length - len(rest):] = rest
+            mask[row, length - len(rest):] = 1
+        vectors = [s.taste for s in searches if s.taste is not None]
         embeds = input_embeddings(self.model, ids, self.taste_id, torch.cat(vectors) if vectors else None)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
-        if before:
-            cache = DynamicCache()
-            some = next(layers for length, layers in found if length)  # the shapes of a row with no prefix
-            for layer in range(len(some)):
-                keys, values = [], []
-                for length, layers in found:
-                    k, v = layers[layer] if length else (some[layer][0][:, :, :0], some[layer][1][:, :, :0])
-                    fill = before - length
-                    keys.append(torch.cat([k.new_zeros(1, k.shape[1], fill, k.shape[3]), k], dim=2))
-                    values.append(torch.cat([v.new_zeros(1, v.shape[1], fill, v.shape[3]), v], dim=2))
-                cache.update(torch.cat(keys), torch.cat(values), layer)
+        if shared:
+            cache = self._header(searches[0].input_ids[:, :n])
+            cache.reorder_cache(torch.zeros(len(searches), dtype=torch.long, device=self.model.device))
+            mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
+            positions = positions + n
         out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
-        for row, (prompt, taste) in enumerate(zip(prompts, tastes, strict=True)):
-            kept = mask[row].bool()
-            self.prefixes.add(prompt, taste, [(layer.keys[row:row + 1, :, kept], layer.values[row:row + 1, :, kept])
-                                              for layer in out.past_key_values.layers])
         beams = [Beams(self.trie, s.beams, s.exclude, s.bonus) for s in searches]
-        found_items = self._decode(beams, out, mask, positions[:, -1])
-        return [items[: s.k] for items, s in zip(found_items, searches, strict=True)]
-
-    def _seed_header(self) -> None:
-        """The chat header's keys/values as the prefix cache's entry for every prompt (computed once)."""
-        if self.prefixes.header is None and self._header_ids:
-            cache = self._header(torch.tensor([self._header_ids], device=self.model.device))
-            self.prefixes.header = (np.array(self._header_ids), [(layer.keys, layer.values)
-                                                                 for layer in cache.layers])
+        found = self._decode(beams, out, mask, positions[:, -1])
+        return [items[: s.k] for items, s in zip(found, searches, strict=True)]
 
     def _decode(self, beams: list[Beams], out: CausalLMOutputWithPast, mask: torch.Tensor | None,
                 position: torch.Tensor | None) -> list[list[tuple[str, float]]]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 import torch
 
 from face_app import llm
-from face_app.decoder import ItemGenerator, PrefixCache
+from face_app.decoder import ItemGenerator
 from face_app.index import ItemIndex
 from face_app.prompts import recommend_prompt
 
@@ -111,45 +110,6 @@ def test_a_batch_of_searches_gives_what_each_gives_alone(generator: ItemGenerato
         assert [i for i, _ in batched] == [i for i, _ in alone]
         assert [s for _, s in batched] == pytest.approx([s for _, s in alone], abs=1e-3)
     assert len(together[3]) == 2 and len(together[1]) == 5
-
-
-def test_a_follow_up_prefills_only_its_request_and_scores_as_a_full_prefill(generator: ItemGenerator) -> None:
-    """`search_many` keeps each prompt's keys/values (`PrefixCache`): a follow-up with the same history continues
-    from them past the history, in a batch beside a prompt that shares little more than the chat header, and each
-    gets what a full prefill gives."""
-    fresh = ItemGenerator(generator.model, generator.tokenizer, generator.index, beams=10)
-    history = ["item5", "item9", "item30", "item31", "item40"]
-    first = fresh.search(prompt_for(generator, history), k=10)
-    fresh.search_many([first])
-    follow = fresh.search(recommend_prompt([generator.index.text(i) for i in history], request="something darker"),
-                          k=5, exclude={"item2"})
-    other = fresh.search(prompt_for(generator, ["item7", "item8"]), k=10)
-    ids = follow.input_ids[0].numpy()
-    reused, _ = fresh.prefixes.longest(ids, b"")
-    assert reused == PrefixCache.shared(first.input_ids[0].numpy(), ids)  # up to where the request begins
-    assert reused > len(fresh._header_ids) + 3 * len(history)  # the whole history line came from the cache
-    shared_with_other = fresh.prefixes.longest(other.input_ids[0].numpy(), b"")[0]
-    assert len(fresh._header_ids) <= shared_with_other < reused  # the header and "History:", not the items
-    together = fresh.search_many([follow, other])
-    for search, batched in zip([follow, other], together, strict=True):
-        alone = generator.beam_search(search.input_ids, search.beams, search.exclude, search.taste,
-                                      search.bonus)[: search.k]
-        assert [i for i, _ in batched] == [i for i, _ in alone]
-        assert [s for _, s in batched] == pytest.approx([s for _, s in alone], abs=1e-3)
-
-
-def test_the_prefix_cache_matches_a_taste_only_by_its_vector_and_forgets_the_oldest() -> None:
-    layers = [(torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4))]
-    cache = PrefixCache(size=2)
-    cache.header = (np.array([1, 2]), [(k[:, :, :2], v[:, :, :2]) for k, v in layers])
-    cache.add(np.array([1, 2, 3, 4, 5, 6]), b"taste-a", layers)
-    length, kept = cache.longest(np.array([1, 2, 3, 4, 9, 9, 9]), b"taste-a")
-    assert length == 4 and torch.equal(kept[0][0], layers[0][0][:, :, :4])
-    assert cache.longest(np.array([1, 2, 3, 4, 9]), b"taste-b")[0] == 2  # another vector: the header alone
-    assert cache.longest(np.array([1, 2, 3, 4, 5, 6]), b"taste-a")[0] == 5  # the last id is always prefilled
-    cache.add(np.array([1, 2, 7]), b"", layers)
-    cache.add(np.array([1, 2, 8]), b"", layers)  # a third entry: the least recently used (taste-a) goes
-    assert cache.longest(np.array([1, 2, 3, 4, 9]), b"taste-a")[0] == 2 and len(cache.entries) == 2
 
 
 def test_concurrent_recommendations_are_batched_and_each_gets_its_own(generator: ItemGenerator) -> None:
