@@ -144,6 +144,8 @@ class FACEConfig(Schedule):
         explore / exploring / exploration are one choice); false: only no word twice.
     vocabulary: `describing` (training/vocabulary.py: one word per lemma in American spelling, nouns and
         adjectives, the `vocabulary_share` of them closest to the catalog's profiles) or `all` (the codebook).
+    faithfulness_draws: how many times the faithfulness baseline draws its random words
+        (`training.vocabulary.faithfulness`; 20 steadies the users' ratio, a small test build takes fewer).
     domain_words: add the genre and era words the codebook lacks because SmolLM2 reads them in several pieces
         ("thriller", "noir", "sixties"; `training.vocabulary.domain_words`) to the vocabulary, whatever its rule.
     hub_penalty: weight of the CSLS hub correction in the read-out (`face_app.descriptors.hub_penalty`, over
@@ -196,6 +198,7 @@ class FACEConfig(Schedule):
     vocabulary: Literal["describing", "film", "all"] = "describing"
     vocabulary_share: Annotated[float, Field(gt=0, le=1)] = 0.5
     domain_words: bool = False
+    faithfulness_draws: Positive = 20
     hub_penalty: Weight = 1.0
     hub_neighbours: Positive = 10
     mode: Literal["joint", "readout"] = "joint"

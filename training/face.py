@@ -461,7 +461,7 @@ def publish(readout: Descriptors, paths: Workdir, data: SplitData, config: Confi
             }
         )
     )
-    metrics = faithfulness(text, described, profiles, words, settings.k)
+    metrics = faithfulness(text, described, profiles, words, settings.k, random_draws=settings.faithfulness_draws)
     groups_of = {"items": [list(g) for g in data.items["genres"]], "users": user_groups(data.users)}
     metrics["words"] = {kind: word_report(described[kind], groups_of[kind], words, settings.k) for kind in described}
     metrics["vocabulary"] = {"rule": settings.vocabulary, "words": len(words), "hub_penalty": settings.hub_penalty,
