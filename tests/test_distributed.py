@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_tune import tiny_config, workdir_with_data
+from test_tune import tiny_config, tuning_parts
 
-from face_app.index import ItemIndex
 from training import tasks, tune
 from training.__main__ import main
-from training.data import SplitData
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -42,12 +40,7 @@ TOLERANCE = 1e-5
 def test_the_shares_of_a_step_weighted_by_the_objective_average_to_the_whole_steps_loss_and_gradient(
         tmp_path: Path, face_app_cache: Path) -> None:
     config = tiny_config(taste=True, distill=1.0)
-    workdir = workdir_with_data(tmp_path)
-    data = SplitData.load(workdir / "data")
-    index = ItemIndex.load(workdir / "index" / "item_index.json")
-    catalog = tasks.Catalog(data, index)
-    teacher = tune.load_teacher(workdir, config, data.n_items)
-    model, tokenizer, _ = tune.prepare_model(config.tune, index, catalog, teacher)
+    data, index, catalog, teacher, model, tokenizer = tuning_parts(tmp_path, config)
     examples = [e for rows in tasks.build_examples(data, catalog, config.tune).values() for e in rows]
     encoded = tasks.encode(tokenizer, examples, 256)
     # history rows first, so that some shares have none (the taste projection unused there), then item tasks

@@ -72,6 +72,18 @@ def workdir_with_data(root: Path) -> Path:
     return root
 
 
+def tuning_parts(root: Path, config: Config) -> tuple:
+    """(data, index, catalog, teacher, model, tokenizer) of a tune on `workdir_with_data(root)`, as the stage
+    prepares them."""
+    workdir = workdir_with_data(root)
+    data = SplitData.load(workdir / "data")
+    index = ItemIndex.load(workdir / "index" / "item_index.json")
+    catalog = tasks.Catalog(data, index)
+    teacher = tune.load_teacher(workdir, config, data.n_items)
+    model, tokenizer, _ = tune.prepare_model(config.tune, index, catalog, teacher)
+    return data, index, catalog, teacher, model, tokenizer
+
+
 def test_task_data_uses_the_shared_templates() -> None:
     data = small_data()
     catalog = tasks.Catalog(data, small_index(data))
@@ -227,12 +239,7 @@ def test_a_tuned_taste_model_reloads_with_identical_recommendations(tmp_path: Pa
 
 def test_an_index_row_and_its_output_logit_train_through_the_tied_head(tmp_path: Path, face_app_cache) -> None:
     config = tiny_config(taste=True)
-    workdir = workdir_with_data(tmp_path)
-    data = SplitData.load(workdir / "data")
-    index = ItemIndex.load(workdir / "index" / "item_index.json")
-    catalog = tasks.Catalog(data, index)
-    teacher = tune.load_teacher(workdir, config, data.n_items)
-    model, tokenizer, _ = tune.prepare_model(config.tune, index, catalog, teacher)
+    data, index, catalog, teacher, model, tokenizer = tuning_parts(tmp_path, config)
     row_id = tokenizer.convert_tokens_to_ids("<a_0>")
     probe = torch.tensor([[tokenizer.convert_tokens_to_ids("<b_1>")]])
 
