@@ -110,10 +110,15 @@ def display_only(key: str) -> bool:
 _TRAINED: dict[str, Any] = {}
 
 
-def faithful_row(text: TextEncoder, readout: Descriptors, profiles: dict[str, torch.Tensor]) -> dict[str, Any]:
+def shown_words(readout: Descriptors) -> dict[str, list[list[str]]]:
+    """Every item's and user's shown words."""
+    return {"items": [readout.for_item(i) for i in readout.item_ids],
+            "users": [readout.for_user(u) for u in readout.user_ids]}
+
+
+def faithful_row(text: TextEncoder, readout: Descriptors, profiles: dict[str, torch.Tensor],
+                 described: dict[str, list[list[str]]]) -> dict[str, Any]:
     """A lever row's faithfulness per kind (hit@10 of its shown words over random words') and its baseline."""
-    described = {"items": [readout.for_item(i) for i in readout.item_ids],
-                 "users": [readout.for_user(u) for u in readout.user_ids]}
     faithful = faithfulness(text, described, profiles, readout.words, readout.k)
     return {"faithfulness": {kind: m["hit@10"] / max(m["random_hit@10"], 1e-12)
                              for kind, m in faithful["per_kind"].items()},
@@ -148,8 +153,7 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
                                                word_embeddings.float(), dim=-1), text)
                                            if settings.display_title_weight else None)
     readout.save(out_dir / name / "readout")
-    described = {"items": [readout.for_item(i) for i in readout.item_ids],
-                 "users": [readout.for_user(u) for u in readout.user_ids]}
+    described = shown_words(readout)
     index = {w: i for i, w in enumerate(words)}
     proxy = {}
     display = readout.display
@@ -162,7 +166,8 @@ def run_lever(name: str, overrides: dict[str, Any], data: SplitData, cf: Descrip
     return readout, {
         "settings": {**BASE, **overrides}, "vocabulary_words": len(words), "seconds": time.perf_counter() - start,
         "loss_log": log, "proxy_mean_shown": proxy,
-        **faithful_row(text, readout, basic), "sensitive_words": sum(t is not None for t in sensitive), **shown,
+        **faithful_row(text, readout, basic, described), "sensitive_words": sum(t is not None for t in sensitive),
+        **shown,
     }
 
 
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.levers:
         if args.rescore:
             readout, row = Descriptors.load(args.workdir / "readouts" / name / "readout"), results["levers"][name]
-            row |= faithful_row(text, readout, basic)
+            row |= faithful_row(text, readout, basic, shown_words(readout))
         else:
             readout, row = run_lever(name, LEVERS[name], data, cf, text, basic, rich_items,
                                      args.workdir / "readouts")
