@@ -3,9 +3,13 @@ an `App` served from this process (`serve`), and many `gradio_client` sessions c
 (`chat_sessions`). Used by `python -m bench` and by the tests. As a program, one session's served turns:
 
     python -m bench.serving [--bundle assets/ml-100k] [--turns 20] [--lightgcn-only] [--fresh-tls]
+    python -m bench.serving --sessions 32 --turns 5 --profile runs/serving-profile.txt
 
 prints the median and every turn's seconds (after 3 turns of warm-up), the machine and the load average;
-`--fresh-tls` lets gradio_client build a TLS context per HTTP call, as it does by default (`tls_context`)."""
+`--fresh-tls` lets gradio_client build a TLS context per HTTP call, as it does by default (`tls_context`).
+`--sessions N` chats N sessions at once instead; `--profile FILE` samples the app process with py-spy
+(`pip install py-spy`) while they chat, writes its raw stacks to FILE and prints the share of the app's busy
+samples spent in each of the functions that take the most (`busy_shares`)."""
 
 from __future__ import annotations
 
@@ -180,6 +184,32 @@ def client(url: str, shared_tls: bool = True) -> Any:
                   httpx_kwargs={"timeout": CLIENT_TIMEOUT_S})
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between order statistics."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def session_openings(catalog: Any, n: int) -> list[str]:
+    """`n` messages "I loved <title>" naming distinct popular titles, each parsed as exactly that title."""
+    import numpy as np
+
+    from face_app.dialogue import parse
+
+    openings: list[str] = []
+    for row in np.argsort(-np.asarray(catalog.popularity), kind="stable"):
+        item = catalog.item(catalog.ids[row])
+        message = f"I loved {item.title}"
+        if parse(message, catalog).titles == [item.item_id]:
+            openings.append(message)
+            if len(openings) == n:
+                break
+    return openings
+
+
 def session_script(opening: str, turns: int) -> list[str]:
     """`opening`, then `turns - 1` of SESSION_FOLLOW_UPS in turn: a session whose history is its opening's."""
     return [opening, *(SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(turns - 1))]
@@ -203,39 +233,6 @@ def chat_sessions(url: str, scripts: Sequence[Sequence[str]]) -> list[SessionRun
     """One concurrent session (a thread and a client each) per script, all started at once."""
     with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
         return list(pool.map(lambda script: chat_session(url, script), scripts))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import json
-    import statistics
-
-    from face_app import hardware
-
-    parser = argparse.ArgumentParser(prog="python -m bench.serving", description="One session's served turns.")
-    parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
-    parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--lightgcn-only", action="store_true", help="serve without the LLM arm")
-    parser.add_argument("--fresh-tls", action="store_true", help="a new TLS context per HTTP call (the default "
-                        "of gradio_client)")
-    args = parser.parse_args(argv)
-    messages = session_script("I loved Toy Story", args.turns)
-    with AppProcess(args.bundle, *(["--lightgcn-only"] if args.lightgcn_only else [])) as app:
-        app.wait_until_served()
-        warm = chat_session(app.url, messages[:3], not args.fresh_tls)
-        run = chat_session(app.url, messages, not args.fresh_tls)
-    if warm.error or run.error:
-        print(f"a turn failed: {warm.error or run.error}", file=sys.stderr)
-        return 1
-    print(json.dumps({"served_turn_p50_s": round(statistics.median(run.seconds), 4),
-                      "seconds": [round(x, 4) for x in run.seconds], "shared_tls": not args.fresh_tls,
-                      "lightgcn_only": args.lightgcn_only, "machine": hardware.machine(),
-                      "load_average": [round(x, 2) for x in os.getloadavg()]}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 class PageSession:
@@ -272,3 +269,98 @@ class PageSession:
     def call(self, event: str, *data: object, event_data: dict | None = None) -> list:
         self.send(event, *data, event_data=event_data)
         return self.result()
+
+
+# Leaf frames of a thread that is waiting, not working (py-spy samples idle threads too).
+IDLE_LEAVES = ("Condition.wait", "Queue.get", "EpollSelector.select", "Future.result", "Event.wait", "select ")
+
+
+def busy_shares(raw: str, top: int = 15) -> dict[str, float]:
+    """From py-spy's raw output (a stack of `function (file:line)` frames joined by ";" and a sample count per
+    line): the share of the busy samples (leaf not a wait) whose stack holds each function, the `top` largest."""
+    held: dict[str, int] = {}
+    busy = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or frames[-1].startswith(IDLE_LEAVES):
+            continue
+        busy += int(count)
+        for name in {frame.split(" (")[0] for frame in frames[1:]}:  # the first frame names the thread
+            held[name] = held.get(name, 0) + int(count)
+    ranked = [(name, n) for name, n in sorted(held.items(), key=lambda kv: -kv[1]) if not name.startswith("Thread.")]
+    return {name: round(n / busy, 3) for name, n in ranked[:top]}
+
+
+def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None) -> int:
+    """`sessions` sessions of `turns` turns at once against `app`, each opening with its own title; with
+    `profile`, py-spy samples the app meanwhile (raw stacks to that file, `busy_shares` printed)."""
+    import json
+    import subprocess
+
+    from face_app import hardware
+    from face_app.bundle import Bundle
+    from face_app.catalog import Catalog
+    from face_app.datasets import load_dataset
+
+    bundle = Bundle.load(Path(app.command[app.command.index("--bundle") + 1]))
+    dataset = load_dataset(bundle.dataset["source"], paths=bundle.dataset.get("paths"))
+    catalog, _ = Catalog.from_dataset(dataset, list(bundle.descriptors.item_ids))
+    scripts = [session_script(o, turns) for o in session_openings(catalog, sessions)]
+    load = [round(x, 2) for x in os.getloadavg()]
+    spy = None
+    if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(app.process.pid), "--format", "raw", "--rate", "50",
+                                "--threads", "--output", str(profile)], stdout=subprocess.DEVNULL)
+    start = time.perf_counter()
+    runs = chat_sessions(app.url, scripts)
+    wall = time.perf_counter() - start
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait()
+    seconds = [s for run in runs for s in run.seconds]
+    print(json.dumps({"sessions": sessions, "turns": turns, "wall_s": round(wall, 2),
+                      "errors": sum(run.error is not None for run in runs),
+                      "p50_s": percentile(seconds, 50), "p95_s": percentile(seconds, 95),
+                      "busy_shares": busy_shares(profile.read_text()) if profile is not None else None,
+                      "machine": hardware.machine(), "load_average": load}, indent=1))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+    import statistics
+
+    from face_app import hardware
+
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description="One session's served turns.")
+    parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--lightgcn-only", action="store_true", help="serve without the LLM arm")
+    parser.add_argument("--fresh-tls", action="store_true", help="a new TLS context per HTTP call (the default "
+                        "of gradio_client)")
+    parser.add_argument("--sessions", type=int, default=0, help="chat this many sessions at once instead of one")
+    parser.add_argument("--profile", type=Path, help="py-spy's raw stacks of the app while the sessions chat")
+    args = parser.parse_args(argv)
+    messages = session_script("I loved Toy Story", args.turns)
+    with AppProcess(args.bundle, *(["--lightgcn-only"] if args.lightgcn_only else [])) as app:
+        app.wait_until_served()
+        warm = chat_session(app.url, messages[:3], not args.fresh_tls)
+        if args.sessions:
+            return concurrent(app, args.sessions, args.turns, args.profile)
+        run = chat_session(app.url, messages, not args.fresh_tls)
+    if warm.error or run.error:
+        print(f"a turn failed: {warm.error or run.error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"served_turn_p50_s": round(statistics.median(run.seconds), 4),
+                      "seconds": [round(x, 4) for x in run.seconds], "shared_tls": not args.fresh_tls,
+                      "lightgcn_only": args.lightgcn_only, "machine": hardware.machine(),
+                      "load_average": [round(x, 2) for x in os.getloadavg()]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

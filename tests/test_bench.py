@@ -141,3 +141,17 @@ def test_ranking_scores_the_engines_top10_for_every_arm_and_setting(tiny_build: 
     expected = ranking.score(engine, "lightgcn", histories, targets)
     assert expected["HR@10"] == rows[("lightgcn", 2, 0.5)]["HR@10"]
     assert expected["NDCG@10"] == pytest.approx(rows[("lightgcn", 2, 0.5)]["NDCG@10"])
+
+
+def test_busy_shares_count_working_samples_only_and_each_function_once_per_stack() -> None:
+    """`bench.serving.busy_shares`: a waiting thread's samples are left out, and a function twice in one stack
+    (recursion) counts that stack once."""
+    from bench.serving import busy_shares
+
+    raw = "\n".join([
+        "thread (1): batcher;Batcher._work (batching.py:60);search_many (decoder.py:400);forward (x.py:1) 30",
+        "thread (2): worker;App.chat (handlers.py:140);render (render.py:9);render (render.py:9) 10",
+        "thread (3): loop;Server.run (server.py:1);EpollSelector.select (selectors.py:468) 60",
+    ])
+    shares = busy_shares(raw)
+    assert shares == {"Batcher._work": 0.75, "search_many": 0.75, "forward": 0.75, "App.chat": 0.25, "render": 0.25}

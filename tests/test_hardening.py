@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.__main__ import session_openings
-from bench.serving import AppProcess, PageSession, chat_sessions, client, serve
+from bench.serving import AppProcess, PageSession, chat_sessions, client, serve, session_openings
 from face_app import prompts
 from face_app.bundle import FORMAT_VERSION, MANIFEST
 from face_app.dialogue import ConversationState, clean_message
