@@ -7,6 +7,9 @@ should learn the groups, a sequential model the cycle, and Pop learns neither.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -276,3 +279,53 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_epoch() -> No
     assert [h["valid_NDCG@10"] for h in history] == [0.0, 1.0, 0.0, 0.0]
     assert model.quality.item() == 1.0
     assert not model.training
+
+
+class _Cut(Exception):
+    """Stands for a session cut in the middle of an epoch."""
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "LightGCN"])
+def test_a_run_cut_mid_epoch_resumes_from_its_checkpoint_as_if_never_cut(
+    data: SplitData, tmp_path, model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.loop as loop
+
+    if model_name == "SASRec":
+        config = SASRecConfig(dim=16, layers=1, heads=2, max_len=8, batch_size=16, dropout=0.3,
+                              epochs=5, eval_every=1, patience=5)
+        train = train_sasrec
+    else:
+        config = LightGCNConfig(dim=8, layers=2, batch_size=64, epochs=5, eval_every=1, patience=5)
+        train = train_lightgcn
+    key = {"model": model_name}
+    whole = train(data, config, seed=1)
+
+    calls = {"n": 0}
+    real = loop.evaluate
+
+    def cut_in_epoch_three(*args, **kwargs):  # the third validation never happens: cut after 2 epochs + part of one
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise _Cut
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", cut_in_epoch_three)
+    with pytest.raises(_Cut):
+        train(data, config, seed=1, checkpoint=(tmp_path / "ckpt", key))
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["epoch"] == 2
+    monkeypatch.setattr(loop, "evaluate", real)
+
+    # A fresh process: other global random state, a fresh model; the checkpoint restores all of it.
+    torch.manual_seed(12345)
+    resumed = train(data, config, seed=1, checkpoint=(tmp_path / "ckpt", key))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    for got, want in zip(resumed.history, whole.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["valid_NDCG@10"] == pytest.approx(want["valid_NDCG@10"], rel=1e-5)
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor)
+
+    # A checkpoint saved under another key (other settings) is not resumed.
+    fresh = train(data, dataclasses.replace(config, epochs=1), seed=1, checkpoint=(tmp_path / "ckpt", {"other": 1}))
+    assert [h["epoch"] for h in fresh.history] == [1]

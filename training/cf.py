@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -31,7 +32,7 @@ from torch import nn
 from face_app.sequential import SASRec
 from training.config import Config, LightGCNConfig
 from training.data import SplitData
-from training.loop import NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
+from training.loop import EpochCheckpoint, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
 from training.sasrec import train_sasrec
 from training.workdir import MODEL_FILE, RUN_FILE, Workdir
@@ -166,11 +167,13 @@ class LightGCN(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightGCN:
+def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int,
+                   checkpoint: tuple[Path, Any] | None = None) -> LightGCN:
     """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
 
     Returns the model in eval mode with the best weights; `.history` holds the
-    per-epoch log (see `train_with_early_stopping`).
+    per-epoch log (see `train_with_early_stopping`). checkpoint: (directory, key) to save every epoch to
+    and resume from (`training.loop.EpochCheckpoint`).
     """
     generator = seed_everything(seed)
     users, items = data.train_pairs()
@@ -181,7 +184,9 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightG
     def train_epoch() -> float:
         return bpr_epoch((users, items), sample_negatives, config.batch_size, generator, optimizer, model.bpr_loss)
 
-    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}")
+    saved = EpochCheckpoint(*checkpoint, optimizer, {"sampler": generator}) if checkpoint else None
+    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}",
+                                              checkpoint=saved)
     return model
 
 
@@ -190,13 +195,13 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int) -> LightG
 DETERMINISTIC = {"Pop"}  # trained once: seeds would give identical runs
 
 
-def _train(name: str, data: SplitData, config: Config, seed: int) -> nn.Module:
+def _train(name: str, data: SplitData, config: Config, seed: int, checkpoint: tuple[Path, Any]) -> nn.Module:
     if name == "Pop":
         return Pop.from_data(data)
     if name == "LightGCN":
-        return train_lightgcn(data, config.cf.lightgcn, seed)
+        return train_lightgcn(data, config.cf.lightgcn, seed, checkpoint)
     if name == "SASRec":
-        return train_sasrec(data, config.cf.sasrec, seed)
+        return train_sasrec(data, config.cf.sasrec, seed, checkpoint)
     raise ValueError(f"unknown model {name!r}; known: Pop, LightGCN, SASRec")
 
 
@@ -238,7 +243,8 @@ def run(config: Config, workdir: Path) -> Path:
 
     Output: `Workdir.cf_run(model, seed)` = `<workdir>/cf/<model>/seed<k>/{model.safetensors,run.json}`. A run
     whose run.json records the same data and model settings is reused, so an interrupted (or forced) stage
-    resumes per run and retrains only what changed.
+    resumes per run and retrains only what changed; a run cut mid-way resumes at its last finished epoch from
+    `<run>/checkpoint/` (removed once the run is stored).
     """
     paths = Workdir(workdir)
     data = SplitData.load(paths.data)
@@ -251,17 +257,19 @@ def run(config: Config, workdir: Path) -> Path:
                 print(f"[cf] {name} seed {seed}: reusing the finished run in {run_dir}")
                 continue
             start = time.perf_counter()
-            model = _train(name, data, config, seed)
+            model = _train(name, data, config, seed, (run_dir / "checkpoint", key))
             seconds = time.perf_counter() - start
             run_dir.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             save_file(state, run_dir / MODEL_FILE)
             history = getattr(model, "history", [])
+            seconds = max(seconds, history[-1]["seconds"] if history else 0.0)  # a resumed run: all its epochs
             scored = [h for h in history if h.get("valid_NDCG@10") is not None]
             best = max(scored, key=lambda h: h["valid_NDCG@10"], default={})
             meta = {"model": name, "seed": seed, "key": key, "seconds": seconds, "best_epoch": best.get("epoch")}
             meta["history"] = history
             run_json.write_text(json.dumps(meta, indent=1))
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
             best_ndcg = best.get("valid_NDCG@10", float("nan"))
             print(f"[cf] {name} seed {seed}: {seconds:.1f} s, best valid NDCG@10 {best_ndcg:.4f}")
     return paths.stage("cf")

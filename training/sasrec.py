@@ -8,6 +8,9 @@ constructor and unused).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,7 +18,7 @@ import torch.nn.functional as F
 from face_app.sequential import SASRec, pad_right_aligned
 from training.config import SASRecConfig
 from training.data import SplitData
-from training.loop import seed_everything, train_with_early_stopping
+from training.loop import EpochCheckpoint, seed_everything, train_with_early_stopping
 
 
 def training_windows(train: list[np.ndarray], max_len: int, stride: int | None = None
@@ -40,11 +43,13 @@ def training_windows(train: list[np.ndarray], max_len: int, stride: int | None =
     return windows
 
 
-def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
+def train_sasrec(data: SplitData, config: SASRecConfig, seed: int,
+                 checkpoint: tuple[Path, Any] | None = None) -> SASRec:
     """Train SASRec with full-catalog cross-entropy, early-stopped on valid NDCG@10.
 
     Returns the model in eval mode with the best weights; `.history` holds the
-    per-epoch log (see `training.loop.train_with_early_stopping`).
+    per-epoch log (see `training.loop.train_with_early_stopping`). checkpoint: (directory, key) to save
+    every epoch to and resume from (`training.loop.EpochCheckpoint`).
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -71,5 +76,7 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int) -> SASRec:
             total, count = total + loss.item() * n, count + n
         return total / max(count, 1)
 
-    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"SASRec seed {seed}")
+    saved = EpochCheckpoint(*checkpoint, optimizer, {"windows": rng}) if checkpoint else None
+    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"SASRec seed {seed}",
+                                              checkpoint=saved)
     return model
