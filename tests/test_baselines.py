@@ -292,8 +292,9 @@ def test_a_run_cut_mid_epoch_resumes_from_its_checkpoint_as_if_never_cut(
     import training.loop as loop
 
     if model_name == "SASRec":
-        config = SASRecConfig(dim=16, layers=1, heads=2, max_len=8, batch_size=16, dropout=0.3,
-                              epochs=5, eval_every=1, patience=5)
+        config = SASRecConfig(
+            dim=16, layers=1, heads=2, max_len=8, batch_size=16, dropout=0.3, epochs=5, eval_every=1, patience=5
+        )
         train = train_sasrec
     else:
         config = LightGCNConfig(dim=8, layers=2, batch_size=64, epochs=5, eval_every=1, patience=5)

@@ -167,8 +167,9 @@ class LightGCN(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int,
-                   checkpoint: tuple[Path, Any] | None = None) -> LightGCN:
+def train_lightgcn(
+    data: SplitData, config: LightGCNConfig, seed: int, checkpoint: tuple[Path, Any] | None = None
+) -> LightGCN:
     """Train LightGCN with BPR on `data.train`, early-stopped on valid NDCG@10.
 
     Returns the model in eval mode with the best weights; `.history` holds the
@@ -185,8 +186,9 @@ def train_lightgcn(data: SplitData, config: LightGCNConfig, seed: int,
         return bpr_epoch((users, items), sample_negatives, config.batch_size, generator, optimizer, model.bpr_loss)
 
     saved = EpochCheckpoint(*checkpoint, optimizer, {"sampler": generator}) if checkpoint else None
-    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"LightGCN seed {seed}",
-                                              checkpoint=saved)
+    model.history = train_with_early_stopping(
+        model, data, train_epoch, config, desc=f"LightGCN seed {seed}", checkpoint=saved
+    )
     return model
 
 

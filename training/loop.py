@@ -109,10 +109,18 @@ class EpochCheckpoint:
                 tensors[f"rng.{name}"] = generator.get_state()
             else:
                 numpy_states[name] = generator.bit_generator.state
-        meta = {"key": self.key, "epoch": state.epoch, "best_ndcg": state.best_ndcg, "stale": state.stale,
-                "history": state.history, "optimizer_groups": optimizer["param_groups"],
-                "optimizer_scalars": scalars, "optimizer_indices": sorted(optimizer["state"]),
-                "numpy": numpy_states, "python": random.getstate()}
+        meta = {
+            "key": self.key,
+            "epoch": state.epoch,
+            "best_ndcg": state.best_ndcg,
+            "stale": state.stale,
+            "history": state.history,
+            "optimizer_groups": optimizer["param_groups"],
+            "optimizer_scalars": scalars,
+            "optimizer_indices": sorted(optimizer["state"]),
+            "numpy": numpy_states,
+            "python": random.getstate(),
+        }
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp_tensors, tmp_meta = self.directory / (self.TENSORS + ".tmp"), self.directory / (self.META + ".tmp")
         save_file(tensors, tmp_tensors, metadata={"epoch": str(state.epoch)})

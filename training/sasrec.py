@@ -21,8 +21,7 @@ from training.data import SplitData
 from training.loop import EpochCheckpoint, seed_everything, train_with_early_stopping
 
 
-def training_windows(train: list[np.ndarray], max_len: int, stride: int | None = None
-                     ) -> list[tuple[np.ndarray, int]]:
+def training_windows(train: list[np.ndarray], max_len: int, stride: int | None = None) -> list[tuple[np.ndarray, int]]:
     """Cut each training sequence into windows of at most max_len + 1 items, from the newest end, every `stride`
     items (None: every max_len, windows that overlap by one item).
 
@@ -43,8 +42,9 @@ def training_windows(train: list[np.ndarray], max_len: int, stride: int | None =
     return windows
 
 
-def train_sasrec(data: SplitData, config: SASRecConfig, seed: int,
-                 checkpoint: tuple[Path, Any] | None = None) -> SASRec:
+def train_sasrec(
+    data: SplitData, config: SASRecConfig, seed: int, checkpoint: tuple[Path, Any] | None = None
+) -> SASRec:
     """Train SASRec with full-catalog cross-entropy, early-stopped on valid NDCG@10.
 
     Returns the model in eval mode with the best weights; `.history` holds the
@@ -77,6 +77,7 @@ def train_sasrec(data: SplitData, config: SASRecConfig, seed: int,
         return total / max(count, 1)
 
     saved = EpochCheckpoint(*checkpoint, optimizer, {"windows": rng}) if checkpoint else None
-    model.history = train_with_early_stopping(model, data, train_epoch, config, desc=f"SASRec seed {seed}",
-                                              checkpoint=saved)
+    model.history = train_with_early_stopping(
+        model, data, train_epoch, config, desc=f"SASRec seed {seed}", checkpoint=saved
+    )
     return model
