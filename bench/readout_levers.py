@@ -97,6 +97,16 @@ LEVERS: dict[str, dict[str, Any]] = {
     # ("thriller", "noir", "sixties"; `training.vocabulary.domain_words`)
     "fourth-display-domain-words": {**SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5,
                                     "display_title_weight": 1.0, "domain_words": True},
+    # round 3, session 5: the same, a card's order also by the film's decade word where it is a candidate, a user's
+    # by how much more their films' cards show a word than an average user's, and a card's sixth word and on
+    # above 0.7 rather than 0.9
+    **{f"fifth-display-{tag}": {
+        **SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5, "display_title_weight": 1.0,
+        "domain_words": True, **extra} for tag, extra in (
+        ("era", {"display_era_weight": 1.0}),
+        ("era-centred", {"display_era_weight": 1.0, "display_card_centre": 1.0}),
+        ("era-centred-more", {"display_era_weight": 1.0, "display_card_centre": 1.0, "display_item_min_fit": 0.7}),
+    )},
 }
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.

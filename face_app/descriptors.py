@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -228,7 +228,8 @@ class Display:
       single words, rather than the sentences: "soldiers" and "battle" come close to "war", "infantry" and
       "artillery" less, and the judged sheet agreed better with it (bench/descriptor-fit.json, docs/face.md).
     - for a user or a visitor, `card_weight` times the share of the history's films whose card shows the word, so
-      that a taste is described by the words its films are described by.
+      that a taste is described by the words its films are described by; less `card_centre` times `card_prior`
+      ([V], the mean of that share over the catalog's users), so that what sets a taste apart comes first.
     Items add a third, computed at build time (`training/film_knowledge.py`, what the base LLM expects for the
     film's title), in training/readout.py.
 
@@ -253,6 +254,9 @@ class Display:
     name_weight: float = 0.0
     card_weight: float = 0.0
     genre_rule: str = "lift"
+    card_centre: float = 0.0
+    card_prior: torch.Tensor | None = None
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def history_genres(self, rows: Sequence[int]) -> torch.Tensor:
         """bool [G]: the `user_genres` genres a history's items (their row indices) hold most, among those it holds,
@@ -270,18 +274,29 @@ class Display:
 
     def fit(self, genres: torch.Tensor) -> torch.Tensor:
         """[B, V]: each word's proxy for entities with these genres (bool [B, G]); 0 for an entity with none."""
-        generic = (self.word_vectors.float() @ self.generic_vectors.float().T).max(dim=1).values
-        best = self._closest(self.genre_vectors, generic, genres)
+        best = self._closest(self.genre_vectors, genres)
         if self.name_vectors is not None and self.name_weight:
-            best = best + self.name_weight * self._closest(self.name_vectors, generic, genres)
+            best = best + self.name_weight * self._closest(self.name_vectors, genres)
         return torch.where(genres.any(-1, keepdim=True), best, torch.zeros_like(best))
 
-    def _closest(self, anchors: torch.Tensor, generic: torch.Tensor, genres: torch.Tensor) -> torch.Tensor:
+    def _closest(self, anchors: torch.Tensor, genres: torch.Tensor) -> torch.Tensor:
         """[B, V]: each word's highest cosine to the anchors of the entity's genres, less the larger of its mean
-        cosine over all genres' anchors and its closeness to any film (`generic`, [V])."""
-        similarity = self.word_vectors.float() @ anchors.float().T  # [V, G]
-        centred = similarity - torch.maximum(similarity.mean(dim=1), generic)[:, None]
+        cosine over all genres' anchors and its closeness to any film (`generic_vectors`)."""
+        centred = self._centred(anchors)
         return centred[None].masked_fill(~genres[:, None, :], float("-inf")).max(dim=-1).values.clamp_min(-1e4)
+
+    def _centred(self, anchors: torch.Tensor) -> torch.Tensor:
+        """[V, G]: each word's cosine to each anchor less the larger of its mean over the anchors and its highest
+        cosine to `generic_vectors`; computed once per set of vectors (a visitor's every read-out uses it)."""
+        key = (id(anchors), id(self.word_vectors), id(self.generic_vectors))
+        cached = self._cache.get(key)
+        if cached is None:
+            words = self.word_vectors.float()
+            generic = (words @ self.generic_vectors.float().T).max(dim=1).values
+            similarity = words @ anchors.float().T
+            centred = similarity - torch.maximum(similarity.mean(dim=1), generic)[:, None]
+            cached = self._cache[key] = (anchors, self.word_vectors, self.generic_vectors, centred)
+        return cached[3]
 
     def card_share(self, item_words: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
         """[V]: the share of the history's items (rows of `item_words`, the cards' shown words, -1 padded) whose card
@@ -296,7 +311,12 @@ class Display:
         """[V]: the order of a user's or a visitor's candidates: the proxy for the history's genres plus
         `card_weight` times `card_share`."""
         fit = self.fit(self.history_genres(rows)[None])[0]
-        return fit + self.card_weight * self.card_share(item_words, rows) if self.card_weight else fit
+        if not self.card_weight:
+            return fit
+        share = self.card_share(item_words, rows)
+        if self.card_centre and self.card_prior is not None:
+            share = share - self.card_centre * self.card_prior
+        return fit + self.card_weight * share
 
 
 def choose_shown(concept_scores: torch.Tensor, fit: torch.Tensor, groups: torch.Tensor, k: int, display: Display,
@@ -306,16 +326,18 @@ def choose_shown(concept_scores: torch.Tensor, fit: torch.Tensor, groups: torch.
     concept_scores: [K, V] each concept's cosine to every word after the hub correction (-inf: never this
     entity's); fit: [V] the proxy; blocked(word): a word the caller withholds (the items' exposure cap)."""
     top = concept_scores.topk(min(display.candidates, concept_scores.shape[1]), dim=1)
-    pool = {int(w) for w, value in zip(top.indices.flatten(), top.values.flatten(), strict=True)
-            if value > float("-inf")}
-    closeness = concept_scores.max(dim=0).values
-    order = sorted(pool, key=lambda w: (-(float(fit[w]) + display.closeness_weight * float(closeness[w])), w))
+    pool = torch.unique(top.indices[top.values > float("-inf")])  # ascending: the stable sort breaks ties by row
+    key = fit[pool].double()
+    if display.closeness_weight:
+        key = key + display.closeness_weight * concept_scores.max(dim=0).values[pool].double()
+    order = pool[torch.argsort(-key, stable=True)].tolist()
+    fits, word_groups = fit.tolist(), groups.tolist()
     shown: list[int] = []
     taken: set[int] = set()
     for word in order:
-        if len(shown) >= k or (len(shown) >= display.min_words and float(fit[word]) < display.min_fit):
+        if len(shown) >= k or (len(shown) >= display.min_words and fits[word] < display.min_fit):
             break
-        group = int(groups[word])
+        group = word_groups[word]
         if group in taken or (blocked is not None and blocked(word)):
             continue
         shown.append(word)
@@ -393,7 +415,8 @@ class Descriptors:
                 genre_vectors=tensors["display.genre_vectors"].float(),
                 generic_vectors=tensors["display.generic_vectors"].float(), item_genres=tensors["display.item_genres"],
                 genre_prior=tensors["display.genre_prior"], user_hidden=tensors["display.user_hidden"],
-                name_vectors=tensors["display.name_vectors"].float() if "display.name_vectors" in tensors else None),
+                name_vectors=tensors["display.name_vectors"].float() if "display.name_vectors" in tensors else None,
+                card_prior=tensors.get("display.card_prior")),
         )
 
     def save(self, directory: Path) -> None:
@@ -423,6 +446,8 @@ class Descriptors:
                             "display.user_hidden": self.display.user_hidden})
             if self.display.name_vectors is not None:
                 tensors["display.name_vectors"] = self.display.name_vectors.half()
+            if self.display.card_prior is not None:
+                tensors["display.card_prior"] = self.display.card_prior.float().contiguous()
         save_file({name: t.contiguous().cpu() for name, t in tensors.items()}, directory / "readout.safetensors")
         meta = {
             "k": self.k,
@@ -436,7 +461,7 @@ class Descriptors:
                                "min_fit": self.display.min_fit, "user_genres": self.display.user_genres,
                                "closeness_weight": self.display.closeness_weight,
                                "name_weight": self.display.name_weight, "card_weight": self.display.card_weight,
-                               "genre_rule": self.display.genre_rule}
+                               "genre_rule": self.display.genre_rule, "card_centre": self.display.card_centre}
         (directory / "readout.json").write_text(json.dumps(meta))
 
     def concept_scores(self, embeddings: torch.Tensor, kind: str) -> torch.Tensor:
@@ -444,7 +469,9 @@ class Descriptors:
         display rule hides from users is -inf for them."""
         with torch.no_grad():
             concepts = F.normalize(self.projection(embeddings.float()), dim=-1)
-            scores = concepts @ F.normalize(self.codebook, dim=-1).T
+            if getattr(self, "_unit_codebook", (None,))[0] is not self.codebook:  # normalised once per codebook
+                self._unit_codebook = (self.codebook, F.normalize(self.codebook, dim=-1).T.contiguous())
+            scores = concepts @ self._unit_codebook[1]
         if self.word_penalty is not None:
             scores = scores - self.word_penalty[KINDS.index(kind)]
         if kind == "users" and self.display is not None:

@@ -224,7 +224,8 @@ def test_no_shipped_file_names_an_absolute_path_of_the_build_machine(tiny_build:
 SECOND_DISPLAY = ["face.display_item_candidates=8", "face.display_item_neighbours=3", "face.display_lm=tiny-random",
                   "face.display_lm_weight=0.07", "face.display_name_weight=1.5", "face.display_card_weight=1.0",
                   "face.display_genre_rule=blend", "face.display_min_words=3", "face.display_min_fit=0.7",
-                  "face.display_item_min_words=5", "face.display_item_min_fit=0.9"]
+                  "face.display_item_min_words=5", "face.display_item_min_fit=0.9", "face.display_era_weight=1.0",
+                  "face.display_card_centre=1.0"]
 
 
 @pytest.mark.parametrize("display", [[], SECOND_DISPLAY], ids=["first-display", "second-display"])
@@ -265,6 +266,12 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
         rule = readout.display
         assert rule.name_vectors is not None and rule.name_weight == 1.5 and rule.card_weight == 1.0
         assert rule.genre_rule == "blend" and rule.min_words == 3 and rule.candidates == 16
+        # the catalog users' mean card share, saved: a visitor's words are centred on it as a dataset user's are
+        assert rule.card_centre == 1.0 and rule.card_prior is not None
+        assert rule.card_prior.shape == (len(readout.words),)
+        data = SplitData.load(work / "data")
+        expected = torch.stack([rule.card_share(readout.item_words, h.tolist()) for h in data.train]).mean(0)
+        assert torch.allclose(rule.card_prior, expected)
 
 
 def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> None:

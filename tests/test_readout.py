@@ -194,6 +194,31 @@ def test_a_historys_words_lean_to_the_words_its_films_cards_show() -> None:
     assert int(leaning.argmax()) in (0, 2) and leaning[2] > plain[2]
 
 
+def test_a_centred_card_share_puts_what_sets_a_taste_apart_before_what_every_taste_shares() -> None:
+    """Word 2 is on every card of this history and of an average one; word 3 on a third of this history's cards and
+    on no average one. By the card share alone word 2 leads; centred on the catalog users' mean share, word 3."""
+    rule = display(torch.eye(4), torch.eye(4), torch.tensor([[True, False, False, False]] * 3), user_genres=1,
+                   card_weight=1.0)
+    cards = torch.tensor([[2, 1, -1], [2, -1, -1], [3, 2, -1]])
+    shared = rule.history_fit(cards, [0, 1, 2])
+    assert shared[2] > shared[3]
+    rule.card_prior, rule.card_centre = torch.tensor([0.0, 0.2, 1.0, 0.0]), 1.0
+    centred = rule.history_fit(cards, [0, 1, 2])
+    assert centred[3] > centred[2]
+    assert torch.allclose(shared - centred, rule.card_prior)
+
+
+def test_a_cards_era_term_names_the_films_decade_and_nothing_for_a_film_without_a_year() -> None:
+    import pandas as pd
+
+    from training.readout import era_scores
+
+    items = pd.DataFrame({"year": pd.array([1965, 1995, None, 1910], dtype="Int64")})
+    words = ["sixties", "comedy", "nineties", "eighties"]
+    scores = era_scores(items, words)
+    assert scores.tolist() == [[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+
+
 def test_a_users_genres_by_share_are_what_the_history_holds_most_by_lift_what_sets_it_apart() -> None:
     items = torch.tensor([[True, False], [True, False], [True, False], [False, True]])  # a common and a rare genre
     rule = display(torch.eye(2), torch.eye(2), items, user_genres=1)

@@ -178,6 +178,13 @@ class FACEConfig(Schedule):
         weighted by display_lm_weight.
     display_title_weight: a film card's term for closeness to the film's own title (`training.film_knowledge.
         title_word_scores`: "poetry" for Dead Poets Society, "pond" for On Golden Pond), centred per word.
+    display_era_weight: a film card's term for the word of the film's decade ("sixties" for a 1965 film; the
+        issue's rule counts an era as fitting), added to that word alone and only where it is among the card's
+        candidates (what the embedding's concepts come near), so no card gets its decade from the data alone.
+    display_card_centre: for users and visitors, how much of the catalog users' mean card share is taken off each
+        word's card share (`Display.card_prior`): 1 orders a history's words by how much more its films' cards
+        show them than an average user's, so that "drama" and "action", on most histories' cards, give way to the
+        words that set the taste apart (0: the card share itself).
     """
 
     k: Positive = 8
@@ -222,6 +229,8 @@ class FACEConfig(Schedule):
     display_lm: str = "none"
     display_lm_weight: Weight = 0.0
     display_title_weight: Weight = 0.0
+    display_era_weight: Weight = 0.0
+    display_card_centre: Weight = 0.0
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -49,7 +50,7 @@ from training.profiles import (
     user_profiles,
 )
 from training.suitability import named_in, seed_words, sensitive_topics, supported
-from training.vocabulary import GENERIC_ANCHORS, genre_anchors, genre_names, normal_form
+from training.vocabulary import GENERIC_ANCHORS, era_word, genre_anchors, genre_names, normal_form
 from training.workdir import MODEL_FILE, Workdir
 
 
@@ -110,6 +111,18 @@ def genre_words(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
     return torch.tensor([normal_form(w) in forms for w in words])
 
 
+def era_scores(items: pd.DataFrame, words: Sequence[str]) -> torch.Tensor:
+    """[I, V]: 1 for the word of each film's decade (`training.vocabulary.ERA_WORDS`: 1965 -> "sixties") where the
+    vocabulary has it, else 0; a film without a year has none."""
+    index = {word: i for i, word in enumerate(words)}
+    scores = torch.zeros(len(items), len(words))
+    for row, year in enumerate(items["year"].tolist()):
+        word = era_word(year)
+        if word in index:
+            scores[row, index[word]] = 1.0
+    return scores
+
+
 def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torch.Tensor, data: SplitData,
                           words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
                           generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig,
@@ -165,6 +178,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         item_fit = item_fit + settings.display_lm_weight * film_scores
     if title_scores is not None and settings.display_title_weight:
         item_fit = item_fit + settings.display_title_weight * title_scores
+    if settings.display_era_weight:
+        item_fit = item_fit + settings.display_era_weight * era_scores(data.items, words)
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
     carriers = torch.zeros(len(words), dtype=torch.long)
@@ -190,6 +205,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.item_words = item_words
 
+    if settings.display_card_centre and settings.display_card_weight:
+        display.card_prior = torch.stack([display.card_share(item_words, h.tolist()) for h in data.train]).mean(0)
+        display.card_centre = settings.display_card_centre
     user_scores = readout.concept_scores(user_final, "users")
     user_words = torch.full((data.n_users, k), -1, dtype=torch.long)
     for user in range(data.n_users):

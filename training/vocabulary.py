@@ -141,6 +141,15 @@ def genre_names(genres: Sequence[str]) -> list[str]:
 ERA_WORDS = ("twenties", "thirties", "forties", "fifties", "sixties", "seventies", "eighties", "nineties")
 
 
+def era_word(year: Any) -> str | None:
+    """The word of a year's decade in this century (1965 -> "sixties"); None for no year or one outside 1920-1999."""
+    try:
+        decade = int(year) // 10 * 10
+    except (TypeError, ValueError):
+        return None
+    return ERA_WORDS[(decade - 1920) // 10] if 1920 <= decade <= 1990 else None
+
+
 def domain_words(genres: Sequence[str], codebook: Sequence[str], encoder_vocab: dict[str, int]) -> list[str]:
     """The genre and era words the codebook lacks because SmolLM2 reads them in several pieces (" thr" "iller",
     " no" "ir", " sevent" "ies"): the words of the genres' names (`genre_names`) of 4 letters or more but "film"
