@@ -106,6 +106,10 @@ LEVERS: dict[str, dict[str, Any]] = {
         ("era", {"display_era_weight": 1.0}),
         ("era-centred", {"display_era_weight": 1.0, "display_card_centre": 1.0}),
         ("era-centred-more", {"display_era_weight": 1.0, "display_card_centre": 1.0, "display_item_min_fit": 0.7}),
+        # a user's card share over their latest 10 films (the LLM prompt's window), weighted 3 or 4
+        *((f"era-recent-cards{weight}", {"display_era_weight": 1.0, "display_card_centre": 1.0,
+                                         "display_card_recent": 10, "display_card_weight": float(weight)})
+          for weight in (3, 4)),
     )},
 }
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in

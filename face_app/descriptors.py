@@ -229,7 +229,9 @@ class Display:
       "artillery" less, and the judged sheet agreed better with it (bench/descriptor-fit.json, docs/face.md).
     - for a user or a visitor, `card_weight` times the share of the history's films whose card shows the word, so
       that a taste is described by the words its films are described by; less `card_centre` times `card_prior`
-      ([V], the mean of that share over the catalog's users), so that what sets a taste apart comes first.
+      ([V], the mean of that share over the catalog's users), so that what sets a taste apart comes first; with
+      `card_recent`, the share over the history's latest `card_recent` films (the window the LLM's prompt reads),
+      the genres still over the whole history.
     Items add a third, computed at build time (`training/film_knowledge.py`, what the base LLM expects for the
     film's title), in training/readout.py.
 
@@ -256,6 +258,7 @@ class Display:
     genre_rule: str = "lift"
     card_centre: float = 0.0
     card_prior: torch.Tensor | None = None
+    card_recent: int = 0
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def history_genres(self, rows: Sequence[int]) -> torch.Tensor:
@@ -313,7 +316,7 @@ class Display:
         fit = self.fit(self.history_genres(rows)[None])[0]
         if not self.card_weight:
             return fit
-        share = self.card_share(item_words, rows)
+        share = self.card_share(item_words, list(rows)[-self.card_recent:] if self.card_recent else rows)
         if self.card_centre and self.card_prior is not None:
             share = share - self.card_centre * self.card_prior
         return fit + self.card_weight * share
@@ -461,7 +464,8 @@ class Descriptors:
                                "min_fit": self.display.min_fit, "user_genres": self.display.user_genres,
                                "closeness_weight": self.display.closeness_weight,
                                "name_weight": self.display.name_weight, "card_weight": self.display.card_weight,
-                               "genre_rule": self.display.genre_rule, "card_centre": self.display.card_centre}
+                               "genre_rule": self.display.genre_rule, "card_centre": self.display.card_centre,
+                               "card_recent": self.display.card_recent}
         (directory / "readout.json").write_text(json.dumps(meta))
 
     def concept_scores(self, embeddings: torch.Tensor, kind: str) -> torch.Tensor:

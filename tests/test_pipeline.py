@@ -225,7 +225,7 @@ SECOND_DISPLAY = ["face.display_item_candidates=8", "face.display_item_neighbour
                   "face.display_lm_weight=0.07", "face.display_name_weight=1.5", "face.display_card_weight=1.0",
                   "face.display_genre_rule=blend", "face.display_min_words=3", "face.display_min_fit=0.7",
                   "face.display_item_min_words=5", "face.display_item_min_fit=0.9", "face.display_era_weight=1.0",
-                  "face.display_card_centre=1.0"]
+                  "face.display_card_centre=1.0", "face.display_card_recent=3"]
 
 
 @pytest.mark.parametrize("display", [[], SECOND_DISPLAY], ids=["first-display", "second-display"])
@@ -270,8 +270,8 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
         assert rule.card_centre == 1.0 and rule.card_prior is not None
         assert rule.card_prior.shape == (len(readout.words),)
         data = SplitData.load(work / "data")
-        expected = torch.stack([rule.card_share(readout.item_words, h.tolist()) for h in data.train]).mean(0)
-        assert torch.allclose(rule.card_prior, expected)
+        expected = torch.stack([rule.card_share(readout.item_words, h.tolist()[-3:]) for h in data.train]).mean(0)
+        assert rule.card_recent == 3 and torch.allclose(rule.card_prior, expected)
 
 
 def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> None:

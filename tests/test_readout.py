@@ -208,6 +208,19 @@ def test_a_centred_card_share_puts_what_sets_a_taste_apart_before_what_every_tas
     assert torch.allclose(shared - centred, rule.card_prior)
 
 
+def test_a_recent_card_share_reads_the_latest_films_cards_and_the_whole_historys_genres() -> None:
+    rule = display(torch.eye(4), torch.eye(4), torch.tensor([[True, False, False, False]] * 2
+                                                            + [[False, True, False, False]]), user_genres=1,
+                   card_weight=1.0)
+    cards = torch.tensor([[2, -1], [2, -1], [3, -1]])
+    whole = rule.history_fit(cards, [0, 1, 2])
+    rule.card_recent = 1
+    recent = rule.history_fit(cards, [0, 1, 2])
+    assert whole[2] > whole[3] and recent[3] > recent[2]  # the latest film's card leads
+    genres_only = rule.fit(rule.history_genres([0, 1, 2])[None])[0]
+    assert torch.allclose(recent - genres_only, torch.tensor([0.0, 0.0, 0.0, 1.0]))  # genres: the whole history
+
+
 def test_a_cards_era_term_names_the_films_decade_and_nothing_for_a_film_without_a_year() -> None:
     import pandas as pd
 

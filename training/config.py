@@ -185,6 +185,8 @@ class FACEConfig(Schedule):
         word's card share (`Display.card_prior`): 1 orders a history's words by how much more its films' cards
         show them than an average user's, so that "drama" and "action", on most histories' cards, give way to the
         words that set the taste apart (0: the card share itself).
+    display_card_recent: the card share of a user or a visitor over their latest N films (`Display.card_recent`;
+        0: the whole history); the LLM's prompt reads the latest `tune.max_history`.
     """
 
     k: Positive = 8
@@ -231,6 +233,7 @@ class FACEConfig(Schedule):
     display_title_weight: Weight = 0.0
     display_era_weight: Weight = 0.0
     display_card_centre: Weight = 0.0
+    display_card_recent: NonNegative = 0
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

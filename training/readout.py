@@ -205,8 +205,11 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.item_words = item_words
 
+    display.card_recent = settings.display_card_recent
     if settings.display_card_centre and settings.display_card_weight:
-        display.card_prior = torch.stack([display.card_share(item_words, h.tolist()) for h in data.train]).mean(0)
+        recent = settings.display_card_recent
+        display.card_prior = torch.stack([display.card_share(item_words, h.tolist()[-recent:] if recent else h.tolist())
+                                          for h in data.train]).mean(0)
         display.card_centre = settings.display_card_centre
     user_scores = readout.concept_scores(user_final, "users")
     user_words = torch.full((data.n_users, k), -1, dtype=torch.long)
