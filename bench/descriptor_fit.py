@@ -143,19 +143,23 @@ def random_words(vocabulary: Sequence[str], exclude: set[str], count: int, rng: 
     return [pool[i] for i in rng.choice(len(pool), size=min(count, len(pool)), replace=False)]
 
 
-def blind_batches(context: Context, sheet: dict[str, Any], rng: np.random.Generator,
-                  only_unjudged: bool) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[str]]]]:
+def blind_batches(context: Context, sheet: dict[str, Any], rng: np.random.Generator, only_unjudged: bool,
+                  others: Sequence[Any] = ()) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[str]]]]:
     """Per sampled entity: its shown words (only those not yet judged for it, when `only_unjudged`) mixed with as
-    many random vocabulary words (not shown, not judged for it), shuffled. Returns (entries, random words drawn)."""
+    many random vocabulary words (not shown, not judged for it), shuffled. `others`: more read-outs (levers) whose
+    shown words join the context's, each word once, so one round judges them all. Returns (entries, random words
+    drawn)."""
     entries, drawn = [], {"items": {}, "users": {}}
     for kind in ("items", "users"):
         judged = sheet["judgments"][kind]
         for entity in sheet["sample"][kind]:
             seen = set(judged.get(entity, {}))
-            shown = [w for w in context.shown(kind, entity) if not (only_unjudged and w in seen)]
+            every = list(dict.fromkeys([*context.shown(kind, entity), *(
+                w for other in others for w in (other.for_item(entity) if kind == "items" else other.for_user(entity)))]))
+            shown = [w for w in every if not (only_unjudged and w in seen)]
             if not shown:
                 continue
-            extra = random_words(context.readout.words, seen | set(context.shown(kind, entity)), len(shown), rng)
+            extra = random_words(context.readout.words, seen | set(every), len(shown), rng)
             words = [*shown, *extra]
             rng.shuffle(words)
             drawn[kind][entity] = extra
@@ -286,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet", type=Path, default=SHEET)
     if command in ("draw", "pending", "score"):
         parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
-        parser.add_argument("--readout", type=Path, help="score this read-out (a workdir's face/readout) instead of "
-                            "the bundle's (its dataset still comes from the bundle)")
+        parser.add_argument("--readout", type=Path, nargs="+" if command == "pending" else None,
+                            help="score this read-out (a workdir's face/readout) instead of the bundle's (its dataset "
+                                 "still comes from the bundle); `pending` takes several and draws one round for the "
+                                 "words of them all")
     if command in ("draw", "pending"):
         parser.add_argument("--blind", type=Path, required=True, help="folder for the readers' blind files")
         parser.add_argument("--per-file", type=int, default=20)
@@ -307,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         save_sheet(sheet, args.sheet)
         print(f"added {added} marks of round {args.round!r} to {args.sheet}")
         return 0
-    context = Context(args.bundle, args.readout)
+    readouts = args.readout if isinstance(args.readout, list) else [args.readout]
+    context = Context(args.bundle, readouts[0])
+    from face_app.descriptors import Descriptors
+
+    others = [Descriptors.load(path) for path in readouts[1:]]
     if command == "draw":
         if args.sheet.exists():
             raise SystemExit(f"{args.sheet} exists: the sample is drawn once (use `pending` for new words)")
@@ -320,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         sheet = load_sheet(args.sheet)
     if command in ("draw", "pending"):
         rng = np.random.default_rng([args.seed, len(json.dumps(sheet["judgments"]))])
-        entries, drawn = blind_batches(context, sheet, rng, only_unjudged=command == "pending")
+        entries, drawn = blind_batches(context, sheet, rng, only_unjudged=command == "pending", others=others)
         for kind, per_entity in drawn.items():
             for entity, words in per_entity.items():
                 sheet["random"][kind].setdefault(entity, []).extend(words)

@@ -83,3 +83,20 @@ def test_the_sample_takes_half_its_films_from_the_most_rated_and_is_fixed_by_its
     assert sum(int(i) < 200 for i in sample["items"]) == 10
     assert len(set(sample["items"])) == 20 and len(set(sample["users"])) == 5
     assert sample == draw_sample(popularity, [f"u{i}" for i in range(50)], ids, seed=3, films=20, users=5, top=200)
+
+
+def test_a_pending_round_for_several_read_outs_draws_each_unjudged_word_once_with_as_many_random_words() -> None:
+    from bench.descriptor_fit import blind_batches
+
+    context = FakeContext({"items": {"1": ["good1", "new1"]}, "users": {}})
+    context.readout = SimpleNamespace(words=[f"w{i}" for i in range(50)] + ["good1", "new1", "new2"])
+    context.about = lambda kind, entity: {"film": "Film 1"}
+    lever = SimpleNamespace(for_item=lambda entity: ["new1", "new2", "good1"])
+    judged = sheet({"1": {"good1": "fit"}}, {})
+
+    entries, drawn = blind_batches(context, judged, np.random.default_rng(0), only_unjudged=True, others=[lever])
+
+    (entry,) = entries
+    extra = drawn["items"]["1"]
+    assert sorted(entry["words"]) == sorted(["new1", "new2", *extra])  # the two unjudged words, once each
+    assert len(extra) == 2 and not {"good1", "new1", "new2"} & set(extra)  # random words never shown nor judged
