@@ -99,7 +99,8 @@ LEVERS: dict[str, dict[str, Any]] = {
                                     "display_title_weight": 1.0, "domain_words": True},
     # round 3, session 5: the same, a card's order also by the film's decade word where it is a candidate, a user's
     # by how much more their films' cards show a word than an average user's, and a card's sixth word and on
-    # above 0.7 rather than 0.9
+    # above 0.7 rather than 0.9. Like every row here, without the shipped config's `film_share_cap` (0.02): a build
+    # of the same display shows other words on the cards it caps, and so other user words (docs/face.md)
     **{f"fifth-display-{tag}": {
         **SECOND_DISPLAY_NEIGHBOURS, "display_min_words": 4, "display_min_fit": 0.5, "display_title_weight": 1.0,
         "domain_words": True, **extra} for tag, extra in (
