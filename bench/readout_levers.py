@@ -107,6 +107,11 @@ LEVERS: dict[str, dict[str, Any]] = {
         ("era", {"display_era_weight": 1.0}),
         ("era-centred", {"display_era_weight": 1.0, "display_card_centre": 1.0}),
         ("era-centred-more", {"display_era_weight": 1.0, "display_card_centre": 1.0, "display_item_min_fit": 0.7}),
+        # the shipped fifth display with the config's film-share cap (0.9: as built), a card's sixth word and on above
+        # 0.9, 0.8 or 0.7
+        *((f"era-capped-more{int(threshold * 10)}", {"display_era_weight": 1.0, "film_share_cap": 0.02,
+                                                      "display_item_min_fit": threshold})
+          for threshold in (0.9, 0.8, 0.7)),
         # a user's card share over their latest 10 films (the LLM prompt's window), weighted 3 or 4
         *((f"era-recent-cards{weight}", {"display_era_weight": 1.0, "display_card_centre": 1.0,
                                          "display_card_recent": 10, "display_card_weight": float(weight)})
