@@ -155,7 +155,8 @@ def blind_batches(context: Context, sheet: dict[str, Any], rng: np.random.Genera
         for entity in sheet["sample"][kind]:
             seen = set(judged.get(entity, {}))
             every = list(dict.fromkeys([*context.shown(kind, entity), *(
-                w for other in others for w in (other.for_item(entity) if kind == "items" else other.for_user(entity)))]))
+                w for other in others
+                for w in (other.for_item(entity) if kind == "items" else other.for_user(entity)))]))
             shown = [w for w in every if not (only_unjudged and w in seen)]
             if not shown:
                 continue
