@@ -51,11 +51,11 @@ SUPPLEMENT = {
 SENSITIVE_SEEDS = {
     # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; seen on read-outs of the levers
     # (bench.readout_levers) before they were judged: malaria, obesity, infection; coma, depression, tuberculosis,
-    # diabetes, inflammation, psychiatric
+    # diabetes, inflammation, psychiatric; vomiting (later-12, a random word)
     "illness": ("illness", "disease", "cancer", "tumor", "leukemia", "aids", "hiv", "terminal", "diagnosis",
                 "disability", "dementia", "epidemic", "chemotherapy", "cholera", "paralysis", "schizophrenia",
                 "psychotic", "psycho", "malaria", "obesity", "infection", "coma", "depression", "tuberculosis",
-                "diabetes", "inflammation", "psychiatric"),
+                "diabetes", "inflammation", "psychiatric", "vomiting"),
     # ; genocide (and massacre, its neighbour); dying, drowning; mortality (later-5)
     "death": ("death", "suicide", "funeral", "burial", "corpse", "cemetery", "euthanasia", "mourning", "genocide",
               "massacre", "dying", "drowning", "mortality"),
