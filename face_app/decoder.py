@@ -25,7 +25,9 @@ import copy
 import dataclasses
 import hashlib
 import json
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ from face_app.prompts import TASTE_TOKEN, chat_text
 from face_app.sequential import SASRec, SASRecShape
 
 GENERATOR_FILE = "generator.json"
+STATES_REMEMBERED = 256  # SASRec states a TastePrompt remembers at serving (`TastePrompt.state_for`), 256 B each
 TASTE_DIR = "taste"
 
 
@@ -119,6 +122,25 @@ class TastePrompt(nn.Module):
         """B item-index arrays (oldest first) -> float [B, d]: the encoder's state (no gradient)."""
         with torch.no_grad():
             return self.encoder.state(list(histories))
+
+    def state_for(self, known: np.ndarray) -> torch.Tensor:
+        """One history's encoder state [1, d] (its item indices, oldest first), remembered for the last
+        `STATES_REMEMBERED` histories (their last max_len items): a chat turn reads it twice, for the `<taste>`
+        token and for the guide's prior (`face_app.ranking.GenerativePicker.sasrec_prior`), and a turn that keeps
+        the history reads it again. Serving only: the encoder is frozen, so the state of a history never changes."""
+        key = tuple(int(i) for i in known[-self.encoder.config.max_len:])
+        cache = self.__dict__.setdefault("_states", OrderedDict())
+        lock = self.__dict__.setdefault("_states_lock", threading.Lock())
+        with lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        state = self.states([np.asarray(key, dtype=np.int64)])
+        with lock:
+            cache[key] = state
+            while len(cache) > STATES_REMEMBERED:
+                cache.popitem(last=False)
+        return state
 
     def indices(self, item_ids: Sequence[str]) -> np.ndarray:
         """Item ids -> the encoder's item indices (ids it does not know are skipped)."""
@@ -354,7 +376,7 @@ class ItemGenerator:
         if not len(known):
             return None
         with torch.no_grad():
-            return self.taste(self.taste.states([known])).to(self.model.device)
+            return self.taste(self.taste.state_for(known)).to(self.model.device)
 
     def _check_taste(self, input_ids: torch.Tensor, taste: torch.Tensor | None) -> None:
         if self.taste_id is not None and bool((input_ids == self.taste_id).any()) and taste is None:

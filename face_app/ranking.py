@@ -135,7 +135,7 @@ class GenerativePicker:
             self._priors.move_to_end(key)
             return prior
         with torch.no_grad():
-            scores = taste.encoder.score(torch.zeros(1, dtype=torch.long), [taste.indices(history)])[0]
+            scores = taste.encoder.logits(taste.state_for(taste.indices(history)))[0]
         values = (self.guide * torch.log_softmax(scores.float(), dim=-1)).tolist()
         prior = self._priors[key] = dict(zip(taste.item_ids, values, strict=True))
         if len(self._priors) > PRIORS_REMEMBERED:

@@ -173,3 +173,26 @@ def test_serving_prompts_carry_face_words_only_for_a_model_tuned_on_them() -> No
     assert with_task.prompts_user_words and not without_task.prompts_user_words
     assert not genre_words.prompts_user_words
     assert GeneratorSpec("smollm2", user_descriptors="face").prompts_user_words  # a spec that records no task counts
+
+
+def test_a_historys_sasrec_state_is_computed_once_and_equals_the_encoders() -> None:
+    """`TastePrompt.state_for`: the `<taste>` token and the guide's prior read one forward pass per history."""
+    import numpy as np
+
+    from face_app.decoder import TastePrompt
+    from face_app.sequential import SASRec, SASRecShape
+
+    torch.manual_seed(0)
+    encoder = SASRec(1, 20, SASRecShape(dim=16, layers=1, heads=2, max_len=5))
+    taste = TastePrompt(encoder, [str(i) for i in range(20)], hidden=8)
+    calls = []
+    forward = encoder.forward
+    encoder.forward = lambda seq: (calls.append(seq.shape), forward(seq))[1]
+    history = np.array([3, 1, 4, 1, 5, 9, 2])
+
+    first = taste.state_for(history)
+    assert torch.allclose(first, taste.states([history])) and len(calls) == 2  # equal to the encoder's own state
+    assert taste.state_for(history) is first and len(calls) == 2  # the second read: no forward pass
+    assert taste.state_for(np.array([0, 0, *history])) is first  # the same last max_len items: the same state
+    other = taste.state_for(np.array([3, 1, 4, 1, 5, 9, 6]))
+    assert not torch.allclose(other, first) and len(calls) == 3

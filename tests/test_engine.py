@@ -782,10 +782,10 @@ def test_the_sasrec_prior_runs_once_per_history_and_follows_the_history_and_the_
     calls = []
 
     class Encoder:  # favours the item after the history's last one
-        def score(self, users, histories):
-            calls.append(list(histories[0]))
+        def logits(self, state):
+            calls.append(list(state))
             scores = torch.zeros(1, 6)
-            scores[0, (int(histories[0][-1]) + 1) % 6] = 3.0
+            scores[0, (int(state[-1]) + 1) % 6] = 3.0
             return scores
 
     class Taste:
@@ -794,6 +794,9 @@ def test_the_sasrec_prior_runs_once_per_history_and_follows_the_history_and_the_
 
         def indices(self, ids):
             return np.array([int(i) for i in ids])
+
+        def state_for(self, known):
+            return known
 
     picker = ranking.GenerativePicker(type("R", (), {"generator": type("G", (), {"taste": Taste()})()})(),
                                       picking=None, intent=0.0, boost=0.0, model_weight=0.0, guide=0.5)
@@ -812,7 +815,7 @@ def test_the_sasrec_guide_reaches_the_llms_search_as_a_log_prior_and_only_when_a
     import torch
 
     class Encoder:  # a SASRec that always favours item "9", then "4"
-        def score(self, users, histories):
+        def logits(self, state):
             scores = torch.zeros(1, 12)
             scores[0, 8], scores[0, 3] = 5.0, 2.0
             return scores
@@ -823,6 +826,9 @@ def test_the_sasrec_guide_reaches_the_llms_search_as_a_log_prior_and_only_when_a
 
         def indices(self, ids):
             return np.array([self.item_ids.index(i) for i in ids])
+
+        def state_for(self, known):
+            return known
 
     engine = engine_with_arm(catalog, ["5", "7", "11"])
     engine.recommenders["llm"].generator = type("Generator", (), {"taste": Taste()})()
