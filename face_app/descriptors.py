@@ -310,13 +310,17 @@ class Display:
         counts.index_add_(0, shown, torch.ones(len(shown)))
         return counts / max(len(rows), 1)
 
+    def history_share(self, item_words: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """[V]: `card_share` over the history's latest `card_recent` films (0: all of them)."""
+        return self.card_share(item_words, list(rows)[-self.card_recent:] if self.card_recent else rows)
+
     def history_fit(self, item_words: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
         """[V]: the order of a user's or a visitor's candidates: the proxy for the history's genres plus
         `card_weight` times `card_share`."""
         fit = self.fit(self.history_genres(rows)[None])[0]
         if not self.card_weight:
             return fit
-        share = self.card_share(item_words, list(rows)[-self.card_recent:] if self.card_recent else rows)
+        share = self.history_share(item_words, rows)
         if self.card_centre and self.card_prior is not None:
             share = share - self.card_centre * self.card_prior
         return fit + self.card_weight * share

@@ -19,9 +19,8 @@ the same plan gives the same picks wherever it is asked from.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -29,8 +28,6 @@ from face_app.arms import EmbeddingRecommender, Recommender
 from face_app.catalog import Catalog
 from face_app.dialogue import Constraints
 from face_app.picking import Closeness, Intent, Mix, Ranked, admitted, one_per_film
-
-PRIORS_REMEMBERED = 64  # SASRec priors a picker remembers (GenerativePicker.sasrec_prior): about 170 kB each
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,6 @@ class GenerativePicker:
     boost: float
     model_weight: float
     guide: float = 0.0
-    _priors: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
 
     def bonus(self, plan: Plan) -> dict[str, float] | None:
         intent = self.picking.intent.bonus(list(plan.mixes), self.intent, self.boost)
@@ -124,23 +120,15 @@ class GenerativePicker:
 
     def sasrec_prior(self, history: Sequence[str]) -> dict[str, float] | None:
         """item id -> `guide` times the SASRec's log-softmax for the history (None: no encoder, or no history).
-        Remembered for the last `PRIORS_REMEMBERED` histories: a turn that keeps the history ("something darker")
-        does not run SASRec again. Callers read the dict and never change it."""
+        The history's SASRec state is the one the `<taste>` token reads (`TastePrompt.state_for`, remembered), so
+        SASRec runs once per history, not once per use."""
         taste = getattr(getattr(self.recommender, "generator", None), "taste", None)
         if taste is None or not history:
             return None
-        key = (self.guide, tuple(history))
-        prior = self._priors.get(key)
-        if prior is not None:
-            self._priors.move_to_end(key)
-            return prior
         with torch.no_grad():
             scores = taste.encoder.logits(taste.state_for(taste.indices(history)))[0]
-        values = (self.guide * torch.log_softmax(scores.float(), dim=-1)).tolist()
-        prior = self._priors[key] = dict(zip(taste.item_ids, values, strict=True))
-        if len(self._priors) > PRIORS_REMEMBERED:
-            self._priors.popitem(last=False)
-        return prior
+        prior = (self.guide * torch.log_softmax(scores.float(), dim=-1)).tolist()
+        return dict(zip(taste.item_ids, prior, strict=True))
 
     def pick(self, plan: Plan) -> list[Pick]:
         exclude = set(plan.exclude) | self.picking.ruled_out(plan.constraints)

@@ -774,16 +774,15 @@ def test_a_plan_reads_x_alone_on_more_like_x_and_never_shows_x(catalog: Catalog)
     assert engine.plan(state).reads == ["2", "12"]
 
 
-def test_the_sasrec_prior_runs_once_per_history_and_follows_the_history_and_the_weight() -> None:
+def test_the_sasrec_prior_reads_the_historys_remembered_state_and_follows_the_history_and_the_weight() -> None:
     import torch
 
     from face_app import ranking
 
-    calls = []
+    reads = []
 
     class Encoder:  # favours the item after the history's last one
         def logits(self, state):
-            calls.append(list(state))
             scores = torch.zeros(1, 6)
             scores[0, (int(state[-1]) + 1) % 6] = 3.0
             return scores
@@ -795,20 +794,20 @@ def test_the_sasrec_prior_runs_once_per_history_and_follows_the_history_and_the_
         def indices(self, ids):
             return np.array([int(i) for i in ids])
 
-        def state_for(self, known):
+        def state_for(self, known):  # the one state the `<taste>` token reads too
+            reads.append(list(known))
             return known
 
     picker = ranking.GenerativePicker(type("R", (), {"generator": type("G", (), {"taste": Taste()})()})(),
                                       picking=None, intent=0.0, boost=0.0, model_weight=0.0, guide=0.5)
     first = picker.sasrec_prior(["0", "1"])
-    assert max(first, key=first.get) == "2" and picker.sasrec_prior(["0", "1"]) is first and len(calls) == 1
+    assert max(first, key=first.get) == "2" and reads == [[0, 1]]
+    assert sum(np.exp(np.array(list(first.values())) / 0.5)) == pytest.approx(1.0)  # a log-softmax, weighted
     other = picker.sasrec_prior(["0", "3"])
-    assert max(other, key=other.get) == "4" and len(calls) == 2  # another history: SASRec runs again
+    assert max(other, key=other.get) == "4"
     picker.guide = 1.0
-    assert picker.sasrec_prior(["0", "1"])["2"] == pytest.approx(2 * first["2"]) and len(calls) == 3
-    for n in range(ranking.PRIORS_REMEMBERED + 5):  # bounded: the oldest histories are forgotten
-        picker.sasrec_prior([str(n % 6), str(n)])
-    assert len(picker._priors) == ranking.PRIORS_REMEMBERED
+    assert picker.sasrec_prior(["0", "1"])["2"] == pytest.approx(2 * first["2"])
+    assert picker.sasrec_prior([]) is None
 
 
 def test_the_sasrec_guide_reaches_the_llms_search_as_a_log_prior_and_only_when_asked(catalog: Catalog) -> None:

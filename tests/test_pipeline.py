@@ -272,6 +272,18 @@ def test_the_readout_mode_face_stage_shows_only_suitable_words_by_the_display_ru
         data = SplitData.load(work / "data")
         expected = torch.stack([rule.card_share(readout.item_words, h.tolist()[-3:]) for h in data.train]).mean(0)
         assert rule.card_recent == 3 and torch.allclose(rule.card_prior, expected)
+        # every user's words are the display rule's with the centred recent share; centring changes some of them
+        from face_app.descriptors import choose_shown
+
+        scores = readout.concept_scores(readout.user_embeddings, "users")
+        changed = 0
+        for user, history in enumerate(data.train):
+            shown = readout.user_words[user][readout.user_words[user] >= 0].tolist()
+            fit = rule.history_fit(readout.item_words, history.tolist())
+            assert shown == choose_shown(scores[user], fit, readout.word_groups, readout.k, rule)
+            plain = fit + rule.card_prior  # the same fit without the centring
+            changed += shown != choose_shown(scores[user], plain, readout.word_groups, readout.k, rule)
+        assert changed > 0
 
 
 def test_the_served_rows_score_the_picks_a_chat_turn_shows(tiny_build: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -134,9 +134,9 @@ class EpochCheckpoint:
         if not (meta_path.exists() and tensor_path.exists()):
             return None
         meta = json.loads(meta_path.read_text())
-        with open(tensor_path, "rb") as handle:  # the header's epoch, to match the JSON's
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
-        if meta.get("key") != json.loads(json.dumps(self.key)) or header["__metadata__"]["epoch"] != str(meta["epoch"]):
+        with safe_open(tensor_path, "pt") as handle:  # the tensors' epoch, to match the JSON's
+            saved_epoch = (handle.metadata() or {}).get("epoch")
+        if meta.get("key") != json.loads(json.dumps(self.key)) or saved_epoch != str(meta["epoch"]):
             return None
         tensors = load_file(tensor_path)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -156,9 +156,6 @@ class EpochCheckpoint:
         random.setstate((version, tuple(internal), gauss))
         return LoopState(meta["epoch"], meta["best_ndcg"], meta["stale"], best, meta["history"])
 
-    def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
-
 
 def train_with_early_stopping(
     model: nn.Module,
@@ -177,7 +174,7 @@ def train_with_early_stopping(
     Returns one dict per epoch: epoch, loss, valid_NDCG@10 and valid_HR@10 (None on
     epochs without evaluation), seconds (training time since the first epoch, across resumes).
     With `checkpoint`, a saved state of the same key is resumed and the state is saved after each epoch;
-    the caller clears it once the result is stored.
+    the caller removes it once the result is stored.
     """
     state = (checkpoint.load(model) if checkpoint else None) or LoopState()
     history, best_ndcg, best_state, stale = state.history, state.best_ndcg, state.best_state, state.stale

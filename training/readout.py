@@ -151,7 +151,7 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                       closeness_weight=settings.display_closeness,
                       name_vectors=None if name_vectors is None else F.normalize(name_vectors.float(), dim=-1),
                       name_weight=settings.display_name_weight, card_weight=settings.display_card_weight,
-                      genre_rule=settings.display_genre_rule)
+                      genre_rule=settings.display_genre_rule, card_recent=settings.display_card_recent)
     degree = torch.as_tensor(data.item_counts(), dtype=torch.float32)
     readout = Descriptors(
         k=k, words=words, item_ids=data.items["item_id"].astype(str).tolist(),
@@ -205,11 +205,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     readout.item_words = item_words
 
-    display.card_recent = settings.display_card_recent
-    if settings.display_card_centre and settings.display_card_weight:
-        recent = settings.display_card_recent
-        display.card_prior = torch.stack([display.card_share(item_words, h.tolist()[-recent:] if recent else h.tolist())
-                                          for h in data.train]).mean(0)
+    if settings.display_card_centre and settings.display_card_weight:  # the prior needs the cards just chosen
+        display.card_prior = torch.stack([display.history_share(item_words, h.tolist()) for h in data.train]).mean(0)
         display.card_centre = settings.display_card_centre
     user_scores = readout.concept_scores(user_final, "users")
     user_words = torch.full((data.n_users, k), -1, dtype=torch.long)
