@@ -187,6 +187,9 @@ class FACEConfig(Schedule):
         words that set the taste apart (0: the card share itself).
     display_card_recent: the card share of a user or a visitor over their latest N films (`Display.card_recent`;
         0: the whole history); the LLM's prompt reads the latest `tune.max_history`.
+    display_card_weights: a film card's order learned from judged marks (`bench.display_learn`): a bias and a weight
+        per `training.readout.CARD_FEATURES` term; it replaces the hand-set name, LLM, title and era weights for
+        cards, and `display_item_min_fit` is then read on its scale (None: the hand-set order).
     """
 
     k: Positive = 8
@@ -234,6 +237,16 @@ class FACEConfig(Schedule):
     display_era_weight: Weight = 0.0
     display_card_centre: Weight = 0.0
     display_card_recent: NonNegative = 0
+    display_card_weights: dict[str, float] | None = None
+
+    @field_validator("display_card_weights")
+    @classmethod
+    def _known_card_terms(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        known = ("bias", "genre", "name", "lm", "title", "era", "own", "near", "generic")  # readout.CARD_FEATURES
+        unknown = sorted(set(value or {}) - set(known))
+        if unknown:
+            raise ValueError(f"unknown terms {unknown}; the terms are {', '.join(known)}")
+        return value
 
 
 # What the RQ-VAE of the index stage encodes (training/rqvae.py `item_embeddings`).

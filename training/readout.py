@@ -123,6 +123,49 @@ def era_scores(items: pd.DataFrame, words: Sequence[str]) -> torch.Tensor:
     return scores
 
 
+CARD_FEATURES = ("genre", "name", "lm", "title", "era", "own", "near", "generic")
+
+
+def card_features(display: Display, table: torch.Tensor, item_scores: torch.Tensor, neighbours: torch.Tensor | None,
+                  film_scores: torch.Tensor | None, title_scores: torch.Tensor | None,
+                  era: torch.Tensor) -> dict[str, torch.Tensor]:
+    """[I, V] per film and word, each term a card's order can weigh (`CARD_FEATURES`): `genre` and `name`, the
+    display's centred closeness to the film's genres' sentences and names (`Display.fit`'s two parts); `lm`, what the
+    base LLM reads in the title (`film_word_scores`, 0 when not computed); `title`, MiniLM's closeness to the title
+    (`title_word_scores`); `era`, 1 for the film's decade word; `own`, the word's closeness to the nearest of the
+    film's concepts (item_scores [I, K, V], -inf where a word is never the film's); `near`, the same over its CF
+    neighbours' concepts (neighbours [I, N]; None: `own`); `generic`, the word's closeness to any film ("a film",
+    "a story": `Display.generic_vectors`), the same for every film."""
+    zeros = torch.zeros(table.shape[0], display.word_vectors.shape[0])
+    own = item_scores.max(dim=1).values.clamp_min(-1.0)
+    near = own if neighbours is None else torch.stack([own[n].max(dim=0).values for n in neighbours])
+    generic = (display.word_vectors.float() @ display.generic_vectors.float().T).max(dim=1).values
+    has = table.any(dim=-1, keepdim=True)  # a film with no genre has no genre terms, as in `Display.fit`
+    return {"genre": torch.where(has, display._closest(display.genre_vectors, table), zeros),
+            "name": zeros if display.name_vectors is None else torch.where(
+                has, display._closest(display.name_vectors, table), zeros),
+            "lm": zeros if film_scores is None else film_scores.float(),
+            "title": zeros if title_scores is None else title_scores.float(),
+            "era": era, "own": own, "near": near, "generic": generic[None].expand_as(zeros)}
+
+
+def card_order(features: dict[str, torch.Tensor], settings: FACEConfig) -> torch.Tensor:
+    """[I, V] the order of a film card's candidates (the display's fit for items): with `display_card_weights`, the
+    learned sum (bias plus each feature times its weight: `bench.display_learn`, fit on a judged sheet of films
+    outside the scored sample); otherwise the hand-set terms, the genre proxy plus `display_name_weight` times the
+    names' term, `display_lm_weight` the LLM's, `display_title_weight` the title's, `display_era_weight` the era's."""
+    learned = settings.display_card_weights
+    if learned:
+        order = torch.full_like(features["genre"], float(learned.get("bias", 0.0)))
+        for name in CARD_FEATURES:
+            if learned.get(name):
+                order = order + learned[name] * features[name]
+        return order
+    return (features["genre"] + settings.display_name_weight * features["name"]
+            + settings.display_lm_weight * features["lm"] + settings.display_title_weight * features["title"]
+            + settings.display_era_weight * features["era"])
+
+
 def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torch.Tensor, data: SplitData,
                           words: list[str], word_embeddings: torch.Tensor, anchors: torch.Tensor,
                           generic: torch.Tensor, sensitive: Sequence[str | None], settings: FACEConfig,
@@ -173,13 +216,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         unit = F.normalize(item_final.float(), dim=-1)
         similarity = (unit @ unit.T).fill_diagonal_(float("-inf"))
         neighbours = similarity.topk(settings.display_item_neighbours, dim=1).indices
-    item_fit = display.fit(table)
-    if film_scores is not None and settings.display_lm_weight:
-        item_fit = item_fit + settings.display_lm_weight * film_scores
-    if title_scores is not None and settings.display_title_weight:
-        item_fit = item_fit + settings.display_title_weight * title_scores
-    if settings.display_era_weight:
-        item_fit = item_fit + settings.display_era_weight * era_scores(data.items, words)
+    features = card_features(display, table, item_scores, neighbours, film_scores, title_scores,
+                             era_scores(data.items, words))
+    item_fit = card_order(features, settings)
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
     carriers = torch.zeros(len(words), dtype=torch.long)
@@ -220,6 +259,41 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                                       for w in top],
                      "shown_per_item": np.bincount((item_words >= 0).sum(1).numpy(), minlength=k + 1).tolist(),
                      "shown_per_user": np.bincount((user_words >= 0).sum(1).numpy(), minlength=k + 1).tolist()}
+
+
+def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, SplitData, dict[str, torch.Tensor],
+                                                                  torch.Tensor]:
+    """The card features (`card_features`) of a workdir's built read-out, as its face stage computed them (the LLM's
+    and the title's terms come from the face-app cache when that build filled it), and bool [I, V] each film's
+    candidates: the words among the `display_item_candidates` nearest of its own or its neighbours' concepts that the
+    film may show (a sensitive-topic word only where its own data names it). For `bench.display_learn`."""
+    paths, settings = Workdir(workdir), config.face
+    data = SplitData.load(paths.data)
+    readout = Descriptors.load(paths.readout)
+    display, words = readout.display, readout.words
+    if display is None:
+        raise ValueError(f"{paths.readout} has no display rule: build the face stage in readout mode")
+    item_final = readout.item_embeddings.float()
+    item_scores = readout.concept_scores(item_final, "items")
+    neighbours = None
+    if settings.display_item_neighbours:
+        unit = F.normalize(item_final, dim=-1)
+        neighbours = (unit @ unit.T).fill_diagonal_(float("-inf")).topk(settings.display_item_neighbours, 1).indices
+    film_scores = (film_word_scores(data.items, words, settings.display_lm) if settings.display_lm != "none" else None)
+    titles = title_word_scores(data.items, display.word_vectors, TextEncoder())
+    features = card_features(display, item_genres(data)[1], item_scores, neighbours, film_scores, titles,
+                             era_scores(data.items, words))
+    count = min(settings.display_item_candidates or settings.display_candidates, len(words))
+    nearest = torch.zeros_like(features["own"], dtype=torch.bool)
+    nearest.scatter_(1, item_scores.topk(count, dim=2).indices.flatten(1), True)
+    pool = nearest if neighbours is None else nearest | torch.stack([nearest[n].any(dim=0) for n in neighbours])
+    sensitive = [i for i, hidden in enumerate(display.user_hidden.tolist()) if hidden]
+    for item, row in enumerate(data.items.itertuples()):
+        own = named_in(f"{row.title} {' '.join(row.genres)} {row.description or ''}")
+        for w in sensitive:
+            if not supported(words[w], own):
+                pool[item, w] = False
+    return readout, data, features, pool
 
 
 def run(config: Config, workdir: Path) -> Path:
