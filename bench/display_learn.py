@@ -147,7 +147,7 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     from training.readout import built_card_features, card_order
 
     config = load_config(config_path)
-    readout, _, features, _ = built_card_features(config, workdir)
+    readout, _, features, pool = built_card_features(config, workdir)
     sheet = load_sheet(sheet_path)
     x, y, groups, names = marks_table(sheet, readout, features)
     hand = card_order(features, config.face)
@@ -166,7 +166,17 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     scaler, logistic = whole[0], whole[1]
     weights = logistic.coef_[0] / scaler.scale_
     bias = float(logistic.intercept_[0] - (weights * scaler.mean_).sum())
+    learned = torch.zeros_like(hand) + bias
+    for name, weight in zip(names, weights, strict=True):
+        learned = learned + float(weight) * features[name]
+    scored = set(load_sheet(SHEET)["sample"]["items"])
+    popularity = np.argsort(-np.asarray(readout.item_weights.reciprocal().square()), kind="stable").tolist()
+    strata = {"head": [i for i in popularity[:200] if readout.item_ids[i] not in scored],
+              "tail": [i for i in popularity[200:] if readout.item_ids[i] not in scored]}
+    grid = [round(t, 2) for t in np.arange(0.30, 0.751, 0.05)]
+    table = threshold_table(learned, pool, readout.word_groups, strata, grid)
     return {
+        "thresholds": table,
         "sheet": str(sheet_path), "marks": int(len(y)), "fit_share": float(y.mean()), "films": int(len(set(groups))),
         "auc_learned_cv": float(roc_auc_score(y, predicted)), "auc_hand_set": float(roc_auc_score(y, hand_scores)),
         "folds": folds,
@@ -174,6 +184,46 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
         "standardised_weights": {n: round(float(w), 4) for n, w in zip(names, logistic.coef_[0], strict=True)},
         "labels": list(LABELS),
     }
+
+
+def expected_card(probabilities: list[float], need: int = 4) -> float:
+    """The chance that at least `need` of a card's words fit, each independently with its probability (the
+    Poisson-binomial tail)."""
+    counts = np.zeros(len(probabilities) + 1)
+    counts[0] = 1.0
+    for p in probabilities:
+        counts[1:] = counts[1:] * (1 - p) + counts[:-1] * p
+        counts[0] *= 1 - p
+    return float(counts[need:].sum())
+
+
+def threshold_table(order: torch.Tensor, pool: torch.Tensor, groups: torch.Tensor, films: dict[str, list[int]],
+                    thresholds: list[float], k: int = 8, min_words: int = 5) -> list[dict[str, float]]:
+    """Per threshold (a probability), what the learned order would show on `films` (row indices per stratum): a card
+    takes its candidates best first by `order` (log-odds [I, V]), one per stem, at least `min_words` and more while
+    the probability is at least the threshold, up to k (the exposure caps left out). Per stratum, the mean predicted
+    fit of the shown words and the expected share of films with 4 or more fitting; the strata weigh equally, as the
+    scored sheet's halves do."""
+    table = []
+    for threshold in thresholds:
+        row: dict[str, float] = {"threshold": threshold}
+        shares, fours, counts = [], [], []
+        for rows in films.values():
+            fit, four, shown = [], [], []
+            for film in rows:
+                ranked = ranked_candidates(order[film], pool[film], groups, k)
+                p = torch.sigmoid(order[film, ranked]).tolist()
+                kept = [q for i, q in enumerate(p) if i < min_words or q >= threshold]
+                fit += kept
+                four.append(expected_card(kept))
+                shown.append(len(kept))
+            shares.append(float(np.mean(fit)))
+            fours.append(float(np.mean(four)))
+            counts.append(float(np.mean(shown)))
+        row.update(expected_fit=float(np.mean(shares)), expected_with_4=float(np.mean(fours)),
+                   words_per_card=float(np.mean(counts)))
+        table.append(row)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
