@@ -40,6 +40,7 @@ from bench.descriptor_fit import LABELS, RULE, SHEET, load_sheet, save_sheet, wr
 TRAINING_SHEET = Path(__file__).with_name("display-training.json")
 OUT = Path(__file__).with_name("display-learned.json")
 TOP, DEEP, DEEP_FROM, DEEP_TO, RANDOM = 12, 6, 12, 60, 6
+LEAST_FIT = 0.65  # the predicted fit share the chosen threshold keeps (docs/face.md, the sixth display's rule)
 
 
 def ranked_candidates(order: torch.Tensor, pool: torch.Tensor, groups: torch.Tensor, limit: int) -> list[int]:
@@ -176,7 +177,7 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     grid = [round(t, 2) for t in np.arange(0.30, 0.751, 0.05)]
     table = threshold_table(learned, pool, readout.word_groups, strata, grid)
     return {
-        "thresholds": table,
+        "chosen_threshold": chosen_threshold(table), "least_fit": LEAST_FIT, "thresholds": table,
         "sheet": str(sheet_path), "marks": int(len(y)), "fit_share": float(y.mean()), "films": int(len(set(groups))),
         "auc_learned_cv": float(roc_auc_score(y, predicted)), "auc_hand_set": float(roc_auc_score(y, hand_scores)),
         "folds": folds,
@@ -224,6 +225,25 @@ def threshold_table(order: torch.Tensor, pool: torch.Tensor, groups: torch.Tenso
                    words_per_card=float(np.mean(counts)))
         table.append(row)
     return table
+
+
+def chosen_threshold(table: list[dict[str, float]], least_fit: float = LEAST_FIT) -> float | None:
+    """The rule written in docs/face.md before the training sheet was judged: the lowest threshold whose predicted
+    fit share is at least `least_fit` (None: none is)."""
+    passing = [row["threshold"] for row in table if row["expected_fit"] >= least_fit]
+    return min(passing) if passing else None
+
+
+def learned_display(path: Path = OUT) -> dict[str, Any] | None:
+    """The `face` settings of the learned card order (`display_card_weights`, and `display_item_min_fit` the chosen
+    threshold as log-odds), or None when `fit` has not written `path` or chose no threshold."""
+    if not path.exists():
+        return None
+    learned = json.loads(path.read_text())
+    if learned.get("chosen_threshold") is None:
+        return None
+    p = learned["chosen_threshold"]
+    return {"display_card_weights": learned["weights"], "display_item_min_fit": round(float(np.log(p / (1 - p))), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:

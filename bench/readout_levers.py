@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from bench.display_learn import learned_display
 from face_app.bundle import Bundle
 from face_app.descriptors import Descriptors, stem_groups
 from face_app.hardware import machine
@@ -118,6 +119,14 @@ LEVERS: dict[str, dict[str, Any]] = {
           for weight in (3, 4)),
     )},
 }
+# round 3, session 6: the shipped fifth display with a card order learned from a second judged sheet of other films
+# (bench/display_learn.py; its threshold by the rule in docs/face.md), users as shipped or by their latest 10 films'
+# cards, centred, at weight 3
+if (_LEARNED := learned_display()) is not None:
+    _SHIPPED = {**LEVERS["fifth-display-era-capped-more8"], **_LEARNED}
+    LEVERS["sixth-display-learned"] = _SHIPPED
+    LEVERS["sixth-display-learned-recent3"] = {**_SHIPPED, "display_card_centre": 1.0, "display_card_recent": 10,
+                                               "display_card_weight": 3.0}
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
 FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"

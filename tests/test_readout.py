@@ -284,3 +284,74 @@ def test_the_title_term_says_which_words_a_films_own_title_holds_centred_per_wor
     assert scores.shape == (2, 3) and torch.allclose(scores.sum(0), torch.zeros(3), atol=1e-6)
     assert scores[0, 0] > 0 > scores[1, 0] and scores[1, 1] > 0 > scores[0, 1]  # "poetry" for the poet, "taxi" for Taxi
     assert torch.allclose(scores[:, 2], torch.zeros(2), atol=1e-6)  # close to both titles alike: nothing
+
+
+def _card_inputs() -> tuple[Display, torch.Tensor, dict[str, torch.Tensor]]:
+    """Two films (genres 0 and 1 of three orthogonal genre sentences), four words, with given LLM, title and era
+    terms and concept scores, for the card features and orders."""
+    from training.readout import card_features
+
+    words = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=-1)
+    table = torch.tensor([[True, False, False], [False, True, False]])
+    rule = display(words, torch.eye(3), table, name_vectors=torch.eye(3), name_weight=1.5)
+    scores = torch.tensor([[[0.9, 0.1, 0.5, 0.0]], [[0.2, 0.8, 0.3, 0.1]]])  # [I, K=1, V]
+    lm = torch.tensor([[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]])
+    title = torch.tensor([[0.5, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5]])
+    era = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    neighbours = torch.tensor([[1], [0]])
+    return rule, table, card_features(rule, table, scores, neighbours, lm, title, era)
+
+
+def test_the_hand_set_card_order_is_the_proxy_plus_the_weighted_terms_and_learned_weights_replace_it() -> None:
+    from training.config import FACEConfig
+    from training.readout import card_order
+
+    rule, table, features = _card_inputs()
+    hand = FACEConfig(display_name_weight=1.5, display_lm_weight=0.07, display_title_weight=1.0,
+                      display_era_weight=1.0)
+    expected = rule.fit(table) + 0.07 * features["lm"] + features["title"] + features["era"]
+    assert torch.allclose(card_order(features, hand), expected, atol=1e-6)
+    # the same terms as learned weights give the same order; a learned order reads each term under its own name
+    same = FACEConfig(display_card_weights={"genre": 1.0, "name": 1.5, "lm": 0.07, "title": 1.0, "era": 1.0})
+    assert torch.allclose(card_order(features, same), expected, atol=1e-6)
+    own_only = card_order(features, FACEConfig(display_card_weights={"bias": -1.0, "own": 2.0}))
+    assert torch.allclose(own_only, torch.tensor([[0.8, -0.8, 0.0, -1.0], [-0.6, 0.6, -0.4, -0.8]]), atol=1e-6)
+    # a neighbour's concepts: film 0's `near` is film 1's closeness
+    assert torch.allclose(features["near"], torch.tensor([[0.2, 0.8, 0.3, 0.1], [0.9, 0.1, 0.5, 0.0]]))
+
+
+def test_card_weights_name_only_known_terms() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from training.config import FACEConfig
+
+    with pytest.raises(ValidationError, match="unknown terms"):
+        FACEConfig(display_card_weights={"genre": 1.0, "popularity": 2.0})
+
+
+def test_a_learned_threshold_shows_more_words_the_lower_it_is_and_expects_four_by_the_poisson_binomial() -> None:
+    from bench.display_learn import expected_card, threshold_table
+
+    assert expected_card([1.0, 1.0, 1.0, 1.0]) == 1.0
+    assert abs(expected_card([0.5] * 4) - 1 / 16) < 1e-9
+    assert abs(expected_card([0.5] * 5) - 6 / 32) < 1e-9
+    assert expected_card([0.9, 0.9, 0.9]) == 0.0
+    logits = torch.logit(torch.tensor([[0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.2, 0.1, 0.05]]))
+    pool = torch.ones_like(logits, dtype=torch.bool)
+    table = threshold_table(logits, pool, torch.arange(10), {"head": [0]}, [0.3, 0.42, 0.5], k=8, min_words=5)
+    assert [row["words_per_card"] for row in table] == [7, 6, 5]
+    assert table[0]["expected_fit"] < table[1]["expected_fit"] < table[2]["expected_fit"]
+    assert table[0]["expected_with_4"] > table[2]["expected_with_4"]
+
+
+def test_the_training_films_are_drawn_apart_from_the_scored_ones_half_among_the_most_rated() -> None:
+    import numpy as np
+
+    from bench.display_learn import draw_films
+
+    popularity = np.arange(1000, 0, -1, dtype=float)  # row 0 the most rated
+    excluded = set(range(0, 400, 2))
+    films = draw_films(popularity, excluded, seed=3, films=40, top=100)
+    assert not set(films) & excluded and len(set(films)) == 40
+    assert sum(f < 100 for f in films) == 20
