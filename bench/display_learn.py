@@ -40,6 +40,7 @@ from bench.descriptor_fit import LABELS, RULE, SHEET, load_sheet, save_sheet, wr
 TRAINING_SHEET = Path(__file__).with_name("display-training.json")
 OUT = Path(__file__).with_name("display-learned.json")
 TOP, DEEP, DEEP_FROM, DEEP_TO, RANDOM = 12, 6, 12, 60, 6
+PRIOR_MARKS = 1.0  # pseudo-marks a word's prior is smoothed with (towards the share of all marks that fit)
 LEAST_FIT = 0.65  # the predicted fit share the chosen threshold keeps (docs/face.md, the sixth display's rule)
 
 
@@ -116,28 +117,58 @@ def draw(workdir: Path, config_path: Path, blind: Path, seed: int) -> dict[str, 
     return {"films": len(films), "words": sum(len(e["words"]) for e in entries), "files": [str(p) for p in paths]}
 
 
-def marks_table(sheet: dict[str, Any], readout, features: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray,
-                                                                                               np.ndarray, list[str]]:
-    """X [N, F] the card features of every judged (film, word), y [N] 1 for fit, groups [N] the film's row, and the
-    feature names (`training.readout.CARD_FEATURES`)."""
+def marks_table(sheet: dict[str, Any], readout, features: dict[str, torch.Tensor]) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """X [N, F] the card features of every judged (film, word) but the `word` prior, y [N] 1 for fit, groups [N]
+    the film's row, the feature names (`training.readout.CARD_FEATURES` less `word`) and the words."""
     from training.readout import CARD_FEATURES
 
+    names = [name for name in CARD_FEATURES if name != "word"]
     item_index = {item: i for i, item in enumerate(readout.item_ids)}
     word_index = {word: i for i, word in enumerate(readout.words)}
-    rows, labels, groups = [], [], []
+    rows, labels, groups, words = [], [], [], []
     for entity, marks in sheet["judgments"]["items"].items():
         film = item_index[entity]
         for word, mark in marks.items():
             if word not in word_index:
                 continue
             w = word_index[word]
-            rows.append([float(features[name][film, w]) for name in CARD_FEATURES])
+            rows.append([float(features[name][film, w]) for name in names])
             labels.append(mark["label"] == "fit")
             groups.append(film)
-    return np.array(rows), np.array(labels, dtype=int), np.array(groups), list(CARD_FEATURES)
+            words.append(word)
+    return np.array(rows), np.array(labels, dtype=int), np.array(groups), names, words
+
+
+def word_log_odds(words: list[str], labels: np.ndarray,
+                  prior_marks: float = PRIOR_MARKS) -> tuple[dict[str, float], float]:
+    """Each judged word's log-odds of fit, smoothed towards the share of all marks that fit by `prior_marks`
+    pseudo-marks, and that share's log-odds (the default for a word never judged)."""
+    base = float(labels.mean())
+    fits: dict[str, list[int]] = {}
+    for word, label in zip(words, labels.tolist(), strict=True):
+        fits.setdefault(word, []).append(label)
+    odds = {word: float(np.log((sum(v) + prior_marks * base) / (len(v) - sum(v) + prior_marks * (1 - base))))
+            for word, v in fits.items()}
+    return odds, float(np.log(base / (1 - base)))
+
+
+def out_of_fold_prior(words: list[str], labels: np.ndarray, groups: np.ndarray, folds: int) -> np.ndarray:
+    """[N] each mark's word prior learned from the other folds' films only (a mark never informs its own prior)."""
+    from sklearn.model_selection import GroupKFold
+
+    prior = np.zeros(len(labels))
+    for train, test in GroupKFold(n_splits=folds).split(labels, labels, groups):
+        odds, default = word_log_odds([words[i] for i in train], labels[train])
+        prior[test] = [odds.get(words[i], default) for i in test]
+    return prior
 
 
 def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> dict[str, Any]:
+    """The learned order (module docstring): agreement by grouped folds with and without the word prior, beside the
+    hand-set order's; the weights of the model fit on every mark (the word prior of each mark out of fold, so that
+    the model learns how far a prior from other films can be trusted); the word prior of every judged word; and the
+    threshold table with the rule's choice."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import GroupKFold
@@ -150,7 +181,7 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     config = load_config(config_path)
     readout, _, features, pool = built_card_features(config, workdir)
     sheet = load_sheet(sheet_path)
-    x, y, groups, names = marks_table(sheet, readout, features)
+    x, y, groups, names, words = marks_table(sheet, readout, features)
     hand = card_order(features, config.face)
     item_index = {item: i for i, item in enumerate(readout.item_ids)}
     word_index = {word: i for i, word in enumerate(readout.words)}
@@ -160,16 +191,29 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     def model() -> Any:
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
 
-    predicted = np.zeros(len(y))
-    for train, test in GroupKFold(n_splits=folds).split(x, y, groups):
-        predicted[test] = model().fit(x[train], y[train]).predict_proba(x[test])[:, 1]
-    whole = model().fit(x, y)
+    agreement = {}
+    for with_prior in (False, True):
+        predicted = np.zeros(len(y))
+        for train, test in GroupKFold(n_splits=folds).split(x, y, groups):
+            features_train, features_test = x[train], x[test]
+            if with_prior:
+                sub = [words[i] for i in train]
+                inner = out_of_fold_prior(sub, y[train], groups[train], folds)
+                odds, default = word_log_odds(sub, y[train])
+                features_train = np.c_[features_train, inner]
+                features_test = np.c_[features_test, [odds.get(words[i], default) for i in test]]
+            predicted[test] = model().fit(features_train, y[train]).predict_proba(features_test)[:, 1]
+        agreement["with_word_prior" if with_prior else "terms_alone"] = float(roc_auc_score(y, predicted))
+    names = [*names, "word"]
+    whole = model().fit(np.c_[x, out_of_fold_prior(words, y, groups, folds)], y)
     scaler, logistic = whole[0], whole[1]
     weights = logistic.coef_[0] / scaler.scale_
     bias = float(logistic.intercept_[0] - (weights * scaler.mean_).sum())
+    odds, default = word_log_odds(words, y)
+    prior = torch.tensor([odds.get(word, default) for word in readout.words])
     learned = torch.zeros_like(hand) + bias
     for name, weight in zip(names, weights, strict=True):
-        learned = learned + float(weight) * features[name]
+        learned = learned + float(weight) * (prior[None] if name == "word" else features[name])
     scored = set(load_sheet(SHEET)["sample"]["items"])
     popularity = np.argsort(-np.asarray(readout.item_weights.reciprocal().square()), kind="stable").tolist()
     strata = {"head": [i for i in popularity[:200] if readout.item_ids[i] not in scored],
@@ -179,11 +223,11 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     return {
         "chosen_threshold": chosen_threshold(table), "least_fit": LEAST_FIT, "thresholds": table,
         "sheet": str(sheet_path), "marks": int(len(y)), "fit_share": float(y.mean()), "films": int(len(set(groups))),
-        "auc_learned_cv": float(roc_auc_score(y, predicted)), "auc_hand_set": float(roc_auc_score(y, hand_scores)),
-        "folds": folds,
+        "auc_cv": agreement, "auc_hand_set": float(roc_auc_score(y, hand_scores)), "folds": folds,
         "weights": {"bias": round(bias, 4), **{n: round(float(w), 4) for n, w in zip(names, weights, strict=True)}},
         "standardised_weights": {n: round(float(w), 4) for n, w in zip(names, logistic.coef_[0], strict=True)},
-        "labels": list(LABELS),
+        "labels": list(LABELS), "prior_marks": PRIOR_MARKS, "word_default": round(default, 4),
+        "word_prior": {word: round(value, 4) for word, value in sorted(odds.items())},
     }
 
 
@@ -234,7 +278,7 @@ def chosen_threshold(table: list[dict[str, float]], least_fit: float = LEAST_FIT
     return min(passing) if passing else None
 
 
-def learned_display(path: Path = OUT) -> dict[str, Any] | None:
+def learned_display(path: Path = Path("bench/display-learned.json")) -> dict[str, Any] | None:
     """The `face` settings of the learned card order (`display_card_weights`, and `display_item_min_fit` the chosen
     threshold as log-odds), or None when `fit` has not written `path` or chose no threshold."""
     if not path.exists():
@@ -243,7 +287,8 @@ def learned_display(path: Path = OUT) -> dict[str, Any] | None:
     if learned.get("chosen_threshold") is None:
         return None
     p = learned["chosen_threshold"]
-    return {"display_card_weights": learned["weights"], "display_item_min_fit": round(float(np.log(p / (1 - p))), 4)}
+    return {"display_card_weights": learned["weights"], "display_card_word_prior": str(path),
+            "display_item_min_fit": round(float(np.log(p / (1 - p))), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(draw(args.workdir, args.config, args.blind, args.seed), indent=1))
         return 0
     result = fit(args.workdir, args.config, args.sheet)
-    result["command"] = "python -m bench.display_learn " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = "python -m bench.display_learn fit " + " ".join(argv)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0

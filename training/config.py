@@ -190,6 +190,8 @@ class FACEConfig(Schedule):
     display_card_weights: a film card's order learned from judged marks (`bench.display_learn`): a bias and a weight
         per `training.readout.CARD_FEATURES` term; it replaces the hand-set name, LLM, title and era weights for
         cards, and `display_item_min_fit` is then read on its scale (None: the hand-set order).
+    display_card_word_prior: the JSON file of the learned order's `word` term (`bench/display-learned.json`: each
+        word's prior log-odds of fitting, from the judged marks of other films), read from the working directory.
     """
 
     k: Positive = 8
@@ -238,11 +240,13 @@ class FACEConfig(Schedule):
     display_card_centre: Weight = 0.0
     display_card_recent: NonNegative = 0
     display_card_weights: dict[str, float] | None = None
+    display_card_word_prior: str | None = None
 
     @field_validator("display_card_weights")
     @classmethod
     def _known_card_terms(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        known = ("bias", "genre", "name", "lm", "title", "era", "own", "near", "generic")  # readout.CARD_FEATURES
+        # training.readout.CARD_FEATURES and the bias
+        known = ("bias", "genre", "name", "lm", "title", "era", "own", "near", "generic", "word")
         unknown = sorted(set(value or {}) - set(known))
         if unknown:
             raise ValueError(f"unknown terms {unknown}; the terms are {', '.join(known)}")

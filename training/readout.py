@@ -23,6 +23,7 @@ interactions (hub words counted by what visitors see, not by how many films carr
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,19 +124,28 @@ def era_scores(items: pd.DataFrame, words: Sequence[str]) -> torch.Tensor:
     return scores
 
 
-CARD_FEATURES = ("genre", "name", "lm", "title", "era", "own", "near", "generic")
+CARD_FEATURES = ("genre", "name", "lm", "title", "era", "own", "near", "generic", "word")
+
+
+def word_prior_vector(words: Sequence[str], path: str | Path) -> torch.Tensor:
+    """[V]: each word's prior log-odds of fitting a card it is a candidate of, learned from judged marks on other
+    films (`bench.display_learn`: the file's `word_prior`, and `word_default` for a word it never saw judged)."""
+    learned = json.loads(Path(path).read_text())
+    prior, default = learned["word_prior"], float(learned["word_default"])
+    return torch.tensor([float(prior.get(word, default)) for word in words])
 
 
 def card_features(display: Display, table: torch.Tensor, item_scores: torch.Tensor, neighbours: torch.Tensor | None,
-                  film_scores: torch.Tensor | None, title_scores: torch.Tensor | None,
-                  era: torch.Tensor) -> dict[str, torch.Tensor]:
+                  film_scores: torch.Tensor | None, title_scores: torch.Tensor | None, era: torch.Tensor,
+                  word_prior: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """[I, V] per film and word, each term a card's order can weigh (`CARD_FEATURES`): `genre` and `name`, the
     display's centred closeness to the film's genres' sentences and names (`Display.fit`'s two parts); `lm`, what the
     base LLM reads in the title (`film_word_scores`, 0 when not computed); `title`, MiniLM's closeness to the title
     (`title_word_scores`); `era`, 1 for the film's decade word; `own`, the word's closeness to the nearest of the
     film's concepts (item_scores [I, K, V], -inf where a word is never the film's); `near`, the same over its CF
     neighbours' concepts (neighbours [I, N]; None: `own`); `generic`, the word's closeness to any film ("a film",
-    "a story": `Display.generic_vectors`), the same for every film."""
+    "a story": `Display.generic_vectors`), the same for every film; `word`, the word's prior log-odds of fitting
+    (`word_prior_vector`; None: 0), the same for every film."""
     zeros = torch.zeros(table.shape[0], display.word_vectors.shape[0])
     own = item_scores.max(dim=1).values.clamp_min(-1.0)
     near = own if neighbours is None else torch.stack([own[n].max(dim=0).values for n in neighbours])
@@ -146,7 +156,8 @@ def card_features(display: Display, table: torch.Tensor, item_scores: torch.Tens
                 has, display._closest(display.name_vectors, table), zeros),
             "lm": zeros if film_scores is None else film_scores.float(),
             "title": zeros if title_scores is None else title_scores.float(),
-            "era": era, "own": own, "near": near, "generic": generic[None].expand_as(zeros)}
+            "era": era, "own": own, "near": near, "generic": generic[None].expand_as(zeros),
+            "word": zeros if word_prior is None else word_prior.float()[None].expand_as(zeros)}
 
 
 def card_order(features: dict[str, torch.Tensor], settings: FACEConfig) -> torch.Tensor:
@@ -216,8 +227,10 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         unit = F.normalize(item_final.float(), dim=-1)
         similarity = (unit @ unit.T).fill_diagonal_(float("-inf"))
         neighbours = similarity.topk(settings.display_item_neighbours, dim=1).indices
+    prior = (word_prior_vector(words, settings.display_card_word_prior) if settings.display_card_word_prior
+             else None)
     features = card_features(display, table, item_scores, neighbours, film_scores, title_scores,
-                             era_scores(data.items, words))
+                             era_scores(data.items, words), prior)
     item_fit = card_order(features, settings)
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
@@ -281,8 +294,10 @@ def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, Spl
         neighbours = (unit @ unit.T).fill_diagonal_(float("-inf")).topk(settings.display_item_neighbours, 1).indices
     film_scores = (film_word_scores(data.items, words, settings.display_lm) if settings.display_lm != "none" else None)
     titles = title_word_scores(data.items, display.word_vectors, TextEncoder())
+    prior = (word_prior_vector(words, settings.display_card_word_prior) if settings.display_card_word_prior
+             else None)
     features = card_features(display, item_genres(data)[1], item_scores, neighbours, film_scores, titles,
-                             era_scores(data.items, words))
+                             era_scores(data.items, words), prior)
     count = min(settings.display_item_candidates or settings.display_candidates, len(words))
     nearest = torch.zeros_like(features["own"], dtype=torch.bool)
     nearest.scatter_(1, item_scores.topk(count, dim=2).indices.flatten(1), True)
