@@ -355,3 +355,31 @@ def test_the_training_films_are_drawn_apart_from_the_scored_ones_half_among_the_
     films = draw_films(popularity, excluded, seed=3, films=40, top=100)
     assert not set(films) & excluded and len(set(films)) == 40
     assert sum(f < 100 for f in films) == 20
+
+
+def test_a_words_prior_is_smoothed_towards_all_marks_and_never_learned_from_its_own_films_marks() -> None:
+    import numpy as np
+
+    from bench.display_learn import out_of_fold_prior, word_log_odds
+
+    words = ["satire", "satire", "satire", "comedy", "comedy", "humor"]
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    odds, default = word_log_odds(words, labels, prior_marks=1.0)
+    assert default == 0.0  # half of all marks fit
+    assert np.isclose(odds["satire"], np.log(0.5 / 3.5)) and np.isclose(odds["comedy"], np.log(2.5 / 0.5))
+    # each film's marks get the prior of the other films' marks only: "humor", judged on film 2 alone, gets the
+    # other films' default (two of their four marks fit); "satire" on film 0 gets films 1 and 2's two "no"
+    groups = np.array([0, 1, 2, 0, 1, 2])
+    prior = out_of_fold_prior(words, labels, groups, folds=3)
+    assert prior[5] == 0.0 and odds["humor"] > 0
+    assert np.isclose(prior[0], np.log(0.5 / 2.5)) and np.isclose(prior[3], np.log(1.5 / 0.5))
+
+
+def test_the_word_term_reads_the_learned_prior_and_the_default_for_an_unjudged_word(tmp_path) -> None:
+    import json
+
+    from training.readout import word_prior_vector
+
+    path = tmp_path / "learned.json"
+    path.write_text(json.dumps({"word_prior": {"satire": -2.0, "comedy": 1.5}, "word_default": -0.5}))
+    assert word_prior_vector(["comedy", "laptop", "satire"], path).tolist() == [1.5, -0.5, -2.0]
