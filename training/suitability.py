@@ -51,14 +51,15 @@ SUPPLEMENT = {
 SENSITIVE_SEEDS = {
     # ; chemotherapy, cholera, paralysis, schizophrenia, psychotic, psycho; seen on read-outs of the levers
     # (bench.readout_levers) before they were judged: malaria, obesity, infection; coma, depression, tuberculosis,
-    # diabetes, inflammation, psychiatric; vomiting (later-12, a random word)
+    # diabetes, inflammation, psychiatric; vomiting (later-12, a random word); plague (later-15, a random word)
     "illness": ("illness", "disease", "cancer", "tumor", "leukemia", "aids", "hiv", "terminal", "diagnosis",
                 "disability", "dementia", "epidemic", "chemotherapy", "cholera", "paralysis", "schizophrenia",
                 "psychotic", "psycho", "malaria", "obesity", "infection", "coma", "depression", "tuberculosis",
-                "diabetes", "inflammation", "psychiatric", "vomiting"),
-    # ; genocide (and massacre, its neighbour); dying, drowning; mortality (later-5)
+                "diabetes", "inflammation", "psychiatric", "vomiting", "plague"),
+    # ; genocide (and massacre, its neighbour); dying, drowning; mortality (later-5); homicide (later-15, shown on
+    # Chasing Amy by the sixth display's lever)
     "death": ("death", "suicide", "funeral", "burial", "corpse", "cemetery", "euthanasia", "mourning", "genocide",
-              "massacre", "dying", "drowning", "mortality"),
+              "massacre", "dying", "drowning", "mortality", "homicide"),
     # ; fetal
     "abortion": ("abortion", "miscarriage", "pregnancy", "contraception", "maternity", "fetal"),
     # ; alcoholic; cannabis, abuse; alcoholism (later-4); injection (later-9)
