@@ -9,7 +9,12 @@ LLM arm's own search as a turn asks it (its prompt, the history excluded, the in
 with the cached chat header), `--mode batch` as one batch (left-padded prefill, every request's beams
 stepped together); either `--repeat` times. Prints the seconds per round, the machine and the load average,
 and checks that both modes give every session the same items (exit 1 if not). Whole-process timings through
-`farm-bench` include loading the bundle (about 3 s), the same for both modes.
+`farm-bench` include loading the bundle (about 3 s), the same for both modes. `--head` chooses how the beams are
+scored (`face_app.decoder.HEADS`); `--compare-heads` runs every session under each head instead and says whether
+their picks agree:
+
+    python -m bench.batching --compare-heads --sessions 64
+    farm-bench --vs 'python -m bench.batching --head vocabulary' -- python -m bench.batching --head codes
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 
 from face_app import hardware
 from face_app.bundle import Bundle
+from face_app.decoder import HEAD, HEADS
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 
@@ -44,6 +50,22 @@ def searches(engine: Engine, sessions: int) -> list:
     return out
 
 
+def compare_heads(generator, asked: list) -> int:
+    """Each session's picks under every head (`face_app.decoder.HEADS`), batched as the app runs them: how many
+    sessions get the same items in the same order, and the largest difference of a pick's score."""
+    found = {}
+    for head in HEADS:
+        generator.head = head
+        found[head] = generator.search_many(asked)
+    codes, vocabulary = found["codes"], found["vocabulary"]
+    same = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(codes, vocabulary, strict=True))
+    gaps = [abs(sa - sb) for a, b in zip(codes, vocabulary, strict=True)
+            for (ia, sa), (ib, sb) in zip(a, b, strict=False) if ia == ib]
+    print(json.dumps({"sessions": len(asked), "same_items_in_order": same, "largest_score_gap": max(gaps, default=0.0),
+                      "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}}))
+    return 0 if same == len(asked) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=Path("assets/ml-100k"))
@@ -51,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--head", choices=HEADS, default=HEAD, help="how beams are scored (face_app.decoder.HEADS)")
+    parser.add_argument("--compare-heads", action="store_true",
+                        help="instead of timing: every session's picks under each head, and how they differ")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     generator = engine.recommenders["llm"].generator
     asked = searches(engine, args.sessions)
+    if args.compare_heads:
+        return compare_heads(generator, asked)
+    generator.head = args.head
     alone = [generator.search_many([s])[0] for s in asked]
     together = generator.search_many(asked)
     same = [[i for i, _ in a] == [i for i, _ in b] for a, b in zip(alone, together, strict=True)]
@@ -72,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             for search in asked:
                 generator.search_many([search])
         rounds.append(time.perf_counter() - start)
-    print(json.dumps({"mode": args.mode, "sessions": len(asked), "round_s": rounds,
+    print(json.dumps({"mode": args.mode, "head": args.head, "sessions": len(asked), "round_s": rounds,
                       "median_s": statistics.median(rounds), "same_items": sum(same),
                       "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}}))
     return 0 if all(same) else 1

@@ -38,7 +38,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from face_app import llm, sources
 from face_app.batching import BATCH_WINDOW_S, MAX_BATCH, Batcher
@@ -47,6 +46,13 @@ from face_app.prompts import TASTE_TOKEN, chat_text
 from face_app.sequential import SASRec, SASRecShape
 
 GENERATOR_FILE = "generator.json"
+# How a beam's next token is scored: `codes`, the output layer over the index level's own tokens and the softmax over
+# them (the trie can write nothing else there); `vocabulary`, over the whole vocabulary, as `generate` scores it. A
+# tuned model puts almost all of its probability on the level's tokens there, so the two give the same items
+# (tests/test_decoder.py, `python -m bench.decoder --head`), and `codes` skips most of the output layer, which
+# cost each beam row as much as the 8 decoder layers (bench/decoder-head.json).
+HEADS = ("codes", "vocabulary")
+HEAD = "codes"
 STATES_REMEMBERED = 256  # SASRec states a TastePrompt remembers at serving (`TastePrompt.state_for`), 256 B each
 TASTE_DIR = "taste"
 
@@ -234,10 +240,10 @@ class Beams:
         self.scores = torch.zeros(1)
         self.depth = 0
 
-    def step(self, logprobs: torch.Tensor) -> tuple[list[int], list[int]]:
-        """Extend the beams by one level from their next-token log-probabilities [beams, V]; returns which beams
-        were extended (their rows in `logprobs`) and by which token, in the new beams' order (empty when no
-        valid item is left)."""
+    def step(self, logprobs: torch.Tensor, columns: torch.Tensor | None = None) -> tuple[list[int], list[int]]:
+        """Extend the beams by one level from their next-token log-probabilities [beams, V] (or [beams, C] over
+        the level's tokens, `columns` [V] each token's column there); returns which beams were extended (their rows
+        in `logprobs`) and by which token, in the new beams' order (empty when no valid item is left)."""
         rows, tokens = [], []
         for row, prefix in enumerate(self.prefixes):
             children = self.trie.children(prefix, self.excluded)
@@ -248,7 +254,7 @@ class Beams:
             self.prefixes, self.scores = [], torch.zeros(0)
             return [], []
         rows_t, tokens_t = torch.tensor(rows), torch.tensor(tokens)
-        candidate = self.scores[rows_t] + logprobs[rows_t, tokens_t]
+        candidate = self.scores[rows_t] + logprobs[rows_t, tokens_t if columns is None else columns[tokens_t]]
         guided = candidate
         if self.guide is not None:
             guided = candidate + torch.tensor([self.guide[(*self.prefixes[r], t)] for r, t in zip(rows, tokens,
@@ -274,8 +280,11 @@ class ItemGenerator:
     reads one small safetensors file instead of the whole base, peft and the merge."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, index: ItemIndex, beams: int = 20,
-                 taste: TastePrompt | None = None, taste_at: str = "prompt"):
+                 taste: TastePrompt | None = None, taste_at: str = "prompt", head: str = HEAD):
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {head!r}")
         self.model = model.eval()
+        self.head = head
         self.tokenizer = tokenizer
         self.index = index
         self.beams = beams
@@ -285,6 +294,16 @@ class ItemGenerator:
         self.batcher: Batcher | None = None
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
+        # Each index level's tokens (what the trie can write there) and each token's column among them.
+        levels = [sorted({path[depth] for path in sequences.values() if len(path) > depth})
+                  for depth in range(self.trie.depth)]
+        self._level_tokens = [torch.tensor(tokens, dtype=torch.long) for tokens in levels]
+        vocabulary = self.model.get_output_embeddings().weight.shape[0]
+        self._level_columns = []
+        for tokens in self._level_tokens:
+            columns = torch.full((vocabulary,), -1, dtype=torch.long)
+            columns[tokens] = torch.arange(len(tokens))
+            self._level_columns.append(columns)
         # Every prompt starts with the same chat header: its keys/values are computed once, then copied.
         first, second = self.prompt_ids("A").flatten().tolist(), self.prompt_ids("B").flatten().tolist()
         shared = next((n for n, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), 0)
@@ -432,24 +451,24 @@ class ItemGenerator:
             cache.reorder_cache(torch.zeros(len(searches), dtype=torch.long, device=self.model.device))
             mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
             positions = positions + n
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
+        out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True)
         beams = [Beams(self.trie, s.beams, s.exclude, s.bonus) for s in searches]
         found = self._decode(beams, out, mask, positions[:, -1])
         return [items[: s.k] for items, s in zip(found, searches, strict=True)]
 
-    def _decode(self, beams: list[Beams], out: CausalLMOutputWithPast, mask: torch.Tensor | None,
+    def _decode(self, beams: list[Beams], out: Any, mask: torch.Tensor | None,
                 position: torch.Tensor | None) -> list[list[tuple[str, float]]]:
         """Step every request's beams down the trie after the prefill `out` (row r of it is request r). mask /
         position: the padded batch's attention mask [B, L] and each row's last position [B] (None for one
         unpadded prompt, whose positions the cache implies)."""
         cache = out.past_key_values
-        logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
+        logprobs, columns = self.level_logprobs(out, 0)
         rows = [[r] for r in range(len(beams))]  # the batch rows of each request's beams
         for depth in range(self.trie.depth):
             keep, tokens = [], []
             for beam, own in zip(beams, rows, strict=True):
-                kept, chosen = beam.step(logprobs[own]) if own else ([], [])
+                kept, chosen = beam.step(logprobs[own], columns) if own else ([], [])
                 keep += [own[k] for k in kept]
                 own[:] = range(len(tokens), len(tokens) + len(chosen))
                 tokens += chosen
@@ -462,28 +481,48 @@ class ItemGenerator:
                 mask = torch.cat([mask[index], torch.ones_like(mask[index, :1])], dim=1)
                 position = position[index] + 1
                 step = {"attention_mask": mask, "position_ids": position[:, None]}
-            out = self.model(input_ids=torch.tensor(tokens, device=self.model.device)[:, None],
-                             past_key_values=cache, use_cache=True, **step)
+            out = self._forward(input_ids=torch.tensor(tokens, device=self.model.device)[:, None],
+                                past_key_values=cache, use_cache=True, **step)
             cache = out.past_key_values
-            logprobs = out.logits[:, -1].float().log_softmax(-1).cpu()
+            logprobs, columns = self.level_logprobs(out, depth + 1)
         return [beam.finished() for beam in beams]
 
-    def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> CausalLMOutputWithPast:
-        """The model's output on the prompt (last position's logits, the cache), reusing the chat header's cache.
+    def _forward(self, **inputs: Any) -> Any:
+        """The model on `inputs` up to what `level_logprobs` reads: with the `codes` head the decoder alone (its last
+        hidden states and the cache; the output layer is applied to the level's tokens only), else the whole model
+        (the last position's logits over the vocabulary)."""
+        if self.head == "codes":
+            return self.model.get_decoder()(**inputs)
+        return self.model(**inputs, logits_to_keep=1)
+
+    def level_logprobs(self, out: Any, depth: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next-token log-probabilities of each row of `out` (`_forward`'s) at index level `depth`: with the
+        `codes` head over that level's tokens only ([R, C] and each token's column), else over the whole vocabulary
+        ([R, V] and None)."""
+        if self.head != "codes":
+            return out.logits[:, -1].float().log_softmax(-1).cpu(), None
+        tokens = self._level_tokens[depth]
+        weight = self.model.get_output_embeddings().weight[tokens.to(self.model.device)]
+        logits = out.last_hidden_state[:, -1] @ weight.T
+        return logits.float().log_softmax(-1).cpu(), self._level_columns[depth]
+
+    def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> Any:
+        """The model's output on the prompt (`_forward`'s: what `level_logprobs` reads, the cache), reusing the
+        chat header's cache.
 
         taste: the `<taste>` embedding [1, hidden], placed where the prompt holds the token."""
         n = len(self._header_ids)
         if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
             embeds = input_embeddings(self.model, input_ids, self.taste_id, taste)
-            return self.model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
+            return self._forward(inputs_embeds=embeds, use_cache=True)
         cache = self._header(input_ids[:, :n])
         embeds = input_embeddings(self.model, input_ids[:, n:], self.taste_id, taste)
-        return self.model(inputs_embeds=embeds, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return self._forward(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
 
     def _header(self, header_ids: torch.Tensor) -> Any:
         """A copy of the chat header's keys/values (computed on first use): a cache for one row to continue."""
         if self._header_cache is None:
-            self._header_cache = self.model(input_ids=header_ids, use_cache=True, logits_to_keep=1).past_key_values
+            self._header_cache = self.model.get_decoder()(input_ids=header_ids, use_cache=True).past_key_values
         return copy.deepcopy(self._header_cache)
 
     def allowed_tokens(
@@ -504,10 +543,18 @@ class ItemGenerator:
         self, prompt: str, k: int = 10, exclude: Collection[str] = (), beams: int | None = None,
         history: Sequence[str] = (),
     ) -> list[tuple[str, float]]:
-        """The same search through `transformers.generate` (slow reference for tests and benchmarks)."""
+        """The same search through `transformers.generate` (slow reference for tests and benchmarks): the trie's
+        children through `prefix_allowed_tokens_fn`; with the `codes` head, each step's log-probabilities first
+        renormalised over the index level's tokens (a logits processor)."""
+        from transformers import LogitsProcessorList
+
         width = max(beams or self.beams, k)
         vector = self.taste_vector(history)
         input_ids = self.input_ids(prompt, vector)
+        allowed = self.allowed_tokens(input_ids.shape[1], exclude)
+        constrain: dict[str, Any] = {"prefix_allowed_tokens_fn": allowed}
+        if self.head == "codes":
+            constrain = {"logits_processor": LogitsProcessorList([_LevelThenTrie(self, input_ids.shape[1], allowed)])}
         out = self.model.generate(
             input_ids,
             inputs_embeds=input_embeddings(self.model, input_ids, self.taste_id, vector),
@@ -518,7 +565,7 @@ class ItemGenerator:
             do_sample=False,
             length_penalty=0.0,  # raw sums of log-probs, as beam_search returns
             early_stopping=True,
-            prefix_allowed_tokens_fn=self.allowed_tokens(input_ids.shape[1], exclude),
+            **constrain,
             output_scores=True,
             return_dict_in_generate=True,
             pad_token_id=self.tokenizer.eos_token_id,
@@ -529,3 +576,24 @@ class ItemGenerator:
             if item is not None and score > float("-inf"):
                 found.append((item, score))
         return sorted(found, key=lambda pair: -pair[1])[:k]
+
+
+class _LevelThenTrie:
+    """A `generate` logits processor for the `codes` head: each row's log-probabilities renormalised over the index
+    level's tokens, then every token but the trie's children of the row's prefix set to -inf (`allowed`)."""
+
+    def __init__(self, generator: ItemGenerator, prompt_length: int, allowed: Callable[[int, torch.Tensor], list[int]]
+                 ) -> None:
+        self.generator, self.prompt_length, self.allowed = generator, prompt_length, allowed
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        depth = input_ids.shape[1] - self.prompt_length
+        if depth >= len(self.generator._level_tokens):
+            return scores
+        tokens = self.generator._level_tokens[depth].to(scores.device)
+        out = torch.full_like(scores, float("-inf"))
+        out[:, tokens] = scores[:, tokens].log_softmax(-1)
+        mask = torch.full_like(scores, float("-inf"))
+        for row, ids in enumerate(input_ids):
+            mask[row, self.allowed(row, ids)] = 0.0
+        return out + mask
