@@ -2,9 +2,10 @@
 
 `Batcher(run_many).submit(request)` blocks its caller until `run_many([...requests])` has answered it. One
 worker thread takes whatever requests are waiting, lets `window_s` pass so that requests arriving together
-join the same batch (at most `max_batch`), runs them, and hands each caller its own result (or the batch's
-exception). A lone caller waits `window_s` more than it would alone; under load the requests that queue
-while a batch runs form the next one. The served app's LLM arm uses it (`ItemGenerator.batched`), so that
+join the same batch, and more windows while more keep arriving (up to `max_wait_s`, at most `max_batch`
+requests), runs them, and hands each caller its own result (or the batch's exception). A lone caller waits
+`window_s` more than it would alone; under load the requests that queue while a batch runs, and those still
+trickling in, form the next one. The served app's LLM arm uses it (`ItemGenerator.batched`), so that
 concurrent chat turns share one batched prefill and batched beam steps.
 """
 
@@ -22,6 +23,8 @@ log = logging.getLogger("face_app")
 # A served generator collects the searches that arrive within this window into one batch (`ItemGenerator.batched`),
 # at most MAX_BATCH of them: the gradio queue's concurrency (face_app.ui.CONCURRENCY).
 BATCH_WINDOW_S = 0.005
+# ...and keeps collecting while more keep arriving, one window after another, up to this long (`Batcher._gather`).
+BATCH_MAX_WAIT_S = 0.05
 MAX_BATCH = 16
 SIZES_KEPT = 10_000
 
@@ -30,10 +33,11 @@ class Batcher:
     """Runs `run_many` on batches of submitted requests on one worker thread (started on first use)."""
 
     def __init__(self, run_many: Callable[[Sequence[Any]], Sequence[Any]], window_s: float = BATCH_WINDOW_S,
-                 max_batch: int = MAX_BATCH) -> None:
+                 max_batch: int = MAX_BATCH, max_wait_s: float = BATCH_MAX_WAIT_S) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.run_many, self.window_s, self.max_batch = run_many, window_s, max_batch
+        self.max_wait_s = max_wait_s
         self._waiting: list[tuple[Any, Future]] = []
         self._ready = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -51,13 +55,29 @@ class Batcher:
             self._ready.notify()
         return future.result()
 
+    def _gather(self) -> None:
+        """Let `window_s` pass, and again while more requests keep arriving, up to `max_wait_s` in all or until a
+        whole batch waits: under load the turns reach their searches a few milliseconds apart, and a batch closed
+        after one window would run many of them alone."""
+        if self.window_s <= 0:
+            return
+        start = time.perf_counter()
+        with self._ready:
+            count = len(self._waiting)
+        while True:
+            time.sleep(self.window_s)
+            with self._ready:
+                now = len(self._waiting)
+            if now == count or now >= self.max_batch or time.perf_counter() - start + self.window_s > self.max_wait_s:
+                return
+            count = now
+
     def _work(self) -> None:
         while True:
             with self._ready:
                 while not self._waiting:
                     self._ready.wait()
-            if self.window_s > 0:
-                time.sleep(self.window_s)
+            self._gather()
             with self._ready:
                 batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
             self.sizes.append(len(batch))

@@ -168,6 +168,34 @@ def test_a_failed_batch_reaches_every_caller_and_the_next_batch_runs() -> None:
     assert batcher.submit("fine") == "FINE"
 
 
+def test_requests_that_keep_trickling_in_join_one_batch_up_to_the_longest_wait() -> None:
+    import threading
+    import time
+
+    from face_app.batching import Batcher
+
+    def trickle(batcher: Batcher, count: int, gap_s: float) -> list[str]:
+        answers: list[str] = []
+        threads = []
+        for i in range(count):
+            threads.append(threading.Thread(target=lambda i=i: answers.append(batcher.submit(f"r{i}"))))
+            threads[-1].start()
+            time.sleep(gap_s)
+        for thread in threads:
+            thread.join()
+        return answers
+
+    # 12 requests 8 ms apart: a window of 40 ms keeps seeing new ones, so one batch holds them all (a window that
+    # closed after its first 40 ms would hold about five)
+    batcher = Batcher(lambda requests: [r.upper() for r in requests], window_s=0.04, max_wait_s=2.0)
+    assert sorted(trickle(batcher, 12, 0.008)) == sorted(f"R{i}" for i in range(12))
+    assert list(batcher.sizes) == [12]
+    # the longest wait bounds the batch: 30 ms of waiting closes it long before the trickle ends
+    bounded = Batcher(lambda requests: list(requests), window_s=0.01, max_wait_s=0.03)
+    trickle(bounded, 8, 0.008)
+    assert len(bounded.sizes) > 1 and sum(bounded.sizes) == 8
+
+
 def test_everything_excluded_returns_nothing(generator: ItemGenerator) -> None:
     everything = list(generator.index.item_ids)
     assert generator.recommend(prompt_for(generator, []), k=5, exclude=everything) == []
