@@ -127,6 +127,8 @@ if (_LEARNED := learned_display()) is not None:
     LEVERS["sixth-display-learned"] = _SHIPPED
     LEVERS["sixth-display-learned-recent3"] = {**_SHIPPED, "display_card_centre": 1.0, "display_card_recent": 10,
                                                "display_card_weight": 3.0}
+    # the same, a card never naming a genre its film is not listed in (docs/face.md, the seventh display)
+    LEVERS["seventh-display-own-genres"] = {**LEVERS["sixth-display-learned-recent3"], "display_item_own_genres": True}
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
 FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"

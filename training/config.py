@@ -192,6 +192,8 @@ class FACEConfig(Schedule):
         cards, and `display_item_min_fit` is then read on its scale (None: the hand-set order).
     display_card_word_prior: the JSON file of the learned order's `word` term (`bench/display-learned.json`: each
         word's prior log-odds of fitting, from the judged marks of other films), read from the working directory.
+    display_item_own_genres: a card never shows a genre word of a genre its film is not listed in ("comedy" on The
+        English Patient; `training.readout.foreign_genre_words`).
     """
 
     k: Positive = 8
@@ -241,6 +243,7 @@ class FACEConfig(Schedule):
     display_card_recent: NonNegative = 0
     display_card_weights: dict[str, float] | None = None
     display_card_word_prior: str | None = None
+    display_item_own_genres: bool = False
 
     @field_validator("display_card_weights")
     @classmethod

@@ -112,6 +112,19 @@ def genre_words(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
     return torch.tensor([normal_form(w) in forms for w in words])
 
 
+def genre_word_matrix(words: Sequence[str], genres: Sequence[str]) -> torch.Tensor:
+    """bool [G, V]: word v names genre g (its normal form is one of the genre's name's: `genre_words` per genre)."""
+    return torch.stack([genre_words(words, [genre]) for genre in genres])
+
+
+def foreign_genre_words(table: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+    """bool [I, V]: the genre words (`genre_word_matrix`, named [G, V]) that name none of each film's genres (table
+    [I, G]): "comedy" for The English Patient. In the training sheet (bench/display-training.json) such a word fit its
+    film 2 times in 21; a genre word of the film's own genres 109 in 109."""
+    own = (table.float() @ named.float()) > 0
+    return named.any(dim=0)[None] & ~own
+
+
 def era_scores(items: pd.DataFrame, words: Sequence[str]) -> torch.Tensor:
     """[I, V]: 1 for the word of each film's decade (`training.vocabulary.ERA_WORDS`: 1965 -> "sixties") where the
     vocabulary has it, else 0; a film without a year has none."""
@@ -237,6 +250,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     carriers = torch.zeros(len(words), dtype=torch.long)
     most_films = max(1, round(settings.film_share_cap * data.n_items))
     sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
+    foreign = foreign_genre_words(table, genre_word_matrix(words, genres)) if settings.display_item_own_genres \
+        else None
     item_words = torch.full((data.n_items, k), -1, dtype=torch.long)
     for item in torch.argsort(-degree, stable=True).tolist():
         row = data.items.iloc[item]
@@ -246,6 +261,8 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         for w in sensitive_rows:
             if not supported(words[w], own):
                 scores[:, w] = float("-inf")
+        if foreign is not None:
+            scores[:, foreign[item]] = float("-inf")
         cap = float(settings.exposure_cap - share[item])
 
         def over_cap(w: int, cap: float = cap) -> bool:
@@ -302,6 +319,9 @@ def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, Spl
     nearest = torch.zeros_like(features["own"], dtype=torch.bool)
     nearest.scatter_(1, item_scores.topk(count, dim=2).indices.flatten(1), True)
     pool = nearest if neighbours is None else nearest | torch.stack([nearest[n].any(dim=0) for n in neighbours])
+    if settings.display_item_own_genres:
+        genres, table = item_genres(data)
+        pool &= ~foreign_genre_words(table, genre_word_matrix(words, genres))
     sensitive = [i for i, hidden in enumerate(display.user_hidden.tolist()) if hidden]
     for item, row in enumerate(data.items.itertuples()):
         own = named_in(f"{row.title} {' '.join(row.genres)} {row.description or ''}")
