@@ -25,7 +25,10 @@ log = logging.getLogger("face_app")
 BATCH_WINDOW_S = 0.005
 # ...and keeps collecting while more keep arriving, one window after another, up to this long (`Batcher._gather`).
 BATCH_MAX_WAIT_S = 0.05
-MAX_BATCH = 16
+# 32 rather than 16 (round 3, session 6): under 64 sessions the 95th percentile turn read 3.80, 3.58 and 4.17 s at
+# 32, 4.53 and 4.16 s at 16, 4.09 s at 64 (`python -m bench`, with or without `--skip-train --sessions 64`, AMD EPYC
+# AVX2, nothing else running): a run's noise is about 0.3 s, so this is a small gain, not a settled one.
+MAX_BATCH = 32
 SIZES_KEPT = 10_000
 
 
