@@ -68,8 +68,9 @@ SENSITIVE_SEEDS = {
     # ; homosexuality, adultery
     "sexuality": ("sexuality", "sexual", "lesbian", "gay", "bisexual", "transgender", "intercourse", "genital",
                   "homosexuality", "adultery"),
-    # ; aboriginal
-    "race": ("race", "racial", "racism", "ethnic", "ethnicity", "negro", "slave", "slavery", "tribe", "aboriginal"),
+    # ; aboriginal; apartheid (later-17, a random word on a user)
+    "race": ("race", "racial", "racism", "ethnic", "ethnicity", "negro", "slave", "slavery", "tribe", "aboriginal",
+             "apartheid"),
 }
 # Chosen by reading the neighbours of the seeds in the shipped codebook (`python -m training.suitability`): at 0.7
 # a seed's neighbours are its forms and near-synonyms (cancer: tumor, carcinoma; heroin: cocaine); at 0.6 they reach
