@@ -27,6 +27,7 @@ own units, are what `face.display_card_weights` takes, and the threshold a card'
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,6 +43,12 @@ OUT = Path(__file__).with_name("display-learned.json")
 TOP, DEEP, DEEP_FROM, DEEP_TO, RANDOM = 12, 6, 12, 60, 6
 PRIOR_MARKS = 1.0  # pseudo-marks a word's prior is smoothed with (towards the share of all marks that fit)
 LEAST_FIT = 0.65  # the predicted fit share the chosen threshold keeps (docs/face.md, the sixth display's rule)
+
+
+def hand_set(settings):
+    """The face settings with the hand-set card order (`training.readout.card_order` without learned weights), what
+    the training sheet was drawn by and what the learned order is compared with, whatever the config ships."""
+    return dataclasses.replace(settings, display_card_weights=None)
 
 
 def ranked_candidates(order: torch.Tensor, pool: torch.Tensor, groups: torch.Tensor, limit: int) -> list[int]:
@@ -78,7 +85,7 @@ def draw(workdir: Path, config_path: Path, blind: Path, seed: int) -> dict[str, 
         raise SystemExit(f"{TRAINING_SHEET} exists: its films are drawn once")
     config = load_config(config_path)
     readout, data, features, pool = built_card_features(config, workdir)
-    order = card_order(features, config.face)
+    order = card_order(features, hand_set(config.face))
     item_ids = readout.item_ids
     scored = set(load_sheet(SHEET)["sample"]["items"])
     index = {item: i for i, item in enumerate(item_ids)}
@@ -182,7 +189,7 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     readout, _, features, pool = built_card_features(config, workdir)
     sheet = load_sheet(sheet_path)
     x, y, groups, names, words = marks_table(sheet, readout, features)
-    hand = card_order(features, config.face)
+    hand = card_order(features, hand_set(config.face))
     item_index = {item: i for i, item in enumerate(readout.item_ids)}
     word_index = {word: i for i, word in enumerate(readout.words)}
     hand_scores = np.array([float(hand[item_index[e], word_index[w]])
@@ -211,9 +218,9 @@ def fit(workdir: Path, config_path: Path, sheet_path: Path, folds: int = 5) -> d
     bias = float(logistic.intercept_[0] - (weights * scaler.mean_).sum())
     odds, default = word_log_odds(words, y)
     prior = torch.tensor([odds.get(word, default) for word in readout.words])
-    learned = torch.zeros_like(hand) + bias
-    for name, weight in zip(names, weights, strict=True):
-        learned = learned + float(weight) * (prior[None] if name == "word" else features[name])
+    weighted = {"bias": bias, **{n: float(w) for n, w in zip(names, weights, strict=True)}}
+    learned = card_order({**features, "word": prior[None].expand_as(hand)},
+                         dataclasses.replace(config.face, display_card_weights=weighted))
     scored = set(load_sheet(SHEET)["sample"]["items"])
     popularity = np.argsort(-np.asarray(readout.item_weights.reciprocal().square()), kind="stable").tolist()
     strata = {"head": [i for i in popularity[:200] if readout.item_ids[i] not in scored],

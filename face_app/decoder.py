@@ -49,8 +49,8 @@ GENERATOR_FILE = "generator.json"
 # How a beam's next token is scored: `codes`, the output layer over the index level's own tokens and the softmax over
 # them (the trie can write nothing else there); `vocabulary`, over the whole vocabulary, as `generate` scores it. A
 # tuned model puts almost all of its probability on the level's tokens there, so the two give the same items
-# (tests/test_decoder.py, `python -m bench.decoder --head`), and `codes` skips most of the output layer, which
-# cost each beam row as much as the 8 decoder layers (bench/decoder-head.json).
+# (`python -m bench.batching --compare-heads`), and `codes` skips most of the output layer, which cost each beam row
+# about as much as the 8 decoder layers (docs/lcrec.md, "The codes head").
 HEADS = ("codes", "vocabulary")
 HEAD = "codes"
 STATES_REMEMBERED = 256  # SASRec states a TastePrompt remembers at serving (`TastePrompt.state_for`), 256 B each

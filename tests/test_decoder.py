@@ -69,7 +69,7 @@ def test_the_codes_head_is_the_vocabularys_log_probabilities_renormalised_over_t
     assert codes.shape == (1, len(tokens)) and torch.equal(columns[tokens], torch.arange(len(tokens)))
     assert torch.allclose(codes, full[:, tokens].log_softmax(-1), atol=1e-4)
     # the codes head's level sums to one; the tiny model puts some of its mass on other tokens, so there the two
-    # heads' scores differ (a tuned model's barely do: bench/decoder-head.json)
+    # heads' scores differ (a tuned model's barely do: `python -m bench.batching --compare-heads`)
     assert torch.allclose(codes.exp().sum(), torch.tensor(1.0), atol=1e-5)
     assert float(full[:, tokens].exp().sum()) < 0.95 and not torch.allclose(codes, full[:, tokens], atol=1e-2)
 

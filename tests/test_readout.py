@@ -314,6 +314,12 @@ def test_the_hand_set_card_order_is_the_proxy_plus_the_weighted_terms_and_learne
     # the same terms as learned weights give the same order; a learned order reads each term under its own name
     same = FACEConfig(display_card_weights={"genre": 1.0, "name": 1.5, "lm": 0.07, "title": 1.0, "era": 1.0})
     assert torch.allclose(card_order(features, same), expected, atol=1e-6)
+    # the training sheet's "hand-set" order stays hand-set when the config ships learned weights
+    from bench.display_learn import hand_set
+
+    shipped = FACEConfig(display_name_weight=1.5, display_lm_weight=0.07, display_title_weight=1.0,
+                         display_era_weight=1.0, display_card_weights={"bias": -1.0, "own": 2.0})
+    assert torch.allclose(card_order(features, hand_set(shipped)), expected, atol=1e-6)
     own_only = card_order(features, FACEConfig(display_card_weights={"bias": -1.0, "own": 2.0}))
     assert torch.allclose(own_only, torch.tensor([[0.8, -0.8, 0.0, -1.0], [-0.6, 0.6, -0.4, -0.8]]), atol=1e-6)
     # a neighbour's concepts: film 0's `near` is film 1's closeness

@@ -124,6 +124,10 @@ class CFConfig:
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
 
 
+# The terms a film card's learned order weighs (`training.readout.card_features`; `FACEConfig.display_card_weights`).
+CARD_FEATURES = ("genre", "name", "lm", "title", "era", "own", "near", "generic", "word")
+
+
 @dataclass(config=STRICT)
 class FACEConfig(Schedule):
     """Stage `face` (training/face.py): FACE descriptors trained jointly with LightGCN, one run per cf seed.
@@ -248,8 +252,7 @@ class FACEConfig(Schedule):
     @field_validator("display_card_weights")
     @classmethod
     def _known_card_terms(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        # training.readout.CARD_FEATURES and the bias
-        known = ("bias", "genre", "name", "lm", "title", "era", "own", "near", "generic", "word")
+        known = ("bias", *CARD_FEATURES)
         unknown = sorted(set(value or {}) - set(known))
         if unknown:
             raise ValueError(f"unknown terms {unknown}; the terms are {', '.join(known)}")

@@ -37,7 +37,7 @@ from safetensors.torch import load_file
 
 from face_app.descriptors import Descriptors, Display, choose_shown, hub_penalty, stem_groups
 from training.cf import LightGCN
-from training.config import Config, FACEConfig
+from training.config import CARD_FEATURES, Config, FACEConfig
 from training.data import SplitData
 from training.face import FACE, descriptor_vocabulary, info_nce, keyword_targets, publish
 from training.film_knowledge import film_word_scores, title_word_scores
@@ -137,15 +137,25 @@ def era_scores(items: pd.DataFrame, words: Sequence[str]) -> torch.Tensor:
     return scores
 
 
-CARD_FEATURES = ("genre", "name", "lm", "title", "era", "own", "near", "generic", "word")
-
-
 def word_prior_vector(words: Sequence[str], path: str | Path) -> torch.Tensor:
     """[V]: each word's prior log-odds of fitting a card it is a candidate of, learned from judged marks on other
     films (`bench.display_learn`: the file's `word_prior`, and `word_default` for a word it never saw judged)."""
     learned = json.loads(Path(path).read_text())
     prior, default = learned["word_prior"], float(learned["word_default"])
     return torch.tensor([float(prior.get(word, default)) for word in words])
+
+
+def card_word_prior(words: Sequence[str], settings: FACEConfig) -> torch.Tensor | None:
+    """The `word` term's prior (`word_prior_vector` of `display_card_word_prior`), or None when none is set."""
+    return word_prior_vector(words, settings.display_card_word_prior) if settings.display_card_word_prior else None
+
+
+def item_neighbours(item_final: torch.Tensor, count: int) -> torch.Tensor | None:
+    """int64 [I, count]: each film's nearest films by cosine in the CF item space, itself left out (None for 0)."""
+    if not count:
+        return None
+    unit = F.normalize(item_final.float(), dim=-1)
+    return (unit @ unit.T).fill_diagonal_(float("-inf")).topk(count, dim=1).indices
 
 
 def card_features(display: Display, table: torch.Tensor, item_scores: torch.Tensor, neighbours: torch.Tensor | None,
@@ -235,15 +245,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
         min_fit=display.min_fit if settings.display_item_min_fit is None else settings.display_item_min_fit)
     genre = genre_words(words, genres)
     item_scores = readout.concept_scores(item_final, "items")
-    neighbours = None
-    if settings.display_item_neighbours:
-        unit = F.normalize(item_final.float(), dim=-1)
-        similarity = (unit @ unit.T).fill_diagonal_(float("-inf"))
-        neighbours = similarity.topk(settings.display_item_neighbours, dim=1).indices
-    prior = (word_prior_vector(words, settings.display_card_word_prior) if settings.display_card_word_prior
-             else None)
+    neighbours = item_neighbours(item_final, settings.display_item_neighbours)
     features = card_features(display, table, item_scores, neighbours, film_scores, title_scores,
-                             era_scores(data.items, words), prior)
+                             era_scores(data.items, words), card_word_prior(words, settings))
     item_fit = card_order(features, settings)
     share = degree / degree.sum()
     exposure = torch.zeros(len(words))
@@ -305,16 +309,11 @@ def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, Spl
         raise ValueError(f"{paths.readout} has no display rule: build the face stage in readout mode")
     item_final = readout.item_embeddings.float()
     item_scores = readout.concept_scores(item_final, "items")
-    neighbours = None
-    if settings.display_item_neighbours:
-        unit = F.normalize(item_final, dim=-1)
-        neighbours = (unit @ unit.T).fill_diagonal_(float("-inf")).topk(settings.display_item_neighbours, 1).indices
+    neighbours = item_neighbours(item_final, settings.display_item_neighbours)
     film_scores = (film_word_scores(data.items, words, settings.display_lm) if settings.display_lm != "none" else None)
     titles = title_word_scores(data.items, display.word_vectors, TextEncoder())
-    prior = (word_prior_vector(words, settings.display_card_word_prior) if settings.display_card_word_prior
-             else None)
     features = card_features(display, item_genres(data)[1], item_scores, neighbours, film_scores, titles,
-                             era_scores(data.items, words), prior)
+                             era_scores(data.items, words), card_word_prior(words, settings))
     count = min(settings.display_item_candidates or settings.display_candidates, len(words))
     nearest = torch.zeros_like(features["own"], dtype=torch.bool)
     nearest.scatter_(1, item_scores.topk(count, dim=2).indices.flatten(1), True)
