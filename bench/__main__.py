@@ -29,6 +29,7 @@ import datetime as dt
 import html
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -195,6 +196,7 @@ def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_t
         if warm.error:
             raise RuntimeError(f"the served app failed a turn: {warm.error}\n{app.output()[-3000:]}")
         rss = app.peak_rss_mb()
+        policy = re.search(r"OpenMP wait policy (\S+)\)", app.output())
         for count in sorted(counts):
             runs = chat_sessions(app.url, [session_script(o, session_turns) for o in openings[:count]])
             seconds = [s for run in runs for s in run.seconds]
@@ -208,6 +210,7 @@ def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_t
     largest = concurrent[-1]
     return {
         "ready_s": ready,
+        "app_omp_wait_policy": policy.group(1) if policy else None,
         "rss_mb": rss,
         "rss_turns": len(warm.seconds),
         "served_turn_p50_s": statistics.median(warm.seconds),

@@ -311,7 +311,7 @@ def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None)
     spy = None
     if profile is not None:
         profile.parent.mkdir(parents=True, exist_ok=True)
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(app.process.pid), "--format", "raw", "--rate", "50",
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(app.process.pid), "--format", "raw", "--rate", "50", "--nonblocking",
                                 "--threads", "--output", str(profile)], stdout=subprocess.DEVNULL)
     start = time.perf_counter()
     runs = chat_sessions(app.url, scripts)

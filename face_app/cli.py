@@ -22,6 +22,11 @@ or the full one (assets/ml-100k):
   python -m training build --config configs/ml-100k.yaml --workdir runs/ml-100k
 (see README.md, 'Train your own')."""
 
+# OpenMP's wait policy for the served app (`main`).
+OMP_WAIT_POLICY = "PASSIVE"
+# How many events pass between two of gradio's monitoring summaries (`main`): in effect, never.
+GRADIO_ANALYTICS_CACHE_FREQUENCY = str(2**62)
+
 
 def parser() -> argparse.ArgumentParser:
     found = argparse.ArgumentParser(description="face-app: a conversational recommender (a Gradio chat).")
@@ -56,7 +61,18 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
     steps.setFormatter(logging.Formatter("face-app: %(message)s"))
     logging.getLogger("face_app").addHandler(steps)
     logging.getLogger("face_app").setLevel(logging.INFO)
-    say("loading gradio and torch ...")
+    # Before torch loads (OpenMP reads it once): worker threads that finish a parallel region sleep instead of
+    # spinning. The served app runs the batched search (torch, 2 threads) beside the chat handlers (Python), and
+    # spinning workers took the core a handler needed: 64 sessions at once, 95th percentile 3.77 / 4.04 / 3.95 s
+    # PASSIVE against 5.05 / 5.20 s unset and 8.92 s ACTIVE (`python -m bench.serving --sessions 64 --turns 5`,
+    # AMD EPYC AVX2, 2 cores, round 3 session 7). A value set in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    # Gradio's queue recomputes a pandas summary of every event it remembers (up to 10,000) after each event, for
+    # a monitoring dashboard this app never enables: over a study's weeks that is a groupby of 10,000 rows per
+    # chat turn, on the thread that serves every visitor. Recomputed every GRADIO_ANALYTICS_CACHE_FREQUENCY
+    # events; a value set in the environment wins.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", GRADIO_ANALYTICS_CACHE_FREQUENCY)
+    say(f"loading gradio and torch (OpenMP wait policy {os.environ['OMP_WAIT_POLICY']}) ...")
     # Imported here, not at the top: these take seconds, and --help or a missing bundle should not wait.
     from face_app.bundle import BundleError
     from face_app.handlers import load_app

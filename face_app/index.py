@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -127,6 +129,18 @@ class PrefixTrie:
                     if path[depth] not in children:
                         children.append(path[depth])
         self.depth = max((len(p) for p in self._leaves), default=0)
+        # Per depth, every prefix of that length and, per item (in `_items` order), the row of its own prefix
+        # there: `best_below` and `excluded_counts` reduce over items with numpy instead of walking every path.
+        self._order = list(self._items)
+        self._row = {item: row for row, item in enumerate(self._order)}
+        self._prefixes: list[list[tuple[int, ...]]] = []
+        self._node: list[np.ndarray] = []
+        for depth in range(self.depth + 1):
+            nodes: dict[tuple[int, ...], int] = {}
+            rows = [nodes.setdefault(self._items[item][:depth], len(nodes)) if len(self._items[item]) >= depth
+                    else -1 for item in self._order]
+            self._prefixes.append(list(nodes))
+            self._node.append(np.array(rows, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self._leaves)
@@ -139,26 +153,28 @@ class PrefixTrie:
         return self._items[item_id]
 
     def excluded_counts(self, exclude: Iterable[str]) -> dict[tuple[int, ...], int]:
-        """Per prefix, how many items below it are in `exclude` (items not in the trie are ignored)."""
+        """Per prefix, how many items below it are in `exclude` (items not in the trie are ignored; prefixes with
+        none are left out)."""
+        rows = np.array(sorted({self._row[item] for item in exclude if item in self._row}), dtype=np.int64)
         counts: dict[tuple[int, ...], int] = {}
-        for item in set(exclude):
-            path = self._items.get(item)
-            if path is None:
-                continue
-            for depth in range(len(path) + 1):
-                counts[path[:depth]] = counts.get(path[:depth], 0) + 1
+        if not len(rows):
+            return counts
+        for prefixes, node in zip(self._prefixes, self._node, strict=True):
+            below = node[rows]
+            found, many = np.unique(below[below >= 0], return_counts=True)
+            counts.update((prefixes[n], c) for n, c in zip(found.tolist(), many.tolist(), strict=True))
         return counts
 
     def best_below(self, bonus: dict[str, float]) -> dict[tuple[int, ...], float]:
         """Per prefix, the highest `bonus` among the items below it (items without a bonus count as 0), so that
         a search adding it to a beam's score never undervalues a prefix that leads to a well-matched item."""
+        values = np.fromiter((bonus.get(item, 0.0) for item in self._order), dtype=np.float64, count=len(self._order))
         best: dict[tuple[int, ...], float] = {}
-        for item, path in self._items.items():
-            value = bonus.get(item, 0.0)
-            for depth in range(len(path) + 1):
-                prefix = path[:depth]
-                if value > best.get(prefix, -float("inf")):
-                    best[prefix] = value
+        for prefixes, node in zip(self._prefixes, self._node, strict=True):
+            top = np.full(len(prefixes), -np.inf)
+            kept = node >= 0
+            np.maximum.at(top, node[kept], values[kept])
+            best.update(zip(prefixes, top.tolist(), strict=True))
         return best
 
     def children(self, prefix: Sequence[int], excluded: dict[tuple[int, ...], int] | None = None) -> list[int]:

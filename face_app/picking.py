@@ -17,6 +17,7 @@ every arm's picks obey.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -97,6 +98,7 @@ class Closeness:
         return [(self.item_ids[r], float(score[r])) for r in order if self.item_ids[r] not in exclude]
 
 
+@functools.cache  # items are frozen and a catalog's are few; `admitted` asks it for every film on a mood turn
 def mood(item: Item) -> int:
     """+1 dark, -1 light, 0 neither or both, from genres."""
     dark, light = bool(set(item.genres) & DARK_GENRES), bool(set(item.genres) & LIGHT_GENRES)

@@ -19,6 +19,7 @@ the same plan gives the same picks wherever it is asked from.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,9 @@ from face_app.arms import EmbeddingRecommender, Recommender
 from face_app.catalog import Catalog
 from face_app.dialogue import Constraints
 from face_app.picking import Closeness, Intent, Mix, Ranked, admitted, one_per_film
+
+# Filter sets whose ruled-out items a `Picking` remembers (`Picking.ruled_out`).
+RULED_OUT_KEPT = 256
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,23 @@ class Picking:
     intent: Intent
     cf: EmbeddingRecommender
 
-    def ruled_out(self, constraints: Constraints) -> set[str]:
+    def __post_init__(self) -> None:
+        # Standing filters repeat turn after turn ("from the 90s" holds until replaced): the items they rule out
+        # are worked out once per filter set, as the whole catalog is checked for them.
+        self._ruled_out = functools.lru_cache(maxsize=RULED_OUT_KEPT)(self._rule_out)
+
+    def ruled_out(self, constraints: Constraints) -> frozenset[str]:
         """Every item the constraints rule out (a decade, a genre, the mood opposite to the one asked)."""
         c = constraints
         if not (c.years or c.genres or c.no_genres or c.mood):
-            return set()
+            return frozenset()
+        return self._ruled_out(tuple(c.years), tuple(c.genres), tuple(c.no_genres), c.mood)
+
+    def _rule_out(self, years: tuple, genres: tuple, no_genres: tuple, mood: str | None) -> frozenset[str]:
         everything = [(item_id, 0.0) for item_id in self.closeness.item_ids]
-        passing = {item_id for item_id, _ in admitted(self.catalog, constraints, everything)}
-        return set(self.closeness.item_ids) - passing
+        asked = Constraints(years=years, genres=genres, no_genres=no_genres, mood=mood)
+        passing = {item_id for item_id, _ in admitted(self.catalog, asked, everything)}
+        return frozenset(self.closeness.item_ids) - passing
 
     def closest_first(self, anchors: Sequence[str], ranked: Ranked, exclude: set[str] | frozenset[str],
                       model_weight: float) -> Ranked:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from face_app.index import ItemIndex, PrefixTrie, code_token
@@ -67,3 +68,28 @@ def test_the_best_bonus_below_each_prefix() -> None:
     best = trie.best_below({"x": -2.0, "y": -1.0, "z": -3.0})  # w has none: 0
     assert best[(5, 7)] == -1.0 and best[(5, 6)] == -3.0 and best[(5,)] == -1.0
     assert best[(4,)] == 0.0 and best[()] == 0.0 and best[(5, 7, 9)] == -2.0
+
+
+def test_best_below_and_excluded_counts_match_a_walk_over_every_path() -> None:
+    """The numpy reductions give what walking each item's path gives, on a trie with paths of two lengths (an
+    index with a collision level) and a bonus that leaves some items out."""
+    rng = np.random.default_rng(3)
+    paths: dict[str, tuple[int, ...]] = {}
+    while len(paths) < 300:
+        path = tuple(int(c) for c in rng.integers(0, 6, size=int(rng.choice([3, 4]))))
+        if path not in paths.values() and not any(p[:len(path)] == path or path[:len(p)] == p for p in paths.values()):
+            paths[f"i{len(paths)}"] = path
+    trie = PrefixTrie(paths)
+    bonus = {item: float(rng.normal()) for item in list(paths)[::3]}
+    walked: dict[tuple[int, ...], float] = {}
+    for item, path in paths.items():
+        for depth in range(len(path) + 1):
+            walked[path[:depth]] = max(walked.get(path[:depth], -np.inf), bonus.get(item, 0.0))
+    assert trie.best_below(bonus) == walked
+    exclude = [*list(paths)[::7], "not-an-item"]
+    counted: dict[tuple[int, ...], int] = {}
+    for item in set(exclude) & set(paths):
+        for depth in range(len(paths[item]) + 1):
+            counted[paths[item][:depth]] = counted.get(paths[item][:depth], 0) + 1
+    assert trie.excluded_counts(exclude) == counted
+    assert trie.excluded_counts([]) == {}
