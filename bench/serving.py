@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -215,24 +216,33 @@ def session_script(opening: str, turns: int) -> list[str]:
     return [opening, *(SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(turns - 1))]
 
 
-def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True) -> SessionRun:
-    """A fresh gradio_client session (its own server-side state) sending `messages` to `/chat` one at a time."""
+def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True,
+                 opened: threading.Barrier | None = None) -> SessionRun:
+    """A fresh gradio_client session (its own server-side state) sending `messages` to `/chat` one at a time.
+    opened: a barrier every session of a run waits at once its client is connected, so that the sessions start
+    chatting together with their pages loaded (a visitor opens the page, then writes)."""
     run = SessionRun(list(messages))
     try:
         session = client(url, shared_tls)
+        if opened is not None:
+            opened.wait(timeout=CLIENT_TIMEOUT_S)
         for message in messages:
             start = time.perf_counter()
             _, run.chat, run.descriptors, run.history = session.predict(message, api_name="/chat")
             run.seconds.append(time.perf_counter() - start)
     except Exception as error:  # a failed turn is what is being counted
         run.error = f"{type(error).__name__}: {error}"
+        if opened is not None:
+            opened.abort()  # the others stop waiting for this one
     return run
 
 
 def chat_sessions(url: str, scripts: Sequence[Sequence[str]]) -> list[SessionRun]:
-    """One concurrent session (a thread and a client each) per script, all started at once."""
+    """One concurrent session (a thread and a client each) per script: every client connects, then all send their
+    first message at once (`chat_session`'s `opened`)."""
+    opened = threading.Barrier(len(scripts))
     with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
-        return list(pool.map(lambda script: chat_session(url, script), scripts))
+        return list(pool.map(lambda script: chat_session(url, script, opened=opened), scripts))
 
 
 class PageSession:

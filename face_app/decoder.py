@@ -21,7 +21,6 @@ tiny random base its weights (`base/`).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase
 
 from face_app import llm, sources
 from face_app.batching import BATCH_WINDOW_S, MAX_BATCH, Batcher
@@ -53,6 +52,9 @@ GENERATOR_FILE = "generator.json"
 # about as much as the 8 decoder layers (docs/lcrec.md, "The codes head").
 HEADS = ("codes", "vocabulary")
 HEAD = "codes"
+# Prompt stems (the prompt up to its history's last index token) whose keys/values a generator remembers
+# (`ItemGenerator._prefix`): about 0.6 MB each for the shipped 8-layer model with a 10-film history.
+STEMS_REMEMBERED = 128
 STATES_REMEMBERED = 256  # SASRec states a TastePrompt remembers at serving (`TastePrompt.state_for`), 256 B each
 TASTE_DIR = "taste"
 
@@ -212,6 +214,34 @@ def save_merged(model: torch.nn.Module, target: Path) -> None:
         model.save_pretrained(partial)
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """What a prompt's prefill continues (`ItemGenerator._prefix`): the keys/values of its first `length` tokens
+    per layer ([1, heads, length, d] each; none when length is 0), its stem's length, and the key to remember the
+    stem under once computed (None: already remembered, or no stem)."""
+
+    length: int
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]
+    stem: int
+    key: Any
+
+
+def right_aligned(prefixes: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], length: int) -> DynamicCache:
+    """One cache of B rows from B prefixes' keys/values (a row may have none), each right-aligned in `length`
+    positions, zeros before it (the attention mask hides them)."""
+    shape = next(kv for kv in prefixes if kv)
+    layers = []
+    for layer, (keys, values) in enumerate(shape):
+        stacked = [keys.new_zeros((len(prefixes), keys.shape[1], length, keys.shape[3])),
+                   values.new_zeros((len(prefixes), values.shape[1], length, values.shape[3]))]
+        for row, kv in enumerate(prefixes):
+            if kv:
+                n = kv[layer][0].shape[2]
+                stacked[0][row, :, length - n:], stacked[1][row, :, length - n:] = kv[layer]
+        layers.append(tuple(stacked))
+    return DynamicCache(ddp_cache_data=layers)
+
+
 @dataclass
 class Search:
     """One constrained search: the prompt's ids [1, L], the beam width, how many items come back, the items
@@ -309,6 +339,11 @@ class ItemGenerator:
         shared = next((n for n, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), 0)
         self._header_ids = first[:shared]
         self._header_cache = None
+        # A prompt's stem (`_stem`) is remembered: a follow-up that keeps the history ("something darker") has
+        # the same stem and prefills only what follows it.
+        self._index_token_ids = frozenset(t for path in sequences.values() for t in path)
+        self._stems: OrderedDict[Any, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._stems_lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: Path, base_model: str | Path | None = None) -> ItemGenerator:
@@ -420,39 +455,45 @@ class ItemGenerator:
 
     @torch.no_grad()
     def search_many(self, searches: Sequence[Search]) -> list[list[tuple[str, float]]]:
-        """Several searches in one batch: the prompts after the shared chat header (its cached keys/values copied
-        to every row) left-padded into one prefill, then every request's beams stepped together, one forward pass
-        per index level. Each result is its top-k as `recommend` gives it alone: the same items, the scores
-        equal to float rounding (padding changes the order of additions)."""
+        """Several searches in one batch: each prompt's remembered prefix (its stem, else the shared chat header;
+        `_prefix`) right-aligned into one padded cache, the rest of every prompt left-padded after it into one
+        prefill, then every request's beams stepped together, one forward pass per index level. Each result is its
+        top-k as `recommend` gives it alone: the same items, the scores equal to float rounding (padding changes
+        the order of additions)."""
         if len(searches) == 1:
             s = searches[0]
             return [self.beam_search(s.input_ids, s.beams, s.exclude, s.taste, s.bonus)[: s.k]]
         for s in searches:
             self._check_taste(s.input_ids, s.taste)
-        # The chat header every prompt starts with comes from its cache, copied to every row; each row's rest is
-        # left-padded after it, the padding masked out and the positions continuing from the header's.
-        n = len(self._header_ids)
-        shared = n > 0 and all(s.input_ids.shape[1] > n and s.input_ids[0, :n].tolist() == self._header_ids
-                               for s in searches)
-        rests = [s.input_ids[0, n:] if shared else s.input_ids[0] for s in searches]
-        length = max(len(rest) for rest in rests)
+        device = self.model.device
+        ids = [s.input_ids[0].tolist() for s in searches]
+        prefixes = [self._prefix(row, s.taste) for row, s in zip(ids, searches, strict=True)]
+        kept = [prefix.length for prefix in prefixes]
+        rests = [row[n:] for row, n in zip(ids, kept, strict=True)]
+        past, length = max(kept), max(len(rest) for rest in rests)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        ids = torch.full((len(searches), length), pad, dtype=torch.long, device=self.model.device)
-        mask = torch.zeros_like(ids)
-        for row, rest in enumerate(rests):
-            ids[row, length - len(rest):] = rest
-            mask[row, length - len(rest):] = 1
-        vectors = [s.taste for s in searches if s.taste is not None]
-        embeds = input_embeddings(self.model, ids, self.taste_id, torch.cat(vectors) if vectors else None)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = None
-        if shared:
-            cache = self._header(searches[0].input_ids[:, :n])
-            cache.reorder_cache(torch.zeros(len(searches), dtype=torch.long, device=self.model.device))
-            mask = torch.cat([torch.ones_like(mask[:, :1]).expand(-1, n), mask], dim=1)
-            positions = positions + n
+        new = torch.full((len(searches), length), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((len(searches), past + length), dtype=torch.long, device=device)
+        for row, (rest, n) in enumerate(zip(rests, kept, strict=True)):
+            new[row, length - len(rest):] = torch.tensor(rest, dtype=torch.long)
+            mask[row, past - n:past] = 1
+            mask[row, past + length - len(rest):] = 1
+        # The `<taste>` vector of each row whose token is in its rest (a stem that holds it holds its keys).
+        vectors = [s.taste for s, rest in zip(searches, rests, strict=True)
+                   if s.taste is not None and self.taste_id in rest]
+        embeds = input_embeddings(self.model, new, self.taste_id, torch.cat(vectors) if vectors else None)
+        positions = (mask[:, past:].cumsum(-1) - 1).clamp(min=0) + torch.tensor(kept, device=device)[:, None]
+        cache = right_aligned([prefix.keys_values for prefix in prefixes], past) if past else None
         out = self._forward(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True)
+        for row, (prefix, rest) in enumerate(zip(prefixes, rests, strict=True)):
+            if prefix.key is not None:  # a stem not yet remembered: its cached part, then its first new positions
+                first = past + length - len(rest)
+                self._remember(prefix.key, [
+                    tuple(torch.cat([t[row:row + 1, :, past - prefix.length:past],
+                                     t[row:row + 1, :, first:first + prefix.stem - prefix.length]], dim=2)
+                          for t in (layer.keys, layer.values))
+                    for layer in out.past_key_values.layers])
         beams = [Beams(self.trie, s.beams, s.exclude, s.bonus) for s in searches]
         found = self._decode(beams, out, mask, positions[:, -1])
         return [items[: s.k] for items, s in zip(found, searches, strict=True)]
@@ -507,23 +548,73 @@ class ItemGenerator:
         return logits.float().log_softmax(-1).cpu(), self._level_columns[depth]
 
     def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> Any:
-        """The model's output on the prompt (`_forward`'s: what `level_logprobs` reads, the cache), reusing the
-        chat header's cache.
+        """The model's output on the prompt (`_forward`'s: what `level_logprobs` reads, the cache), continuing its
+        remembered prefix (`_prefix`) and remembering its stem.
 
         taste: the `<taste>` embedding [1, hidden], placed where the prompt holds the token."""
-        n = len(self._header_ids)
-        if not n or input_ids.shape[1] <= n or input_ids[0, :n].tolist() != self._header_ids:
-            embeds = input_embeddings(self.model, input_ids, self.taste_id, taste)
-            return self._forward(inputs_embeds=embeds, use_cache=True)
-        cache = self._header(input_ids[:, :n])
-        embeds = input_embeddings(self.model, input_ids[:, n:], self.taste_id, taste)
-        return self._forward(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        ids = input_ids[0].tolist()
+        prefix = self._prefix(ids, taste)
+        rest = input_ids[:, prefix.length:]
+        embeds = input_embeddings(self.model, rest, self.taste_id, taste if self.taste_id in rest[0].tolist()
+                                  else None)
+        if not prefix.length:
+            out = self._forward(inputs_embeds=embeds, use_cache=True)
+        else:
+            cache = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in prefix.keys_values])
+            out = self._forward(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+        if prefix.key is not None:
+            stem = prefix.stem
+            self._remember(prefix.key, [(layer.keys[:, :, :stem].clone(), layer.values[:, :, :stem].clone())
+                                        for layer in out.past_key_values.layers])
+        return out
 
-    def _header(self, header_ids: torch.Tensor) -> Any:
-        """A copy of the chat header's keys/values (computed on first use): a cache for one row to continue."""
+    def _stem(self, ids: list[int], taste: torch.Tensor | None) -> tuple[int, Any]:
+        """A prompt's stem: its tokens up to its last index token (the chat header and the history), and the key it
+        is remembered under (the tokens, and the `<taste>` vector when the stem holds that token). (0, None) for a
+        prompt without history or with nothing after it."""
+        stem = 1 + max((n for n, token in enumerate(ids) if token in self._index_token_ids), default=-1)
+        if stem <= len(self._header_ids) or stem >= len(ids):
+            return 0, None
+        key: Any = tuple(ids[:stem])
+        if self.taste_id is not None and self.taste_id in key:
+            key = (key, None if taste is None else taste.detach().cpu().numpy().tobytes())
+        return stem, key
+
+    def _prefix(self, ids: list[int], taste: torch.Tensor | None) -> Prefix:
+        """What a prompt's prefill can continue: its stem's keys/values when remembered, else the chat header's
+        (when the prompt starts with it), else nothing; with the stem's key when it is still to be remembered."""
+        stem, key = self._stem(ids, taste)
+        if key is not None:
+            with self._stems_lock:
+                remembered = self._stems.get(key)
+                if remembered is not None:
+                    self._stems.move_to_end(key)
+                    return Prefix(stem, remembered, stem, None)
+        n = len(self._header_ids)
+        if n and len(ids) > n and ids[:n] == self._header_ids:
+            return Prefix(n, self._header(), stem, key)
+        return Prefix(0, [], stem, key)
+
+    def _remember(self, key: Any, keys_values: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with self._stems_lock:
+            self._stems[key] = keys_values
+            self._stems.move_to_end(key)
+            while len(self._stems) > STEMS_REMEMBERED:
+                self._stems.popitem(last=False)
+
+    def forget_prefixes(self) -> None:
+        """Drop the header's and the stems' keys/values (after the model was swapped for another)."""
+        with self._stems_lock:
+            self._header_cache = None
+            self._stems.clear()
+
+    def _header(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The chat header's keys/values per layer, [1, heads, n, d] each (computed on first use, never changed)."""
         if self._header_cache is None:
-            self._header_cache = self.model.get_decoder()(input_ids=header_ids, use_cache=True).past_key_values
-        return copy.deepcopy(self._header_cache)
+            ids = torch.tensor([self._header_ids], dtype=torch.long, device=self.model.device)
+            out = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
+            self._header_cache = [(layer.keys, layer.values) for layer in out.layers]
+        return self._header_cache
 
     def allowed_tokens(
         self, prompt_length: int, exclude: Collection[str] = ()

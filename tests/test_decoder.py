@@ -85,6 +85,60 @@ def test_the_cached_chat_header_gives_the_same_scores_as_a_full_prefill(generato
             assert torch.allclose(cached, full[:, tokens].log_softmax(-1), atol=1e-4)
 
 
+def test_a_remembered_stem_gives_a_follow_up_the_scores_of_a_full_prefill(generator: ItemGenerator) -> None:
+    """A follow-up that keeps the history prefills only what follows its stem (the header and the history), and
+    its first-level log-probabilities are the full prompt's; alone and in a batch beside a cold prompt and one
+    without history, the picks are those of a generator that remembers nothing."""
+    generator.forget_prefixes()
+    opening = generator.prompt_ids(prompt_for(generator, ["item7", "item8"]))
+    darker = generator.prompt_ids(recommend_prompt([generator.index.text(i) for i in ["item7", "item8"]],
+                                                   request="something darker"))
+    stem, key = generator._stem(darker[0].tolist(), None)
+    assert len(generator._header_ids) < stem < darker.shape[1] and stem < opening.shape[1]
+    assert opening[0, :stem].tolist() == darker[0, :stem].tolist()
+    generator.prefill(opening)
+    assert list(generator._stems) == [key]
+    assert generator._prefix(darker[0].tolist(), None).length == stem  # the follow-up continues the stem
+    with torch.no_grad():
+        full = generator.model(input_ids=darker, logits_to_keep=1).logits[:, -1].float()
+    cached, _ = generator.level_logprobs(generator.prefill(darker), 0)
+    assert torch.allclose(cached, full[:, generator._level_tokens[0]].log_softmax(-1), atol=1e-4)
+    assert len(generator._stems) == 1
+
+    prompts = [recommend_prompt([generator.index.text(i) for i in ["item7", "item8"]], request="from the 90s"),
+               prompt_for(generator, ["item40", "item41", "item42"]), prompt_for(generator, [])]
+    searches = [generator.search(p, k=5) for p in prompts]
+    generator.forget_prefixes()
+    cold = [generator.beam_search(s.input_ids, s.beams, s.exclude)[: s.k] for s in searches]
+    generator.forget_prefixes()
+    generator.prefill(opening)  # the first prompt's stem remembered, the second's not, the third has none
+    warm = generator.search_many(searches)
+    for a, b in zip(cold, warm, strict=True):
+        assert [i for i, _ in a] == [i for i, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-3)
+    assert len(generator._stems) == 2
+    again = generator.search_many(searches)  # every stem remembered now
+    assert [[i for i, _ in a] for a in again] == [[i for i, _ in a] for a in cold]
+
+
+def test_stems_are_remembered_up_to_a_bound_and_keyed_by_the_taste_they_hold(generator: ItemGenerator,
+                                                                             monkeypatch) -> None:
+    monkeypatch.setattr("face_app.decoder.STEMS_REMEMBERED", 2)
+    generator.forget_prefixes()
+    for items in (["item1"], ["item2"], ["item3"]):
+        generator.prefill(generator.prompt_ids(prompt_for(generator, items)))
+    assert len(generator._stems) == 2
+    newest = generator._stem(generator.prompt_ids(prompt_for(generator, ["item3"]))[0].tolist(), None)[1]
+    assert newest in generator._stems
+    # A stem that holds the `<taste>` token is one stem per taste vector: the same words, another history.
+    ids = generator.prompt_ids(prompt_for(generator, ["item1"]))[0].tolist()
+    monkeypatch.setattr(generator, "taste_id", ids[len(generator._header_ids)])
+    one, two = torch.zeros(1, 64), torch.ones(1, 64)
+    assert generator._stem(ids, one)[1] != generator._stem(ids, two)[1]
+    assert generator._stem(ids, one)[1] == generator._stem(ids, torch.zeros(1, 64))[1]
+    generator.forget_prefixes()
+
+
 def test_exclusions_never_come_back_and_do_not_take_beams(generator: ItemGenerator) -> None:
     prompt = prompt_for(generator, ["item1"])
     first = [item for item, _ in generator.recommend(prompt, k=10)]
