@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from face_app.prompts import item_title, recommend_prompt
 # The prompt carries the newest items of a long (persona) history.
 PROMPT_HISTORY = 20
 log = logging.getLogger("face_app")
+# Histories whose LightGCN scores an `EmbeddingRecommender` remembers (`EmbeddingRecommender.scores`).
+SCORED_HISTORIES = 256
 # What the cards and the replies call each arm.
 ARM_NAMES = {"llm": "LLM arm", "lightgcn": "LightGCN arm"}
 
@@ -74,13 +77,23 @@ class EmbeddingRecommender:
     name: str = "lightgcn"
     generative: bool = False
 
+    def __post_init__(self) -> None:
+        # A turn scores its history for the pool, the match of each pick and the backfill, and a follow-up that
+        # keeps the history scores it again: remembered per history (read-only arrays, 13 kB each for ML-100k).
+        self._scored = functools.lru_cache(maxsize=SCORED_HISTORIES)(self._score)
+
     def scores(self, history: Sequence[str]) -> np.ndarray:
-        """float [n_items] in the read-out's item order."""
+        """float [n_items] in the read-out's item order (read-only: remembered for later turns)."""
+        return self._scored(tuple(history))
+
+    def _score(self, history: tuple[str, ...]) -> np.ndarray:
         if not history:
-            return np.log1p(self.popularity.astype(np.float64))
-        with torch.no_grad():
-            user = self.readout.fold_in(list(history))
-            return (self.readout.item_embeddings @ user).double().numpy()
+            scores = np.log1p(self.popularity.astype(np.float64))
+        else:
+            with torch.no_grad():
+                scores = (self.readout.item_embeddings @ self.readout.fold_in(list(history))).double().numpy()
+        scores.setflags(write=False)
+        return scores
 
     def rank(self, history, user_descriptors, request, exclude, n, bonus=None):
         scores = self.scores(history)

@@ -18,6 +18,7 @@ fewer than N items in the whole catalog) and `face_app.wording` (reasons, explan
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -220,8 +221,9 @@ class Engine:
             return Reply(f"That message is {len(message):,} characters long; I read messages of up to "
                          f"{MAX_MESSAGE_CHARS:,}. Nothing changed: please send a shorter one.",
                          seconds=time.perf_counter() - start)
-        request = parse(text, self.catalog)
-        reply = self._respond(state, request, recommender or self.default)
+        with self._coming(recommender or self.default):
+            request = parse(text, self.catalog)
+            reply = self._respond(state, request, recommender or self.default)
         reply.request = request
         reply.seconds = time.perf_counter() - start
         return reply
@@ -234,7 +236,8 @@ class Engine:
         if not state.pending or (item_id is not None and item_id not in state.pending[0].choices):
             return Reply("That question is no longer open; nothing changed.", seconds=time.perf_counter() - start)
         text = self.catalog.item(item_id).label if item_id else "neither"
-        reply = self._answered(state, item_id, recommender or self.default, text)
+        with self._coming(recommender or self.default):
+            reply = self._answered(state, item_id, recommender or self.default, text)
         reply.seconds = time.perf_counter() - start
         return reply
 
@@ -442,6 +445,13 @@ class Engine:
         return Plan(history=tuple(state.history), anchor=anchor, anchors=tuple(anchors), exclude=frozenset(exclude),
                     constraints=replace(c), n=n or self.n, request=request_text, user_words=tuple(user_words),
                     mixes=tuple(mixes))
+
+    def _coming(self, arm: str) -> contextlib.AbstractContextManager:
+        """The turn, announced to the batcher of the arm's search when it has one (`face_app.batching.Batcher.coming`):
+        a batch then waits for this turn's search rather than leaving it for the next batch."""
+        batcher = getattr(getattr(self.recommenders.get(arm), "generator", None), "batcher", None) \
+            if self.available(arm) else None
+        return batcher.coming() if batcher is not None else contextlib.nullcontext()
 
     def available(self, arm: str) -> bool:
         """Whether the named arm can serve a turn right now: it exists and its model is loaded (an LLM that is still

@@ -113,6 +113,8 @@ def wanted(mood_asked: str) -> int:
 def admitted(catalog: Catalog, constraints: Constraints, ranked: Ranked) -> Ranked:
     """Items of `ranked` that satisfy the years/genre constraints, none of the opposite mood to the one asked;
     with a mood asked, the items of that mood first (stable: within each group the ranked order holds)."""
+    if not (constraints.years or constraints.genres or constraints.no_genres or constraints.mood):
+        return list(ranked)
     kept = []
     for item_id, score in ranked:
         item = catalog.item(item_id)

@@ -23,10 +23,14 @@ from face_app.catalog_map import MAP_CAPTION
 from face_app.handlers import App, Session
 from face_app.render import esc
 
-# Turns handled at once: as many as the LLM arm batches into one search (face_app.batching.MAX_BATCH), so that
-# concurrent turns reach it together; a bounded queue behind them.
-CONCURRENCY = MAX_BATCH
+# Turns handled at once: two of the LLM arm's batches (face_app.batching.MAX_BATCH), so that the turns of the
+# next batch parse, plan and prepare their prompts while one batch searches (at MAX_BATCH, every handler waited
+# in the batch that ran and the next turns had not begun: under 64 sessions the median turn read 2.7-2.9 s, at
+# twice MAX_BATCH 2.2-2.4 s: `python -m bench.serving --sessions 64`, AMD EPYC AVX2, 2 cores, round 3 session 7);
+# a bounded queue behind them, and a worker thread for each (anyio lends gradio 40 by default).
+CONCURRENCY = 2 * MAX_BATCH
 QUEUE_SIZE = 64
+THREADS = CONCURRENCY + 16
 
 CSS = """
 .fa-card {border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 8px 10px; margin: 0;}
@@ -229,5 +233,5 @@ def launch(app: App, **kwargs: Any) -> gr.Blocks:
     warnings.filterwarnings("ignore", message=r".*(no_silent_downcasting|copy keyword is deprecated).*")
     demo = build_demo(app)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    demo.launch(theme=gr.themes.Soft(), css=CSS, **kwargs)
+    demo.launch(theme=gr.themes.Soft(), css=CSS, max_threads=THREADS, **kwargs)
     return demo

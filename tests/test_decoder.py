@@ -250,6 +250,78 @@ def test_requests_that_keep_trickling_in_join_one_batch_up_to_the_longest_wait()
     assert len(bounded.sizes) > 1 and sum(bounded.sizes) == 8
 
 
+def test_a_batch_waits_for_announced_callers_but_not_for_one_that_left() -> None:
+    import threading
+    import time
+
+    from face_app.batching import Batcher
+
+    batcher = Batcher(lambda requests: list(requests), window_s=0.005, max_wait_s=2.0)
+    announced = threading.Event()
+
+    def preparing() -> str:  # a turn that announced itself, then prepares its search for 150 ms
+        with batcher.coming():
+            announced.set()
+            time.sleep(0.15)
+            return batcher.submit("a")
+
+    first = threading.Thread(target=preparing)
+    first.start()
+    announced.wait()
+    assert batcher.submit("b") == "b"  # waited for "a" rather than running alone after one window
+    first.join()
+    assert list(batcher.sizes) == [2]
+
+    left = threading.Event()
+
+    def leaving() -> None:  # announced, then answered without a search
+        with batcher.coming():
+            left.set()
+            time.sleep(0.1)
+
+    other = threading.Thread(target=leaving)
+    other.start()
+    left.wait()
+    start = time.perf_counter()
+    batcher.submit("c")
+    other.join()
+    assert 0.05 < time.perf_counter() - start < 1.0  # it waited for the announced caller until it left, no longer
+    assert list(batcher.sizes) == [2, 1] and batcher._coming == 0
+
+
+def test_after_a_batch_of_n_the_next_waits_for_half_as_many() -> None:
+    import threading
+    import time
+
+    from face_app.batching import Batcher
+
+    batcher = Batcher(lambda requests: list(requests), window_s=0.005, max_wait_s=0.5)
+    ready = threading.Barrier(4)
+
+    def together(name: str) -> None:
+        with batcher.coming():
+            ready.wait()
+            batcher.submit(name)
+
+    threads = [threading.Thread(target=together, args=(f"r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert list(batcher.sizes) == [4]
+    # The first of the next requests comes back alone; the other two follow 100 ms later (a session's round trip):
+    # it waits for them (half of 4) instead of running alone, and the three run as one batch.
+    early = threading.Thread(target=batcher.submit, args=("x",))
+    early.start()
+    time.sleep(0.1)
+    late = [threading.Thread(target=batcher.submit, args=(name,)) for name in ("y", "z")]
+    for thread in late:
+        thread.start()
+    for thread in [early, *late]:
+        thread.join()
+    assert list(batcher.sizes) == [4, 3]
+
+
 def test_everything_excluded_returns_nothing(generator: ItemGenerator) -> None:
     everything = list(generator.index.item_ids)
     assert generator.recommend(prompt_for(generator, []), k=5, exclude=everything) == []
