@@ -9,7 +9,10 @@ LLM arm's own search as a turn asks it (its prompt, the history excluded, the in
 with the cached chat header), `--mode batch` as one batch (left-padded prefill, every request's beams
 stepped together); either `--repeat` times. Prints the seconds per round, the machine and the load average,
 and checks that both modes give every session the same items (exit 1 if not). Whole-process timings through
-`farm-bench` include loading the bundle (about 3 s), the same for both modes. `--head` chooses how the beams are
+`farm-bench` include loading the bundle (about 3 s), the same for both modes. `--follow-up` times each persona's
+follow-up instead ("something darker": the same history, so the same prompt stem), its stems remembered from the
+opening or forgotten before each round (`--stems`):
+    python -m bench.batching --follow-up --stems remembered --sessions 24 --repeat 5 `--head` chooses how the beams are
 scored (`face_app.decoder.HEADS`); `--compare-heads` runs every session under each head instead and says whether
 their picks agree:
 
@@ -35,16 +38,20 @@ from face_app.decoder import HEAD, HEADS
 from face_app.dialogue import ConversationState
 from face_app.engine import Engine
 
+# The follow-up `--follow-up` times: a turn that keeps the history and adds a request to the prompt.
+FOLLOW_UP = "something darker"
 
-def searches(engine: Engine, sessions: int) -> list:
-    """The LLM arm's search for each of the first `sessions` personas, as a chat turn asks it."""
+
+def searches(engine: Engine, sessions: int, request: str | None = None) -> list:
+    """The LLM arm's search for each of the first `sessions` personas, as a chat turn asks it (request: the
+    follow-up's text the prompt carries, None for the opening)."""
     arm = engine.recommenders["llm"]
     out = []
     for persona in list(engine.personas)[:sessions]:
         state = ConversationState()
         engine.use_persona(state, persona)
         bonus = engine.intent.bonus(engine.intent.mixes(state.history), engine.intent_llm)
-        prompt = arm.prompt(state.history, engine.user_descriptors(state), None)
+        prompt = arm.prompt(state.history, engine.user_descriptors(state), request)
         out.append(arm.generator.search(prompt, k=engine.n, exclude=engine.excluded(state), beams=arm.beams,
                                         history=state.history, bonus=bonus))
     return out
@@ -74,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--head", choices=HEADS, default=HEAD, help="how beams are scored (face_app.decoder.HEADS)")
+    parser.add_argument("--follow-up", action="store_true", help="time each persona's follow-up (\"something "
+                        "darker\": the same history, the request in the prompt) instead of its opening")
+    parser.add_argument("--stems", choices=("remembered", "forgotten"), default="remembered",
+                        help="with --follow-up: the openings' prompt stems remembered (as after the opening turn) "
+                        "or forgotten before each round (ItemGenerator._prefix)")
     parser.add_argument("--compare-heads", action="store_true",
                         help="instead of timing: every session's picks under each head, and how they differ")
     args = parser.parse_args(argv)
@@ -84,15 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the bundle has no LLM arm", file=sys.stderr)
         return 2
     generator = engine.recommenders["llm"].generator
-    asked = searches(engine, args.sessions)
+    asked = searches(engine, args.sessions, FOLLOW_UP if args.follow_up else None)
     if args.compare_heads:
         return compare_heads(generator, asked)
     generator.head = args.head
     alone = [generator.search_many([s])[0] for s in asked]
     together = generator.search_many(asked)
     same = [[i for i, _ in a] == [i for i, _ in b] for a, b in zip(alone, together, strict=True)]
+    openings = searches(engine, args.sessions) if args.follow_up else []
     rounds = []
     for _ in range(args.repeat):
+        if args.follow_up:  # the opening turn remembered its stem; a follow-up continues it, or starts cold
+            generator.forget_prefixes()
+            if args.stems == "remembered":
+                generator.search_many(openings)
         start = time.perf_counter()
         if args.mode == "batch":
             generator.search_many(asked)
@@ -100,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             for search in asked:
                 generator.search_many([search])
         rounds.append(time.perf_counter() - start)
-    print(json.dumps({"mode": args.mode, "head": args.head, "sessions": len(asked), "round_s": rounds,
+    print(json.dumps({"mode": args.mode, "head": args.head, "sessions": len(asked),
+                      "follow_up": args.follow_up, "stems": args.stems if args.follow_up else None, "round_s": rounds,
                       "median_s": statistics.median(rounds), "same_items": sum(same),
                       "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}}))
     return 0 if all(same) else 1
