@@ -155,3 +155,18 @@ def test_busy_shares_count_working_samples_only_and_each_function_once_per_stack
     ])
     shares = busy_shares(raw)
     assert shares == {"Batcher._work": 0.75, "search_many": 0.75, "forward": 0.75, "App.chat": 0.25, "render": 0.25}
+
+
+def test_the_gradio_floor_serves_every_session_its_turns_from_one_and_from_several_client_processes() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bench.gradio_floor", "--sessions", "4", "--turns", "2",
+                           "--client-processes", "1", "2", "--connect-s", "8"], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(done.stdout)["runs"]
+    assert [run["client_processes"] for run in runs] == [1, 2]
+    for run in runs:
+        assert run["turns"] == 8 and run["errors"] == 0
+        assert 0 < run["p50_s"] <= run["p95_s"] < 60 and run["openings_p95_s"] > 0
