@@ -332,9 +332,13 @@ def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None)
         spy.send_signal(signal.SIGINT)
         spy.wait()
     seconds = [s for run in runs for s in run.seconds]
+    later = [s for run in runs for s in run.seconds[1:]]
     print(json.dumps({"sessions": sessions, "turns": turns, "wall_s": round(wall, 2),
                       "errors": sum(run.error is not None for run in runs),
                       "p50_s": percentile(seconds, 50), "p95_s": percentile(seconds, 95),
+                      # the sessions' first turns, all sent at once, and the turns after them
+                      "openings_p95_s": percentile([run.seconds[0] for run in runs if run.seconds], 95),
+                      "later_p95_s": percentile(later, 95) if later else None,
                       "busy_shares": busy_shares(profile.read_text()) if profile is not None else None,
                       "machine": hardware.machine(), "load_average": load}, indent=1))
     return 0

@@ -28,10 +28,10 @@ log = logging.getLogger("face_app")
 BATCH_WINDOW_S = 0.005
 # ...and keeps collecting while more keep arriving or announced callers are still on their way, one window after
 # another, up to this long (`Batcher._gather`). Before the announcement (round 3, session 7) a batch closed one
-# window after its first request: under 64 sessions every round ran one search alone (0.5-1 s, while 31 turns
-# queued behind it), then 31 together. A bound for a turn that announced itself and stalls, not a tuned value: a batch
-# closes as soon as every announced turn has searched, and at 1.5 s as at 0.25 s the 64-session timeline ran batches
-# of 32.
+# window after its first request: in a run of 64 sessions with the batches logged, every round ran one search alone
+# while the others queued behind it, then the rest together. A bound for a turn that announced itself and stalls, not
+# a tuned value: a batch closes as soon as every announced turn has searched, and at 1.5 s as at 0.25 s that log
+# showed batches of 32.
 BATCH_MAX_WAIT_S = 0.5
 # 32 rather than 16 (round 3, session 6): under 64 sessions the 95th percentile turn read 3.80, 3.58 and 4.17 s at
 # 32, 4.53 and 4.16 s at 16, 4.09 s at 64 (`python -m bench`, with or without `--skip-train --sessions 64`, AMD EPYC
@@ -40,8 +40,8 @@ MAX_BATCH = 32
 SIZES_KEPT = 10_000
 # A batch that follows a recent one of n requests (ended at most this long before) waits, up to BATCH_MAX_WAIT_S,
 # for at least half as many: under load the sessions a batch answered come back within a few hundred ms, and the
-# first of them to return would otherwise run alone while the rest queue behind it. A batch of 32 took 0.5-1.3 s under
-# 64 sessions, so a batch that ended within the last second is the load now.
+# first of them to return would otherwise run alone while the rest queue behind it. A batch of 32 takes about 0.7 s
+# alone (`python -m bench.batching`), longer under load, so a batch that ended within the last second is the load now.
 RECENT_S = 1.0
 
 

@@ -18,7 +18,7 @@ every arm's picks obey.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -113,28 +113,43 @@ def wanted(mood_asked: str) -> int:
 def admitted(catalog: Catalog, constraints: Constraints, ranked: Ranked) -> Ranked:
     """Items of `ranked` that satisfy the years/genre constraints, none of the opposite mood to the one asked;
     with a mood asked, the items of that mood first (stable: within each group the ranked order holds)."""
-    if not (constraints.years or constraints.genres or constraints.no_genres or constraints.mood):
-        return list(ranked)
-    kept = []
+    return list(admitted_in_order(catalog, constraints, ranked))
+
+
+def admitted_in_order(catalog: Catalog, constraints: Constraints, ranked: Iterable[tuple[str, float]]
+                      ) -> Iterator[tuple[str, float]]:
+    """`admitted`'s items one at a time, reading `ranked` only as far as they are asked for (with a mood asked, the
+    films of another mood come after the whole of `ranked` was read)."""
+    c = constraints
+    if not (c.years or c.genres or c.no_genres or c.mood):
+        yield from ranked
+        return
+    want = wanted(c.mood) if c.mood else None
+    later = []
     for item_id, score in ranked:
         item = catalog.item(item_id)
-        if not constraints.admits(item.year, item.genres):
+        if not c.admits(item.year, item.genres):
             continue
-        if constraints.mood and mood(item) == -wanted(constraints.mood):
-            continue
-        kept.append((item_id, score))
-    if constraints.mood:
-        kept.sort(key=lambda pair: -(mood(catalog.item(pair[0])) == wanted(constraints.mood)))
-    return kept
+        if want is None or mood(item) == want:
+            yield item_id, score
+        elif mood(item) != -want:
+            later.append((item_id, score))
+    yield from later
 
 
-def one_per_film(catalog: Catalog, ranked: Ranked) -> Ranked:
-    """`ranked` without a later id of a film already in it."""
-    kept, taken = [], set()
+def one_per_film(catalog: Catalog, ranked: Iterable[tuple[str, float]], n: int | None = None) -> Ranked:
+    """`ranked` without a later id of a film already in it; the first `n` only, when given (reading `ranked` only
+    that far)."""
+    kept: Ranked = []
+    taken: set[str] = set()
+    if n is not None and n <= 0:
+        return kept
     for item_id, score in ranked:
         if item_id not in taken:
             kept.append((item_id, score))
             taken.update([item_id, *catalog.twins(item_id)])
+            if n is not None and len(kept) == n:
+                break
     return kept
 
 

@@ -28,7 +28,7 @@ import torch
 from face_app.arms import EmbeddingRecommender, Recommender
 from face_app.catalog import Catalog
 from face_app.dialogue import Constraints
-from face_app.picking import Closeness, Intent, Mix, Ranked, admitted, one_per_film
+from face_app.picking import Closeness, Intent, Mix, Ranked, admitted, admitted_in_order, one_per_film
 
 # Filter sets whose ruled-out items a `Picking` remembers (`Picking.ruled_out`).
 RULED_OUT_KEPT = 256
@@ -105,8 +105,10 @@ class Picking:
             have = set(plan.exclude) | {twin for p in kept for twin in (p.item_id, *self.catalog.twins(p.item_id))}
             wide = self.cf.rank(list(plan.history), plan.user_words, None, have, len(self.closeness.row))
             wide = self.closest_first(plan.anchors, wide, have, model_weight)
-            kept = kept + [Pick(item_id, score, self.cf.name)
-                           for item_id, score in admitted(self.catalog, plan.constraints, wide)]
+            # `wide` holds no film of `kept`: the first films it adds are the ones one_per_film would keep.
+            kept = kept + [Pick(item_id, score, self.cf.name) for item_id, score in
+                           one_per_film(self.catalog, admitted_in_order(self.catalog, plan.constraints, wide),
+                                        plan.n - len(kept))]
         first = one_per_film(self.catalog, [(pick.item_id, float(n)) for n, pick in enumerate(kept)])
         return [kept[int(n)] for _, n in first[: plan.n]]
 
@@ -175,6 +177,6 @@ class ClosenessPicker:
             ordered = sorted(((i, s + bonus.get(i, 0.0)) for i, s in ordered), key=lambda pair: -pair[1])
         proposed = {item_id for item_id, _ in pool}
         kept = [Pick(item_id, score, self.recommender.name if item_id in proposed else self.picking.cf.name)
-                for item_id, score in one_per_film(self.picking.catalog,
-                                                   admitted(self.picking.catalog, plan.constraints, ordered))]
+                for item_id, score in one_per_film(self.picking.catalog, admitted_in_order(
+                    self.picking.catalog, plan.constraints, ordered), plan.n)]
         return self.picking.backfill(plan, kept, self.model_weight)

@@ -15,9 +15,9 @@ from catalog_fixture import ROWS, SmallReadout, items_frame
 
 from face_app.arms import EmbeddingRecommender, GeneratorRecommender
 from face_app.catalog import Catalog, display_title, ordered_histories
-from face_app.dialogue import ConversationState, parse
+from face_app.dialogue import Constraints, ConversationState, parse
 from face_app.engine import MAX_MESSAGE_CHARS, Engine
-from face_app.picking import FLOOR
+from face_app.picking import FLOOR, admitted, admitted_in_order, one_per_film
 
 
 @pytest.fixture(scope="module")
@@ -217,6 +217,28 @@ def test_picks_follow_the_newest_items_of_a_long_history(catalog: Catalog) -> No
     assert set(ids(engine.respond(state, "recommend something"))) <= {"4", "3", "10"}
     engine.recent_items = 0  # the arm's own order, then the CF ranking of the whole catalog
     assert engine.recent(state) == []
+
+
+def test_filters_read_a_ranking_only_as_far_as_the_picks_need(catalog: Catalog) -> None:
+    ranked = [(item_id, float(-n)) for n, item_id in enumerate(["3", "5", "1", "8", "7", "10", "2", "6", "12", "4",
+                                                                "9", "11"])]
+    asked = [Constraints(), Constraints(mood="darker"), Constraints(mood="lighter"), Constraints(years=((1990, 1999),)),
+             Constraints(genres=("Comedy",)), Constraints(no_genres=("Drama",), mood="lighter")]
+    for constraints in asked:
+        whole = one_per_film(catalog, admitted(catalog, constraints, ranked))
+        assert whole == [pair for pair in whole if catalog.item(pair[0])]  # every id a film of the catalog
+        for n in range(len(ranked) + 1):
+            assert one_per_film(catalog, admitted_in_order(catalog, constraints, ranked), n) == whole[:n]
+    darker = admitted(catalog, Constraints(mood="darker"), ranked)
+    assert [i for i, _ in darker][:4] == ["3", "1", "10", "2"]  # the dark films first, in ranked order
+    assert "5" not in {i for i, _ in darker}  # a light film is never offered for "darker"
+
+    def ranking_that_must_not_be_read_to_its_end():
+        yield from ranked[:4]
+        raise AssertionError("read past the picks")
+
+    assert one_per_film(catalog, admitted_in_order(catalog, Constraints(), ranking_that_must_not_be_read_to_its_end()),
+                        3) == ranked[:3]
 
 
 def test_darker_and_lighter_change_the_result(engine: Engine) -> None:
