@@ -24,10 +24,11 @@ from face_app.handlers import App, Session
 from face_app.render import esc
 
 # Turns handled at once: two of the LLM arm's batches (face_app.batching.MAX_BATCH), so that the turns of the
-# next batch parse, plan and prepare their prompts while one batch searches (at MAX_BATCH, every handler waited
-# in the batch that ran and the next turns had not begun: under 64 sessions the median turn read 2.7-2.9 s, at
-# twice MAX_BATCH 2.2-2.4 s: `python -m bench.serving --sessions 64`, AMD EPYC AVX2, 2 cores, round 3 session 7);
-# a bounded queue behind them, and a worker thread for each (anyio lends gradio 40 by default).
+# next batch parse, plan and prepare their prompts while one batch searches, with a worker thread each (anyio lends
+# gradio 40 by default); a bounded queue behind them. Under 64 sessions (`python -m bench.serving --sessions 64
+# --turns 5`, three runs each, AMD EPYC AVX2, 2 cores, round 3 session 7) the median turn read 2.44-2.70 s against
+# 2.82-3.32 s at MAX_BATCH, and the turns after the openings 2.92-3.22 s at the 95th percentile against 3.12-3.97 s;
+# the openings, all 64 sent at once, read 4.14-4.97 s against 4.00-4.49 s.
 CONCURRENCY = 2 * MAX_BATCH
 QUEUE_SIZE = 64
 THREADS = CONCURRENCY + 16
