@@ -10,15 +10,12 @@
 set -euo pipefail
 workdir=${1:-runs/ml-1m}
 kit=assets/resume/ml-1m
+source "$(dirname "$0")/resume-kit.sh"
 if [ "${2:-}" = save ]; then
-    rm -rf "$kit/cf" && mkdir -p "$kit" && cp -r "$workdir/cf" "$kit/"
-    find "$kit" -name '*.tmp' -delete
-    echo "resume kit: $(du -sh "$kit" | cut -f1) in $kit"
+    kit_save "$workdir" "$kit"
     exit 0
 fi
-if [ -d "$kit/cf" ]; then
-    mkdir -p "$workdir" && cp -rn "$kit/cf" "$workdir/"
-fi
+kit_restore "$kit" "$workdir"
 build() { python -m training build --config configs/ml-1m.yaml --workdir "$workdir" --set threads=1 --set tune.threads=1 "$@"; }
 # The cf stage is run in parts; each part's done marker records its own model list, so the parts run with --force,
 # which retrains nothing: a run whose run.json holds the same settings is reused (training/cf.py).

@@ -10,15 +10,12 @@ set -euo pipefail
 seed=${1:?usage: bash configs/teacher-build.sh SEED [save]}
 workdir=runs/teacher-s1-s$seed
 kit=assets/resume/teacher-s1-s$seed
+source "$(dirname "$0")/resume-kit.sh"
 if [ "${2:-}" = save ]; then
-    rm -rf "$kit/cf" && mkdir -p "$kit" && cp -r "$workdir/cf" "$kit/"
-    find "$kit" -name '*.tmp' -delete
-    echo "resume kit: $(du -sh "$kit" | cut -f1) in $kit"
+    kit_save "$workdir" "$kit"
     exit 0
 fi
-if [ -d "$kit/cf" ]; then
-    mkdir -p "$workdir" && cp -rn "$kit/cf" "$workdir/"
-fi
+kit_restore "$kit" "$workdir"
 python -m training build --config configs/ml-100k.yaml --workdir "$workdir" --stages data,cf \
     --set 'cf.models=[SASRec]' --set "cf.seeds=[$seed]" --set threads=1 --set cf.sasrec.patience=10 \
     --set cf.sasrec.window_stride=1
