@@ -9,12 +9,15 @@ LLM arm's own search as a turn asks it (its prompt, the history excluded, the in
 with the cached chat header), `--mode batch` as one batch (left-padded prefill, every request's beams
 stepped together); either `--repeat` times. Prints the seconds per round, the machine and the load average,
 and checks that both modes give every session the same items (exit 1 if not). Whole-process timings through
-`farm-bench` include loading the bundle (about 3 s), the same for both modes. `--follow-up` times each persona's
-follow-up instead ("something darker": the same history, so the same prompt stem), its stems remembered from the
-opening or forgotten before each round (`--stems`):
-    python -m bench.batching --follow-up --stems remembered --sessions 24 --repeat 5 `--head` chooses how the beams are
-scored (`face_app.decoder.HEADS`); `--compare-heads` runs every session under each head instead and says whether
-their picks agree:
+`farm-bench` include loading the bundle (about 3 s), the same for both modes.
+
+`--follow-up` times each persona's follow-up instead ("something darker": the same history, so the same prompt
+stem), its stems remembered from the opening or forgotten before each round (`--stems`):
+
+    python -m bench.batching --follow-up --stems remembered --sessions 24 --repeat 5
+
+`--head` chooses how the beams are scored (`face_app.decoder.HEADS`); `--compare-heads` runs every session under
+each head instead and says whether their picks agree:
 
     python -m bench.batching --compare-heads --sessions 64
     farm-bench --vs 'python -m bench.batching --head vocabulary' -- python -m bench.batching --head codes

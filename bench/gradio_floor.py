@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
-from bench.serving import chat_session, free_port, page_served, percentile, session_script
+from bench.serving import chat_sessions, free_port, page_served, percentile, session_script
 
 CARD = "<div class='fa-card'>" + "x" * 700 + "</div>"  # about the size of one of the app's cards
 CONNECT_S = 30.0  # how long the clients get to connect before the sessions start together (64 take about 10 s)
@@ -65,9 +65,7 @@ class StartAt:
 
 def client_process(url: str, scripts: Sequence[Sequence[str]], start: float) -> tuple[list[float], list[float], int]:
     """One client process's sessions: every turn's seconds, each opening's seconds, and the failed sessions."""
-    opened = StartAt(start)
-    with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
-        runs = list(pool.map(lambda script: chat_session(url, script, opened=opened), scripts))
+    runs = chat_sessions(url, scripts, opened=StartAt(start))
     return ([s for run in runs for s in run.seconds], [run.seconds[0] for run in runs if run.seconds],
             sum(run.error is not None for run in runs))
 

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -216,11 +216,20 @@ def session_script(opening: str, turns: int) -> list[str]:
     return [opening, *(SESSION_FOLLOW_UPS[i % len(SESSION_FOLLOW_UPS)] for i in range(turns - 1))]
 
 
+class Opening(Protocol):
+    """What the sessions of a run wait at once connected (a `threading.Barrier`, or `bench.gradio_floor.StartAt`
+    across processes), so that they start chatting together."""
+
+    def wait(self, timeout: float | None = None) -> object: ...
+
+    def abort(self) -> None: ...
+
+
 def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True,
-                 opened: threading.Barrier | None = None) -> SessionRun:
+                 opened: Opening | None = None) -> SessionRun:
     """A fresh gradio_client session (its own server-side state) sending `messages` to `/chat` one at a time.
-    opened: a barrier every session of a run waits at once its client is connected, so that the sessions start
-    chatting together with their pages loaded (a visitor opens the page, then writes)."""
+    opened: what every session of a run waits at once its client is connected, so that the sessions start chatting
+    together with their pages loaded (a visitor opens the page, then writes)."""
     run = SessionRun(list(messages))
     try:
         session = client(url, shared_tls)
@@ -237,10 +246,10 @@ def chat_session(url: str, messages: Sequence[str], shared_tls: bool = True,
     return run
 
 
-def chat_sessions(url: str, scripts: Sequence[Sequence[str]]) -> list[SessionRun]:
+def chat_sessions(url: str, scripts: Sequence[Sequence[str]], opened: Opening | None = None) -> list[SessionRun]:
     """One concurrent session (a thread and a client each) per script: every client connects, then all send their
-    first message at once (`chat_session`'s `opened`)."""
-    opened = threading.Barrier(len(scripts))
+    first message at once (`chat_session`'s `opened`: by default a barrier of these sessions)."""
+    opened = opened or threading.Barrier(len(scripts))
     with ThreadPoolExecutor(max_workers=len(scripts)) as pool:
         return list(pool.map(lambda script: chat_session(url, script, opened=opened), scripts))
 
