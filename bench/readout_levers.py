@@ -129,6 +129,11 @@ if (_LEARNED := learned_display()) is not None:
                                                "display_card_weight": 3.0}
     # the same, a card never naming a genre its film is not listed in (docs/face.md, the seventh display)
     LEVERS["seventh-display-own-genres"] = {**LEVERS["sixth-display-learned-recent3"], "display_item_own_genres": True}
+    # round 3, session 8: the shipped display (sixth-display-learned-recent3) with the capped words shared out in two
+    # rounds, every film's first 4 before any film's fifth (`training.readout.read_out_cards`), with the config's
+    # film-share cap or with the exposure cap alone
+    LEVERS["eighth-display-first4"] = {**LEVERS["sixth-display-learned-recent3"], "display_item_first_words": 4}
+    LEVERS["eighth-display-first4-uncapped"] = {**LEVERS["eighth-display-first4"], "film_share_cap": 1.0}
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
 FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"

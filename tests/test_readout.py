@@ -389,3 +389,26 @@ def test_the_word_term_reads_the_learned_prior_and_the_default_for_an_unjudged_w
     path = tmp_path / "learned.json"
     path.write_text(json.dumps({"word_prior": {"satire": -2.0, "comedy": 1.5}, "word_default": -0.5}))
     assert word_prior_vector(["comedy", "laptop", "satire"], path).tolist() == [1.5, -0.5, -2.0]
+
+
+def test_in_two_rounds_a_little_rated_film_takes_its_first_word_before_a_popular_film_its_second() -> None:
+    """`read_out_cards`: word 0 may sit on one film of two (`film_share_cap` 0.5). In one round the popular film,
+    read first, takes it as its second word and the little-rated film, whose best word it is, goes without; with
+    `display_item_first_words` 1 each film first takes its best word, and the popular film's second is word 2."""
+    from training.config import FACEConfig
+    from training.readout import read_out_cards
+
+    rule = display(torch.zeros(4, 2), torch.eye(2), torch.zeros(2, 2, dtype=torch.bool), candidates=4,
+                   min_words=1, min_fit=-1.0)
+    pools = [torch.ones(1, 4), torch.ones(1, 4)]
+    order = torch.tensor([[0.8, 0.9, 0.7, -5.0],    # the popular film: word 1, then 0, then 2
+                          [0.9, -5.0, -5.0, 0.5]])  # the little-rated film: word 0, then 3
+    genre, degree, groups = torch.zeros(4, dtype=torch.bool), torch.tensor([9.0, 1.0]), torch.arange(4)
+    one_round = FACEConfig(film_share_cap=0.5, exposure_cap=1.0)
+    words, exposure = read_out_cards(pools, order, groups, 2, rule, genre, degree, one_round)
+    assert words.tolist() == [[1, 0], [3, -1]]
+    assert torch.allclose(exposure, torch.tensor([0.9, 0.9, 0.0, 0.1]))
+    two_rounds = FACEConfig(film_share_cap=0.5, exposure_cap=1.0, display_item_first_words=1)
+    words, exposure = read_out_cards(pools, order, groups, 2, rule, genre, degree, two_rounds)
+    assert words.tolist() == [[1, 2], [0, 3]]
+    assert torch.allclose(exposure, torch.tensor([0.1, 0.9, 0.9, 0.1]))

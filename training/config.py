@@ -198,6 +198,10 @@ class FACEConfig(Schedule):
         word's prior log-odds of fitting, from the judged marks of other films), read from the working directory.
     display_item_own_genres: a card never shows a genre word of a genre its film is not listed in ("comedy" on The
         English Patient; `training.readout.foreign_genre_words`).
+    display_item_first_words: the capped words are shared out in two rounds (`training.readout.read_out_cards`):
+        every film, most rated first, takes its first N words before any film takes its N+1st, so that the
+        exposure cap spends a word such as "humor" on a little-rated comedy's fourth word rather than on a popular
+        comedy's eighth (0: one round, most rated first).
     """
 
     k: Positive = 8
@@ -248,6 +252,7 @@ class FACEConfig(Schedule):
     display_card_weights: dict[str, float] | None = None
     display_card_word_prior: str | None = None
     display_item_own_genres: bool = False
+    display_item_first_words: NonNegative = 0
 
     @field_validator("display_card_weights")
     @classmethod

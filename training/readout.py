@@ -249,17 +249,12 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     features = card_features(display, table, item_scores, neighbours, film_scores, title_scores,
                              era_scores(data.items, words), card_word_prior(words, settings))
     item_fit = card_order(features, settings)
-    share = degree / degree.sum()
-    exposure = torch.zeros(len(words))
-    carriers = torch.zeros(len(words), dtype=torch.long)
-    most_films = max(1, round(settings.film_share_cap * data.n_items))
-    sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
     foreign = foreign_genre_words(table, genre_word_matrix(words, genres)) if settings.display_item_own_genres \
         else None
-    item_words = torch.full((data.n_items, k), -1, dtype=torch.long)
-    for item in torch.argsort(-degree, stable=True).tolist():
-        row = data.items.iloc[item]
-        own = named_in(f"{row['title']} {' '.join(row['genres'])} {row['description'] or ''}")
+    sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
+    pools = []
+    for item, row in enumerate(data.items.itertuples()):
+        own = named_in(f"{row.title} {' '.join(row.genres)} {row.description or ''}")
         scores = item_scores[item].clone() if neighbours is None else \
             torch.cat([item_scores[item], item_scores[neighbours[item]].flatten(0, 1)])
         for w in sensitive_rows:
@@ -267,15 +262,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                 scores[:, w] = float("-inf")
         if foreign is not None:
             scores[:, foreign[item]] = float("-inf")
-        cap = float(settings.exposure_cap - share[item])
-
-        def over_cap(w: int, cap: float = cap) -> bool:
-            return not bool(genre[w]) and (float(exposure[w]) > cap or int(carriers[w]) >= most_films)
-
-        shown = choose_shown(scores, item_fit[item], readout.word_groups, k, item_display, over_cap)
-        exposure[shown] += share[item]
-        carriers[shown] += 1
-        item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
+        pools.append(scores)
+    item_words, exposure = read_out_cards(pools, item_fit, readout.word_groups, k, item_display, genre, degree,
+                                          settings)
     readout.item_words = item_words
 
     if settings.display_card_centre and settings.display_card_weight:  # the prior needs the cards just chosen
@@ -293,6 +282,46 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                                       for w in top],
                      "shown_per_item": np.bincount((item_words >= 0).sum(1).numpy(), minlength=k + 1).tolist(),
                      "shown_per_user": np.bincount((user_words >= 0).sum(1).numpy(), minlength=k + 1).tolist()}
+
+
+def read_out_cards(pools: Sequence[torch.Tensor], order: torch.Tensor, groups: torch.Tensor, k: int,
+                   display: Display, genre: torch.Tensor, degree: torch.Tensor, settings: FACEConfig
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every film card's shown words (int64 [I, k], -1 padded) and each word's exposure (its films' share of all
+    ratings, [V]), under hub suppression by exposure: a word that is not a genre word (genre: bool [V]) is withheld
+    from a film once the films already showing it hold `settings.exposure_cap` of all ratings, or once it sits on
+    `settings.film_share_cap` of the films. Films are read out from the most rated down, so a hub word goes to the
+    films most people see. With `settings.display_item_first_words` N, in two rounds: every film takes its first N
+    words, then every film goes on to k; the words a film took in the first round stay its own, ahead of the rest.
+
+    pools: per film, [C, V] the concept scores its candidates come from (-inf: never this film's); order: [I, V]
+    the card order (`card_order`); degree: [I] each film's ratings."""
+    share = degree / degree.sum()
+    exposure = torch.zeros(order.shape[1])
+    carriers = torch.zeros(order.shape[1], dtype=torch.long)
+    most_films = max(1, round(settings.film_share_cap * len(pools)))
+    item_words = torch.full((len(pools), k), -1, dtype=torch.long)
+    first = settings.display_item_first_words
+    rounds = [(min(first, k), dataclasses.replace(display, min_words=min(display.min_words, first))), (k, display)] \
+        if 0 < first < k else [(k, display)]
+    taken: list[list[int]] = [[] for _ in pools]
+    for limit, rule in rounds:
+        for item in torch.argsort(-degree, stable=True).tolist():
+            cap = float(settings.exposure_cap - share[item])
+            had = set(taken[item])
+
+            def over_cap(w: int, cap: float = cap, had: set[int] = had) -> bool:
+                return w not in had and not bool(genre[w]) and (
+                    float(exposure[w]) > cap or int(carriers[w]) >= most_films)
+
+            shown = choose_shown(pools[item], order[item], groups, limit, rule, over_cap)
+            new = [w for w in shown if w not in had]
+            exposure[new] += share[item]
+            carriers[new] += 1
+            taken[item] = [w for w in taken[item] if w in shown] + new if had else shown
+    for item, shown in enumerate(taken):
+        item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
+    return item_words, exposure
 
 
 def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, SplitData, dict[str, torch.Tensor],
