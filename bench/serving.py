@@ -311,6 +311,12 @@ def busy_shares(raw: str, top: int = 15) -> dict[str, float]:
     return {name: round(n / busy, 3) for name, n in ranked[:top]}
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) a process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None) -> int:
     """`sessions` sessions of `turns` turns at once against `app`, each opening with its own title; with
     `profile`, py-spy samples the app meanwhile (raw stacks to that file, `busy_shares` printed)."""
@@ -334,9 +340,10 @@ def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None)
         # turn under 64 sessions, 8.9 s against 4.4 s at the median).
         spy = subprocess.Popen(["py-spy", "record", "--pid", str(app.process.pid), "--format", "raw", "--rate", "50",
                                 "--nonblocking", "--threads", "--output", str(profile)], stdout=subprocess.DEVNULL)
-    start = time.perf_counter()
+    start, app_cpu, client_cpu = time.perf_counter(), process_cpu_s(app.process.pid), time.process_time()
     runs = chat_sessions(app.url, scripts)
     wall = time.perf_counter() - start
+    app_cpu, client_cpu = process_cpu_s(app.process.pid) - app_cpu, time.process_time() - client_cpu
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait()
@@ -348,6 +355,8 @@ def concurrent(app: AppProcess, sessions: int, turns: int, profile: Path | None)
                       # the sessions' first turns, all sent at once, and the turns after them
                       "openings_p95_s": percentile([run.seconds[0] for run in runs if run.seconds], 95),
                       "later_p95_s": percentile(later, 95) if later else None,
+                      # CPU seconds over the sessions: the app's, and the clients' (this process: gradio_client)
+                      "app_cpu_s": round(app_cpu, 1), "client_cpu_s": round(client_cpu, 1),
                       "busy_shares": busy_shares(profile.read_text()) if profile is not None else None,
                       "machine": hardware.machine(), "load_average": load}, indent=1))
     return 0

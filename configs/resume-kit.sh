@@ -1,17 +1,27 @@
 # Resume kits for the long builds (sourced by configs/ml-1m-build.sh and configs/teacher-build.sh): a kit is a copy of
-# a workdir's cf stage (finished runs and per-epoch checkpoints) kept in the repo, so that a session whose runs/ is
-# gone continues where the last one stopped.
+# a workdir's cf stage (finished runs and per-epoch checkpoints) and of its face and index stages once they are done
+# (their outputs and done markers; neither is resumable mid-stage), kept in the repo, so that a session whose runs/
+# is gone continues where the last one stopped.
+KIT_STAGES="cf face index"
 
-# kit_save WORKDIR KIT: replace the kit by the workdir's cf stage (the end of a session).
+# kit_save WORKDIR KIT: replace the kit by the workdir's cf stage and its finished face and index stages (the end of
+# a session).
 kit_save() {
-    rm -rf "$2/cf" && mkdir -p "$2" && cp -r "$1/cf" "$2/"
+    mkdir -p "$2"
+    for stage in $KIT_STAGES; do
+        if [ "$stage" = cf ] || [ -f "$1/$stage/.done" ]; then
+            rm -rf "${2:?}/$stage" && cp -r "$1/$stage" "$2/"
+        fi
+    done
     find "$2" -name '*.tmp' -delete
     echo "resume kit: $(du -sh "$2" | cut -f1) in $2"
 }
 
 # kit_restore KIT WORKDIR: copy the kit into the workdir, overwriting nothing newer there.
 kit_restore() {
-    if [ -d "$1/cf" ]; then
-        mkdir -p "$2" && cp -rn "$1/cf" "$2/"
-    fi
+    for stage in $KIT_STAGES; do
+        if [ -d "$1/$stage" ]; then
+            mkdir -p "$2" && cp -rn "$1/$stage" "$2/"
+        fi
+    done
 }
