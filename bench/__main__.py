@@ -197,6 +197,7 @@ def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_t
             raise RuntimeError(f"the served app failed a turn: {warm.error}\n{app.output()[-3000:]}")
         rss = app.peak_rss_mb()
         policy = re.search(r"OpenMP wait policy (\S+)\)", app.output())
+        precision = re.search(r"the LLM computes in (\S+) on this CPU", app.output())
         for count in sorted(counts):
             runs = chat_sessions(app.url, [session_script(o, session_turns) for o in openings[:count]])
             seconds = [s for run in runs for s in run.seconds]
@@ -211,6 +212,7 @@ def measure_serving(bundle: Path, openings: list[str], rss_turns: int, session_t
     return {
         "ready_s": ready,
         "app_omp_wait_policy": policy.group(1) if policy else None,
+        "app_precision": precision.group(1) if precision else None,
         "rss_mb": rss,
         "rss_turns": len(warm.seconds),
         "served_turn_p50_s": statistics.median(warm.seconds),

@@ -17,9 +17,12 @@ beam rows, `bench/beams.json`). Rows:
   `int8-layers` (the same on the decoder layers only, the LM head in fp32) and `bf16` (the weights cast to
   bfloat16: fast only where the CPU has native bf16, `face_app.hardware`);
 - beams at fp32, top-5 (the chat's default of 5 picks; 10 picks need 10 beams): `--beams`, 8, 6 and 5 by
-  default.
+  default;
+- `--rows precision`: the served search as the app runs it on a CPU with native bf16, the chat's 9 beams and 5
+  picks with the model's products in bf16 under autocast (`ItemGenerator.use_precision`: fp32 weights, norms,
+  softmax and beam sums), against the same in fp32.
 
-`--rows` runs only the format rows or only the beam rows (each with its own reference).
+`--rows` runs only the format rows, only the beam rows or only the precision rows (each with its own reference).
 
 Per row: the median and 90th percentile of a turn's decoding time, and its agreement with the reference: the
 mean share of the reference's top-k that the row also returns (`overlap`), and the share of turns whose
@@ -54,8 +57,8 @@ BEAM_COUNTS = (8, 6, 5)
 
 
 def convert(model: torch.nn.Module, fmt: str) -> torch.nn.Module:
-    """A copy of `model` in `fmt` (`fp32`, `int8`, `int8-layers`, `bf16`)."""
-    if fmt == "fp32":
+    """A copy of `model` in `fmt` (`fp32`, `int8`, `int8-layers`, `bf16`; `bf16-autocast`: the model itself)."""
+    if fmt in ("fp32", "bf16-autocast"):  # autocast keeps the fp32 weights (`ItemGenerator.use_precision`)
         return model
     if fmt == "bf16":
         return copy.deepcopy(model).to(torch.bfloat16)
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("runs/ml-100k"))
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rows", choices=("all", "formats", "beams"), default="all")
+    parser.add_argument("--rows", choices=("all", "formats", "beams", "precision"), default="all")
     parser.add_argument("--beams", default=",".join(map(str, BEAM_COUNTS)), help="beam counts to try at top-5")
     parser.add_argument("--out", type=Path, default=Path("bench/formats.json"))
     args = parser.parse_args(argv)
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(fmt: str, beams: int, k: int, reference: list[list[str]] | None) -> list[list[str]]:
         generator.model = convert(fp32, fmt)
+        generator.use_precision("bf16" if fmt == "bf16-autocast" else "fp32")
         generator.forget_prefixes()
         decode_all(engine, histories[:2], k, beams)  # warm-up: the header cache, first-call allocations
         tops, seconds = decode_all(engine, histories, k, beams)
@@ -141,7 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         reference5 = run(*REFERENCE, 5, None)
         for beams in (int(b) for b in args.beams.split(",")):
             run(REFERENCE[0], beams, 5, reference5)
+    if args.rows == "precision":
+        if not hardware.native_bf16():
+            print("[formats] bf16 skipped: this CPU has no native bf16 (it would run many times slower)")
+        else:
+            served = engine.recommenders["llm"].beams
+            reference = run(REFERENCE[0], served, 5, None)
+            run("bf16-autocast", served, 5, reference)
     generator.model = fp32
+    generator.use_precision("fp32")
     generator.forget_prefixes()
     result = {"command": " ".join(["python -m bench.formats", *(sys.argv[1:] if argv is None else argv)]),
               "commit": git_commit(), "intent": {"weight": engine.intent_llm, "boost": engine.boost_llm},

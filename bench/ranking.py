@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights of the SASRec prior inside the LLM's search (0: the LLM alone)")
     parser.add_argument("--last", type=int, default=0, help="only the newest N films of each history (0: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="the LLM's matrix products (`ItemGenerator.use_precision`; auto: as the served app "
+                             "chooses on this CPU)")
     parser.add_argument("--out", help="write the results here as JSON")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = SplitData.load(Path(args.workdir) / "data")
     histories, targets = sessions(data, args.split, args.users, args.seed, args.last)
-    engine = Engine.from_bundle(Bundle.load(args.bundle), n=10)
+    engine = Engine.from_bundle(Bundle.load(args.bundle), n=10, precision=hardware.choose_precision(args.precision))
     recents = [int(r) for r in args.recent.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
     intents = {"llm": [float(w) for w in args.intent_llm.split(",")],
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     guides = [float(g) for g in args.guide.split(",")]
     rows: list[dict] = []
     result = {"command": " ".join(["python -m bench.ranking", *argv]), "commit": git_commit(),
+              "precision": hardware.choose_precision(args.precision),
               "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
               "bundle": args.bundle, "split": args.split, "last": args.last, "users": len(targets),
               "seed": args.seed, "rows": rows}

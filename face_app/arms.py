@@ -194,19 +194,20 @@ def generator_arm(generator: Any, spec: Any, catalog: Catalog, tokens: Callable[
                                 user_descriptors=spec.prompts_user_words)
 
 
-def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, background: bool = False
-                ) -> dict[str, Recommender]:
+def bundle_arms(bundle: Any, catalog: Catalog, *, load_llm: bool = True, background: bool = False,
+                precision: str = "fp32") -> dict[str, Recommender]:
     """The arms of a loaded `face_app.bundle.Bundle`: LightGCN+FACE always, the LLM when the bundle has a tuned
     model (`load_llm=False` skips loading it), prompted as the generator spec says it was tuned.
 
     background: load the LLM on a background thread (`LoadingArm`) and batch its searches across concurrent
     turns (`ItemGenerator.batched`): what the served app does, so that its page is up while transformers and the
-    model load, and turns that reach the LLM at the same moment share one batched search."""
+    model load, and turns that reach the LLM at the same moment share one batched search. precision: the LLM's
+    matrix products, `fp32` or `bf16` (`ItemGenerator.use_precision`)."""
     arms: dict[str, Recommender] = {"lightgcn": EmbeddingRecommender(bundle.descriptors, catalog.popularity)}
     if load_llm and bundle.has_generator:
 
         def load() -> GeneratorRecommender:
-            generator = bundle.generator()
+            generator = bundle.generator().use_precision(precision)
             if background:
                 generator.batched()
             return generator_arm(generator, bundle.generator_spec, catalog, bundle.tokens)

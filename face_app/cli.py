@@ -38,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument("--study-config", type=Path,
                        help="study YAML (default: $FACE_APP_STUDY_CONFIG or configs/study.yaml)")
     found.add_argument("--lightgcn-only", action="store_true", help="do not load the tuned LLM")
+    found.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                       help="the LLM's matrix products (default: $FACE_APP_PRECISION or auto: bf16 where the CPU "
+                            "computes it natively, AMX-BF16 or AVX512-BF16, fp32 elsewhere)")
     return found
 
 
@@ -84,11 +87,20 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
         study = StudyConfig.load(args.study_config or os.environ.get("FACE_APP_STUDY_CONFIG") or None)
         log = StudyLog(db_path(study))
         say(f"study mode, logging to {redact(str(log.path))}")
+    from face_app.hardware import capability, choose_precision
+
+    try:
+        precision = choose_precision(args.precision or os.environ.get("FACE_APP_PRECISION") or "auto")
+    except ValueError as error:
+        print(f"face-app: {error}", file=sys.stderr)
+        return 1
+    say(f"the LLM computes in {precision} on this CPU ({capability()})")
     say(f"loading the bundle {bundle} (checking every file's sha256; a first start also fetches the dataset "
         "and converts the base model, which can take a few minutes)" + (", without the LLM" if args.lightgcn_only
                                                                        else ""), start)
     try:
-        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only, background=True)
+        app = load_app(bundle, study=study, log=log, load_llm=not args.lightgcn_only, background=True,
+                       precision=precision)
     except BundleError as error:
         print(f"face-app: {error}", file=sys.stderr)
         return 1

@@ -322,6 +322,7 @@ class ItemGenerator:
         self.taste_at = taste_at
         self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
         self.batcher: Batcher | None = None
+        self.precision = "fp32"
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
         # Each index level's tokens (what the trie can write there) and each token's column among them.
@@ -528,13 +529,27 @@ class ItemGenerator:
             logprobs, columns = self.level_logprobs(out, depth + 1)
         return [beam.finished() for beam in beams]
 
+    def use_precision(self, precision: str) -> ItemGenerator:
+        """Run the model's matrix products in `precision` (`fp32` or `bf16`, as `face_app.hardware.choose_precision`
+        resolves it): bf16 through autocast, so the weights stay fp32 and norms, softmax and the beams' sums stay
+        fp32 too. The served app takes bf16 where the CPU computes it natively; a search's scores then differ from
+        fp32's in the last digits, and its items rarely (docs/app.md). The stems remembered in the other precision
+        are dropped."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16 (resolve auto first), not {precision!r}")
+        if precision != self.precision:
+            self.precision = precision
+            self.forget_prefixes()
+        return self
+
     def _forward(self, **inputs: Any) -> Any:
         """The model on `inputs` up to what `level_logprobs` reads: with the `codes` head the decoder alone (its last
         hidden states and the cache; the output layer is applied to the level's tokens only), else the whole model
-        (the last position's logits over the vocabulary)."""
-        if self.head == "codes":
-            return self.model.get_decoder()(**inputs)
-        return self.model(**inputs, logits_to_keep=1)
+        (the last position's logits over the vocabulary); in bf16 under `use_precision("bf16")`."""
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            if self.head == "codes":
+                return self.model.get_decoder()(**inputs)
+            return self.model(**inputs, logits_to_keep=1)
 
     def level_logprobs(self, out: Any, depth: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The next-token log-probabilities of each row of `out` (`_forward`'s) at index level `depth`: with the
@@ -544,7 +559,7 @@ class ItemGenerator:
             return out.logits[:, -1].float().log_softmax(-1).cpu(), None
         tokens = self._level_tokens[depth]
         weight = self.model.get_output_embeddings().weight[tokens.to(self.model.device)]
-        logits = out.last_hidden_state[:, -1] @ weight.T
+        logits = out.last_hidden_state[:, -1].to(weight.dtype) @ weight.T
         return logits.float().log_softmax(-1).cpu(), self._level_columns[depth]
 
     def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> Any:
@@ -612,7 +627,8 @@ class ItemGenerator:
         """The chat header's keys/values per layer, [1, heads, n, d] each (computed on first use, never changed)."""
         if self._header_cache is None:
             ids = torch.tensor([self._header_ids], dtype=torch.long, device=self.model.device)
-            out = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
+            with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
             self._header_cache = [(layer.keys, layer.values) for layer in out.layers]
         return self._header_cache
 

@@ -157,7 +157,8 @@ class Engine:
         self._newest_year = max((y for y in years if y is not None), default=None)
 
     @classmethod
-    def from_bundle(cls, bundle: Any, *, load_llm: bool = True, n: int = 5, background: bool = False) -> Engine:
+    def from_bundle(cls, bundle: Any, *, load_llm: bool = True, n: int = 5, background: bool = False,
+                    precision: str = "fp32") -> Engine:
         """The engine of a loaded `Bundle`: its catalog read from the dataset (fetched through the pinned
         sources), the persona histories rebuilt from it, and its arms (`face_app.arms.bundle_arms`)."""
         readout = bundle.descriptors
@@ -166,7 +167,7 @@ class Engine:
         histories = ordered_histories(interactions[interactions["user_id"].isin(set(bundle.personas))])
         # A persona's last item is its held-out test target: the visitor starts from what came before.
         personas = {user: histories.get(user, [])[:-1] for user in bundle.personas}
-        recommenders = bundle_arms(bundle, catalog, load_llm=load_llm, background=background)
+        recommenders = bundle_arms(bundle, catalog, load_llm=load_llm, background=background, precision=precision)
         default = "llm" if "llm" in recommenders else "lightgcn"
         return cls(catalog, readout, recommenders, tokens=bundle.tokens, default=default, n=n, personas=personas,
                    users=dataset.users)

@@ -334,11 +334,12 @@ def persona_labels(engine: Engine, users: Any) -> dict[str, str]:
 
 
 def load_app(bundle_dir: Path, *, study: StudyConfig | None = None, log: StudyLog | None = None,
-             load_llm: bool = True, background: bool = False) -> App:
+             load_llm: bool = True, background: bool = False, precision: str = "fp32") -> App:
     """Verify and load a bundle, read its catalog from the dataset, and wrap it in an `App`.
 
-    background: the LLM loads on a background thread while the page is served (`python app.py` does this)."""
+    background: the LLM loads on a background thread while the page is served (`python app.py` does this);
+    precision: the LLM's, `fp32` or `bf16` (`face_app.decoder.ItemGenerator.use_precision`)."""
     bundle = Bundle.load(bundle_dir)
-    engine = Engine.from_bundle(bundle, load_llm=load_llm, background=background)
+    engine = Engine.from_bundle(bundle, load_llm=load_llm, background=background, precision=precision)
     return App(engine, bundle.item_map, title=f"face-app · {bundle.name}", study=study, log=log,
                persona_labels=persona_labels(engine, engine.users), build=build_facts(bundle_dir))

@@ -19,7 +19,7 @@ def test_help_names_every_option_and_loads_neither_gradio_nor_torch() -> None:
              "print(out.getvalue())\nprint('heavy:', sorted({'gradio', 'torch', 'transformers'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for option in ("--bundle", "--host", "--port", "--study", "--lightgcn-only"):
+    for option in ("--bundle", "--host", "--port", "--study", "--lightgcn-only", "--precision"):
         assert option in done.stdout
     assert "heavy: []" in done.stdout
 
@@ -36,3 +36,14 @@ def test_a_port_that_is_not_one_is_refused_in_one_line(port: str, capsys) -> Non
         cli.main(["--port", port])
     assert stop.value.code == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_refused_before_anything_loads(monkeypatch, capsys) -> None:
+    from face_app import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda: False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # what main sets; kept out of the rest of the session
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1")
+    assert cli.main(["--bundle", str(ROOT / "assets" / "ml-100k"), "--precision", "bf16"]) == 1
+    err = capsys.readouterr().err
+    assert "precision bf16 asked for on a CPU without native bf16" in err and "use precision: auto or fp32" in err

@@ -380,3 +380,31 @@ def test_a_historys_sasrec_state_is_computed_once_and_equals_the_encoders() -> N
     assert taste.state_for(np.array([0, 0, *history])) is first  # the same last max_len items: the same state
     other = taste.state_for(np.array([3, 1, 4, 1, 5, 9, 6]))
     assert not torch.allclose(other, first) and len(calls) == 3
+
+
+def test_bf16_runs_the_models_products_in_bf16_and_keeps_the_scores_close(generator: ItemGenerator) -> None:
+    """`use_precision("bf16")`: the model's linear layers compute in bf16 (autocast), the level's log-probabilities
+    come back as fp32 close to fp32's, the remembered stems of the other precision are dropped, and an unknown
+    precision is refused."""
+    prompt = prompt_for(generator, ["item7", "item8"])
+    ids = generator.prompt_ids(prompt)
+    try:
+        generator.use_precision("fp32").forget_prefixes()
+        exact, _ = generator.level_logprobs(generator.prefill(ids), 0)
+        assert generator._stems
+        seen: list[torch.dtype] = []
+        hook = generator.model.get_decoder().layers[0].mlp.down_proj.register_forward_hook(
+            lambda module, args, out: seen.append(out.dtype))
+        try:
+            generator.use_precision("bf16")
+            assert not generator._stems  # fp32's stems are not continued in bf16
+            half, _ = generator.level_logprobs(generator.prefill(ids), 0)
+        finally:
+            hook.remove()
+        assert seen and set(seen) == {torch.bfloat16}  # the header's prefill and the prompt's
+        assert half.dtype == torch.float32
+        assert torch.allclose(half, exact, atol=0.05) and not torch.equal(half, exact)
+        with pytest.raises(ValueError, match="fp32 or bf16"):
+            generator.use_precision("auto")
+    finally:
+        generator.use_precision("fp32")
