@@ -323,6 +323,7 @@ class ItemGenerator:
         self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
         self.batcher: Batcher | None = None
         self.precision = "fp32"
+        self._fp32_weights: list[torch.nn.Parameter] = []
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
         # Each index level's tokens (what the trie can write there) and each token's column among them.
@@ -531,13 +532,23 @@ class ItemGenerator:
 
     def use_precision(self, precision: str) -> ItemGenerator:
         """Run the model's matrix products in `precision` (`fp32` or `bf16`, as `face_app.hardware.choose_precision`
-        resolves it): bf16 through autocast, so the weights stay fp32 and norms, softmax and the beams' sums stay
-        fp32 too. The served app takes bf16 where the CPU computes it natively; a search's scores then differ from
-        fp32's in the last digits, and its items rarely (docs/app.md). The stems remembered in the other precision
-        are dropped."""
+        resolves it). bf16 is autocast with the decoder layers' linear weights held in bf16 (what autocast would
+        cast them to on every call, cast once): the embeddings, norms, softmax and the beams' sums stay fp32. The
+        served app takes bf16 where the CPU computes it natively; a search's scores then differ from fp32's in the
+        last digits, and its picks rarely (docs/app.md, `python -m bench.formats --rows precision`). The fp32
+        weights are kept to switch back; the stems remembered in the other precision are dropped."""
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16 (resolve auto first), not {precision!r}")
         if precision != self.precision:
+            linears = [m for m in self.model.get_decoder().layers.modules() if isinstance(m, torch.nn.Linear)]
+            if precision == "bf16":
+                self._fp32_weights = [m.weight for m in linears]
+                for module in linears:
+                    module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16), requires_grad=False)
+            else:
+                for module, weight in zip(linears, self._fp32_weights, strict=True):
+                    module.weight = weight
+                self._fp32_weights = []
             self.precision = precision
             self.forget_prefixes()
         return self

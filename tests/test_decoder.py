@@ -404,6 +404,8 @@ def test_bf16_runs_the_models_products_in_bf16_and_keeps_the_scores_close(genera
         assert seen and set(seen) == {torch.bfloat16}  # the header's prefill and the prompt's
         assert half.dtype == torch.float32
         assert torch.allclose(half, exact, atol=0.05) and not torch.equal(half, exact)
+        again, _ = generator.level_logprobs(generator.use_precision("fp32").prefill(ids), 0)
+        assert torch.equal(again, exact)  # the fp32 weights come back as they were
         with pytest.raises(ValueError, match="fp32 or bf16"):
             generator.use_precision("auto")
     finally:
