@@ -360,7 +360,9 @@ def summary(results: dict[str, Any]) -> str:
     return (f"Bundle `{results.get('bundle')}` ({results.get('items')} items), commit `{results.get('commit')}`, "
             f"{results.get('date')}: {m.get('cpu')} ({m.get('capability')}), {m.get('cores')} cores, "
             f"torch {m.get('torch_threads')} threads, "
-            f"load average {m.get('load_average', ['?'])[0]} at the start; {setting}.")
+            f"load average {m.get('load_average', ['?'])[0]} at the start; {setting}"
+            + (f"; the served app's LLM in {results['app_precision']} (the engine rows in fp32)"
+               if results.get("app_precision") else "") + ".")
 
 
 def readme_block(results: dict[str, Any]) -> str:
