@@ -246,6 +246,12 @@ def score(context: Context, sheet: dict[str, Any], allow_unjudged: bool = False)
             f"entities_with_{FITTING_WORDS}_fitting": sum(e["fit"] >= FITTING_WORDS for e in per_entity)
             / max(len(per_entity), 1),
             "entities_with_no_fitting": sum(e["fit"] == 0 for e in per_entity),
+            # the sample lists its films in draw order, the half among the most-rated first (`draw_sample`)
+            **({f"short_of_{FITTING_WORDS}_most_rated_half": sum(e["fit"] < FITTING_WORDS
+                                                                 for e in per_entity[: len(per_entity) // 2]),
+                f"short_of_{FITTING_WORDS}_other_half": sum(e["fit"] < FITTING_WORDS
+                                                            for e in per_entity[len(per_entity) // 2:])}
+               if kind == "items" else {}),
             "shown_per_entity": {"min": min(shown_counts, default=0), "mean": float(np.mean(shown_counts or [0])),
                                  "at_least_5": sum(c >= 5 for c in shown_counts) / max(len(shown_counts), 1)},
             "random_words": len(random_marks),
@@ -274,7 +280,11 @@ def summary(result: dict[str, Any]) -> str:
         auc = "n/a" if r["proxy_auc_fit_vs_no"] is None else f"{r['proxy_auc_fit_vs_no']:.3f}"
         lines.append(f"{kind}: shown fit {fit} of {r['shown_words']} words (random {rnd} of {r['random_words']}); "
                      f"{r[f'entities_with_{FITTING_WORDS}_fitting']:.0%} with >= {FITTING_WORDS} fitting, "
-                     f"{r['entities_with_no_fitting']} with none; unsuitable {r['shown_unsuitable']} "
+                     f"{r['entities_with_no_fitting']} with none"
+                     + (f" (short of {FITTING_WORDS}: {r[f'short_of_{FITTING_WORDS}_most_rated_half']} of the "
+                        f"most-rated half, {r[f'short_of_{FITTING_WORDS}_other_half']} of the other)"
+                        if f"short_of_{FITTING_WORDS}_most_rated_half" in r else "")
+                     + f"; unsuitable {r['shown_unsuitable']} "
                      f"(random {r['random_unsuitable']}); proxy AUC {auc}; marks by round {r['marks_by_round']}")
     if result["unjudged"]:
         lines.append(f"NOT COMPLETE: unjudged shown words {result['unjudged']}")
