@@ -45,6 +45,8 @@ def test_score_counts_shown_and_random_words_by_their_marks() -> None:
     assert result["shown_fit"] == pytest.approx(5 / 8)
     assert result["shown_unsuitable"] == 1
     assert result["entities_with_4_fitting"] == pytest.approx(0.5)
+    # film "1" (the most-rated half, drawn first) has 4 fitting words; film "2" (the other half) is short of 4
+    assert (result["short_of_4_most_rated_half"], result["short_of_4_other_half"]) == (0, 1)
     assert result["random_fit"] == pytest.approx(0.5)
     # 6 fitting words x 3 others: the five "good" ones win every pair, "rnd2" (proxy 0) ties its three (half each)
     assert result["proxy_auc_fit_vs_no"] == pytest.approx((15 + 1.5) / 18)
