@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     data = SplitData.load(Path(args.workdir) / "data")
     histories, targets = sessions(data, args.split, args.users, args.seed, args.last)
-    engine = Engine.from_bundle(Bundle.load(args.bundle), n=10, precision=hardware.choose_precision(args.precision))
+    precision = hardware.choose_precision(args.precision)
+    engine = Engine.from_bundle(Bundle.load(args.bundle), n=10, precision=precision)
     recents = [int(r) for r in args.recent.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
     intents = {"llm": [float(w) for w in args.intent_llm.split(",")],
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     guides = [float(g) for g in args.guide.split(",")]
     rows: list[dict] = []
     result = {"command": " ".join(["python -m bench.ranking", *argv]), "commit": git_commit(),
-              "precision": hardware.choose_precision(args.precision),
+              "precision": precision,
               "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
               "bundle": args.bundle, "split": args.split, "last": args.last, "users": len(targets),
               "seed": args.seed, "rows": rows}

@@ -1,11 +1,11 @@
 # Resume kits for the long builds (sourced by configs/ml-1m-build.sh and configs/teacher-build.sh): a kit is a copy of
 # a workdir's cf stage (finished runs and per-epoch checkpoints), of its face and index stages once they are done
-# (their outputs and done markers; neither is resumable mid-stage) and of a tune's checkpoint, kept in the repo, so that a session whose runs/
-# is gone continues where the last one stopped.
+# (their outputs and done markers; neither is resumable mid-stage) and of a running tune's checkpoint and best step,
+# kept in the repo, so that a session whose runs/ is gone continues where the last one stopped.
 KIT_STAGES="cf face index"
 
-# kit_save WORKDIR KIT: replace the kit by the workdir's cf stage and its finished face and index stages (the end of
-# a session).
+# kit_save WORKDIR KIT: replace the kit by the workdir's cf stage, its finished face and index stages and its tune's
+# checkpoint (the end of a session).
 kit_save() {
     mkdir -p "$2"
     for stage in $KIT_STAGES; do

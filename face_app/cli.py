@@ -79,22 +79,22 @@ def main(argv: list[str] | None = None, default_bundle: Path | None = None) -> i
     # Imported here, not at the top: these take seconds, and --help or a missing bundle should not wait.
     from face_app.bundle import BundleError
     from face_app.handlers import load_app
+    from face_app.hardware import capability, choose_precision
     from face_app.study import StudyConfig, StudyLog, db_path, redact
     from face_app.ui import launch
 
+    try:  # before the study log opens: a refused precision leaves nothing behind
+        precision = choose_precision(args.precision or os.environ.get("FACE_APP_PRECISION") or "auto")
+    except ValueError as error:
+        print(f"face-app: {error}", file=sys.stderr)
+        return 1
     study = log = None
     if args.study or os.environ.get("FACE_APP_STUDY", "") not in ("", "0", "false"):
         study = StudyConfig.load(args.study_config or os.environ.get("FACE_APP_STUDY_CONFIG") or None)
         log = StudyLog(db_path(study))
         say(f"study mode, logging to {redact(str(log.path))}")
-    from face_app.hardware import capability, choose_precision
-
-    try:
-        precision = choose_precision(args.precision or os.environ.get("FACE_APP_PRECISION") or "auto")
-    except ValueError as error:
-        print(f"face-app: {error}", file=sys.stderr)
-        return 1
-    say(f"the LLM computes in {precision} on this CPU ({capability()})")
+    if not args.lightgcn_only:
+        say(f"the LLM computes in {precision} on this CPU ({capability()})")
     say(f"loading the bundle {bundle} (checking every file's sha256; a first start also fetches the dataset "
         "and converts the base model, which can take a few minutes)" + (", without the LLM" if args.lightgcn_only
                                                                        else ""), start)

@@ -322,8 +322,7 @@ class ItemGenerator:
         self.taste_at = taste_at
         self.taste_id = tokenizer.convert_tokens_to_ids(TASTE_TOKEN) if taste is not None else None
         self.batcher: Batcher | None = None
-        self.precision = "fp32"
-        self._fp32_weights: list[torch.nn.Parameter] = []
+        self._fp32_weights: list[torch.nn.Parameter] = []  # held while the linear weights are bf16
         sequences = {item: tokenizer.convert_tokens_to_ids(index.tokens(item)) for item in index.item_ids}
         self.trie = PrefixTrie(sequences)
         # Each index level's tokens (what the trie can write there) and each token's column among them.
@@ -530,6 +529,15 @@ class ItemGenerator:
             logprobs, columns = self.level_logprobs(out, depth + 1)
         return [beam.finished() for beam in beams]
 
+    @property
+    def precision(self) -> str:
+        """`bf16` while `use_precision("bf16")` holds the linear weights in bf16, else `fp32`."""
+        return "bf16" if self._fp32_weights else "fp32"
+
+    def _autocast(self) -> torch.autocast:
+        """The model's forward passes in `precision` (a no-op context in fp32)."""
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def use_precision(self, precision: str) -> ItemGenerator:
         """Run the model's matrix products in `precision` (`fp32` or `bf16`, as `face_app.hardware.choose_precision`
         resolves it). bf16 is autocast with the decoder layers' linear weights held in bf16 (what autocast would
@@ -549,7 +557,6 @@ class ItemGenerator:
                 for module, weight in zip(linears, self._fp32_weights, strict=True):
                     module.weight = weight
                 self._fp32_weights = []
-            self.precision = precision
             self.forget_prefixes()
         return self
 
@@ -557,7 +564,7 @@ class ItemGenerator:
         """The model on `inputs` up to what `level_logprobs` reads: with the `codes` head the decoder alone (its last
         hidden states and the cache; the output layer is applied to the level's tokens only), else the whole model
         (the last position's logits over the vocabulary); in bf16 under `use_precision("bf16")`."""
-        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with self._autocast():
             if self.head == "codes":
                 return self.model.get_decoder()(**inputs)
             return self.model(**inputs, logits_to_keep=1)
@@ -638,7 +645,7 @@ class ItemGenerator:
         """The chat header's keys/values per layer, [1, heads, n, d] each (computed on first use, never changed)."""
         if self._header_cache is None:
             ids = torch.tensor([self._header_ids], dtype=torch.long, device=self.model.device)
-            with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            with self._autocast():
                 out = self.model.get_decoder()(input_ids=ids, use_cache=True).past_key_values
             self._header_cache = [(layer.keys, layer.values) for layer in out.layers]
         return self._header_cache

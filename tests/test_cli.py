@@ -38,7 +38,7 @@ def test_a_port_that_is_not_one_is_refused_in_one_line(port: str, capsys) -> Non
     assert "--port" in capsys.readouterr().err
 
 
-def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_refused_before_anything_loads(monkeypatch, capsys) -> None:
+def test_bf16_asked_for_on_a_cpu_without_native_bf16_is_refused_before_the_bundle_loads(monkeypatch, capsys) -> None:
     from face_app import hardware
 
     monkeypatch.setattr(hardware, "native_bf16", lambda: False)

@@ -254,12 +254,9 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
     sensitive_rows = [i for i, topic in enumerate(sensitive) if topic is not None]
     pools = []
     for item, row in enumerate(data.items.itertuples()):
-        own = named_in(f"{row.title} {' '.join(row.genres)} {row.description or ''}")
         scores = item_scores[item].clone() if neighbours is None else \
             torch.cat([item_scores[item], item_scores[neighbours[item]].flatten(0, 1)])
-        for w in sensitive_rows:
-            if not supported(words[w], own):
-                scores[:, w] = float("-inf")
+        scores[:, unsupported(row, words, sensitive_rows)] = float("-inf")
         if foreign is not None:
             scores[:, foreign[item]] = float("-inf")
         pools.append(scores)
@@ -282,6 +279,14 @@ def build_display_readout(face: FACE, user_final: torch.Tensor, item_final: torc
                                       for w in top],
                      "shown_per_item": np.bincount((item_words >= 0).sum(1).numpy(), minlength=k + 1).tolist(),
                      "shown_per_user": np.bincount((user_words >= 0).sum(1).numpy(), minlength=k + 1).tolist()}
+
+
+def unsupported(film: Any, words: Sequence[str], sensitive: Sequence[int]) -> list[int]:
+    """The sensitive-topic words (rows of `words` among `sensitive`) a film's card may not show: those its own data
+    (title, genres, description; `training.suitability.supported`) does not name. film: a row of the items table
+    (`itertuples`)."""
+    own = named_in(f"{film.title} {' '.join(film.genres)} {film.description or ''}")
+    return [w for w in sensitive if not supported(words[w], own)]
 
 
 def read_out_cards(pools: Sequence[torch.Tensor], order: torch.Tensor, groups: torch.Tensor, k: int,
@@ -318,7 +323,7 @@ def read_out_cards(pools: Sequence[torch.Tensor], order: torch.Tensor, groups: t
             new = [w for w in shown if w not in had]
             exposure[new] += share[item]
             carriers[new] += 1
-            taken[item] = [w for w in taken[item] if w in shown] + new if had else shown
+            taken[item] += new
     for item, shown in enumerate(taken):
         item_words[item, : len(shown)] = torch.tensor(shown, dtype=torch.long)
     return item_words, exposure
@@ -352,10 +357,7 @@ def built_card_features(config: Config, workdir: Path) -> tuple[Descriptors, Spl
         pool &= ~foreign_genre_words(table, genre_word_matrix(words, genres))
     sensitive = [i for i, hidden in enumerate(display.user_hidden.tolist()) if hidden]
     for item, row in enumerate(data.items.itertuples()):
-        own = named_in(f"{row.title} {' '.join(row.genres)} {row.description or ''}")
-        for w in sensitive:
-            if not supported(words[w], own):
-                pool[item, w] = False
+        pool[item, unsupported(row, words, sensitive)] = False
     return readout, data, features, pool
 
 
