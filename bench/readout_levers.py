@@ -134,6 +134,11 @@ if (_LEARNED := learned_display()) is not None:
     # film-share cap or with the exposure cap alone
     LEVERS["eighth-display-first4"] = {**LEVERS["sixth-display-learned-recent3"], "display_item_first_words": 4}
     LEVERS["eighth-display-first4-uncapped"] = {**LEVERS["eighth-display-first4"], "film_share_cap": 1.0}
+    # round 3, session 9: the shipped eighth display with a card never naming a genre its film is not listed in, with
+    # every card at least 6 words rather than 5, or with both (docs/face.md, the ninth display)
+    LEVERS["ninth-display-own-genres"] = {**LEVERS["eighth-display-first4"], "display_item_own_genres": True}
+    LEVERS["ninth-display-min6"] = {**LEVERS["eighth-display-first4"], "display_item_min_words": 6}
+    LEVERS["ninth-display-own-genres-min6"] = {**LEVERS["ninth-display-own-genres"], "display_item_min_words": 6}
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
 FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"
