@@ -5,12 +5,19 @@ a visitor's history is the collaborative soft token of the LLM's prompt (`face_a
 Training it is `training/sasrec.py`.
 
 Item indices are shifted by one so that 0 is padding. A history is right-aligned and truncated to its
-last `max_len` items; learned positions count from the right end, so the newest item always has the same
-position embedding. The item embedding is shared with the output layer; `score` is the logits of the
+last `max_len` items. The item embedding is shared with the output layer; `score` is the logits of the
 last position.
 
-`shape` is any object with `dim`, `layers`, `heads`, `max_len`, `dropout` and `ffn_mult` (the training
-config, or `SASRecShape` read back from JSON). Weights live in `state_dict()` as plain tensors.
+Two styles (`SASRecShape.style`), both with GELU feed-forwards, attention and hidden dropout:
+- `sasrec` (the project's since round 1): pre-LayerNorm blocks and a final LayerNorm, the item embedding scaled
+  by sqrt(dim), learned positions counted from the right end (the newest item always has the same position).
+- `recbole`: the blocks of RecBole's SASRec (post-LayerNorm: each sublayer's output dropped out, added to its input,
+  then normalised, eps 1e-12), LayerNorm and dropout on the item plus position embedding, which is not scaled,
+  and positions counted from the oldest item of the window (RecBole's left-aligned sequences), issue 24's peer.
+
+`shape` is any object with `dim`, `layers`, `heads`, `max_len`, `dropout`, `ffn_mult` and `style` (the training
+config, or `SASRecShape` read back from JSON; a JSON without `style` is `sasrec`). Weights live in `state_dict()`
+as plain tensors.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ class Shape(Protocol):
     max_len: int
     dropout: float
     ffn_mult: int
+    style: str
+
+
+STYLES = ("sasrec", "recbole")
+RECBOLE_EPS = 1e-12
 
 
 @dataclass
@@ -44,10 +56,12 @@ class SASRecShape:
     max_len: int = 50
     dropout: float = 0.2
     ffn_mult: int = 1
+    style: str = "sasrec"
 
     @classmethod
     def of(cls, shape: Shape) -> SASRecShape:
-        return cls(shape.dim, shape.layers, shape.heads, shape.max_len, shape.dropout, shape.ffn_mult)
+        return cls(shape.dim, shape.layers, shape.heads, shape.max_len, shape.dropout, shape.ffn_mult,
+                   getattr(shape, "style", "sasrec"))
 
 
 class CausalSelfAttention(nn.Module):
@@ -82,14 +96,29 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
+    """Pre-LayerNorm (`sasrec`) or post-LayerNorm (`recbole`) self-attention and feed-forward."""
+
     def __init__(self, config: Shape) -> None:
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.post = style_of(config) == "recbole"
+        eps = RECBOLE_EPS if self.post else 1e-5
+        self.ln1, self.ln2 = nn.LayerNorm(config.dim, eps=eps), nn.LayerNorm(config.dim, eps=eps)
         self.attn, self.ffn = CausalSelfAttention(config), FeedForward(config)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.post:
+            x = self.ln1(x + self.attn(x, mask))
+            return self.ln2(x + self.ffn(x))
         x = x + self.attn(self.ln1(x), mask)
         return x + self.ffn(self.ln2(x))
+
+
+def style_of(config: Shape) -> str:
+    """The config's style (`sasrec` when it has none); an unknown one is an error."""
+    style = getattr(config, "style", "sasrec")
+    if style not in STYLES:
+        raise ValueError(f"SASRec style must be one of {STYLES}, not {style!r}")
+    return style
 
 
 class SASRec(nn.Module):
@@ -98,11 +127,13 @@ class SASRec(nn.Module):
     def __init__(self, n_users: int, n_items: int, config: Shape) -> None:
         super().__init__()
         self.n_items, self.config = n_items, config
+        self.recbole = style_of(config) == "recbole"
         self.item_emb = nn.Embedding(n_items + 1, config.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
-        self.ln_f = nn.LayerNorm(config.dim)
+        # sasrec: the final LayerNorm of a pre-LN stack; recbole: the embedding's LayerNorm (its blocks end normed)
+        self.ln_f = nn.LayerNorm(config.dim, eps=RECBOLE_EPS if self.recbole else 1e-5)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -117,15 +148,19 @@ class SASRec(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """seq: int64 [B, L] shifted item ids, 0 = padding, right-aligned, L <= max_len -> hidden [B, L, d]."""
         length = seq.shape[1]
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=seq.device)
-        x = self.drop(self.item_emb(seq) * math.sqrt(self.config.dim) + self.pos_emb(positions))
+        if self.recbole:  # positions from each window's oldest item; padding (on the left) takes position 0
+            positions = ((seq != 0).cumsum(dim=1) - 1).clamp(min=0)
+            x = self.drop(self.ln_f(self.item_emb(seq) + self.pos_emb(positions)))
+        else:
+            positions = torch.arange(self.config.max_len - length, self.config.max_len, device=seq.device)
+            x = self.drop(self.item_emb(seq) * math.sqrt(self.config.dim) + self.pos_emb(positions))
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
         # Keys that are padding are hidden; each position still sees itself so no row is empty.
         real_key = (seq != 0)[:, None, None, :] | torch.eye(length, dtype=torch.bool, device=seq.device)
         mask = causal & real_key
         for block in self.blocks:
             x = block(x, mask)
-        return self.ln_f(x)
+        return x if self.recbole else self.ln_f(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., d] -> logits [..., n_items] (padding row dropped, so column i is item i)."""

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from face_app.sequential import SASRecShape
 from training.cf import LightGCN, Pop, normalized_adjacency, train_lightgcn
 from training.config import LightGCNConfig, SASRecConfig
 from training.data import SplitData
@@ -184,9 +185,36 @@ def test_same_seed_gives_identical_sasrec(data: SplitData) -> None:
     assert torch.equal(first, second)
 
 
-def test_sasrec_score_ignores_padding_and_sees_only_the_last_max_len_items() -> None:
+def test_recbole_style_sasrec_learns_the_cycle_and_beats_pop(data: SplitData) -> None:
+    model = train_sasrec(data, dataclasses.replace(small_sasrec_config(), style="recbole"), seed=0)
+    metrics = evaluate(model, data, "test")
+
+    assert any(isinstance(m, torch.nn.LayerNorm) and m.eps == 1e-12 for m in model.modules())
+    assert metrics["HR@10"] >= 0.9
+    assert metrics["HR@10"] >= evaluate(Pop.from_data(data), data, "test")["HR@10"] + 0.3
+
+
+def test_recbole_style_counts_positions_from_the_oldest_item_and_sasrec_style_from_the_newest() -> None:
+    """RecBole's left-aligned sequences: an item's state is the same whatever follows it; the project's style gives
+    the newest item a fixed position, so the first item's state moves as the history grows."""
     torch.manual_seed(0)
-    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6)).eval()
+    recbole = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6, style="recbole")).eval()
+    sasrec = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6)).eval()
+    one, two = torch.tensor([[3]]), torch.tensor([[3, 4]])
+
+    assert torch.allclose(recbole(one)[0, 0], recbole(two)[0, 0], atol=1e-5)
+    assert not torch.allclose(sasrec(one)[0, 0], sasrec(two)[0, 0], atol=1e-3)
+
+
+def test_an_unknown_sasrec_style_is_refused() -> None:
+    with pytest.raises(ValueError, match="style"):
+        SASRec(1, N_ITEMS, SASRecShape(dim=16, layers=1, heads=2, max_len=6, style="bert"))
+
+
+@pytest.mark.parametrize("style", ["sasrec", "recbole"])
+def test_sasrec_score_ignores_padding_and_sees_only_the_last_max_len_items(style: str) -> None:
+    torch.manual_seed(0)
+    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6, style=style)).eval()
     short, long = np.array([3, 4, 5]), np.arange(10)
 
     alone = model.score(torch.tensor([0]), [short])
@@ -197,9 +225,10 @@ def test_sasrec_score_ignores_padding_and_sees_only_the_last_max_len_items() -> 
     assert torch.allclose(truncated[0], batched[1], atol=1e-5)
 
 
-def test_sasrec_is_causal() -> None:
+@pytest.mark.parametrize("style", ["sasrec", "recbole"])
+def test_sasrec_is_causal(style: str) -> None:
     torch.manual_seed(0)
-    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6)).eval()
+    model = SASRec(1, N_ITEMS, SASRecConfig(dim=16, layers=2, heads=2, max_len=6, style=style)).eval()
     seq = torch.tensor([[1, 2, 3, 4, 5, 6]])
     changed = seq.clone()
     changed[0, -1] = 30

@@ -382,6 +382,27 @@ def test_a_historys_sasrec_state_is_computed_once_and_equals_the_encoders() -> N
     assert not torch.allclose(other, first) and len(calls) == 3
 
 
+def test_a_recbole_style_taste_encoder_is_saved_and_loaded_in_its_style(tmp_path) -> None:
+    """The `<taste>` token's SASRec keeps its style through the bundle: loaded as the project's pre-LN style, a
+    RecBole-style encoder's weights would load (the same names) and give other states."""
+    import numpy as np
+
+    from face_app.decoder import TastePrompt
+    from face_app.sequential import SASRec, SASRecShape
+
+    torch.manual_seed(0)
+    encoder = SASRec(1, 20, SASRecShape(dim=16, layers=1, heads=2, max_len=5, style="recbole")).eval()
+    TastePrompt(encoder, [str(i) for i in range(20)], hidden=8).save(tmp_path)
+    loaded = TastePrompt.load(tmp_path, hidden=8)
+    history = [np.array([3, 1, 4, 1, 5])]
+
+    assert loaded.encoder.config.style == "recbole"
+    assert torch.allclose(loaded.encoder.state(history), encoder.state(history), atol=1e-6)
+    as_sasrec = SASRec(1, 20, SASRecShape(dim=16, layers=1, heads=2, max_len=5)).eval()
+    as_sasrec.load_state_dict(encoder.state_dict())
+    assert not torch.allclose(as_sasrec.state(history), encoder.state(history), atol=1e-3)
+
+
 def test_bf16_runs_the_models_products_in_bf16_and_keeps_the_scores_close(generator: ItemGenerator) -> None:
     """`use_precision("bf16")`: the model's linear layers compute in bf16 (autocast), the level's log-probabilities
     come back as fp32 close to fp32's, the remembered stems of the other precision are dropped, and an unknown

@@ -221,10 +221,17 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
     return model.eval()
 
 
+# Model settings added after runs were trained, at the value those runs had: left out of a run's key at that value,
+# so the runs (and their per-epoch checkpoints) are still the same run.
+ADDED_LATER = {"style": "sasrec"}
+
+
 def run_key(name: str, config: Config) -> dict[str, Any]:
-    """What a finished run depends on: the data selection and the model's own settings."""
+    """What a finished run depends on: the data selection and the model's own settings (`ADDED_LATER` left out at
+    their earlier value)."""
     sections = {"LightGCN": config.cf.lightgcn, "SASRec": config.cf.sasrec}
     model_config = dataclasses.asdict(sections[name]) if name in sections else {}
+    model_config = {k: v for k, v in model_config.items() if k not in ADDED_LATER or ADDED_LATER[k] != v}
     return {"data": dataclasses.asdict(config.data), "model": model_config}
 
 

@@ -103,6 +103,8 @@ class SASRecConfig(Schedule, SASRecShape):
     batch_size: windows per step. epochs/eval_every/patience: see `Schedule`.
     window_stride: a training window starts every this many items (None: every max_len); under max_len every
         target keeps at least max_len - stride items of context (training/sasrec.py `training_windows`).
+    style: `sasrec` (pre-LayerNorm, the project's) or `recbole` (RecBole's post-LayerNorm blocks, embedding
+        LayerNorm, positions from the oldest item; `face_app.sequential`).
     """
 
     lr: Rate = 1e-3
@@ -112,6 +114,7 @@ class SASRecConfig(Schedule, SASRecShape):
     eval_every: Positive = 5
     patience: Positive = 10
     window_stride: Positive | None = None
+    style: Literal["sasrec", "recbole"] = "sasrec"
 
 
 @dataclass(config=STRICT)
