@@ -139,6 +139,10 @@ if (_LEARNED := learned_display()) is not None:
     LEVERS["ninth-display-own-genres"] = {**LEVERS["eighth-display-first4"], "display_item_own_genres": True}
     LEVERS["ninth-display-min6"] = {**LEVERS["eighth-display-first4"], "display_item_min_words": 6}
     LEVERS["ninth-display-own-genres-min6"] = {**LEVERS["ninth-display-own-genres"], "display_item_min_words": 6}
+    # added before round later-20 was drawn: no foreign genre, every card 7 or 8 words
+    for _words in (7, 8):
+        LEVERS[f"ninth-display-own-genres-min{_words}"] = {**LEVERS["ninth-display-own-genres"],
+                                                          "display_item_min_words": _words}
 # How faithfulness's random baseline is drawn (`training.vocabulary.faithfulness`); rows without it in
 # bench/readout-levers.json drew 5 times 8 random words per entity, before round 3, session 4.
 FAITHFULNESS_BASELINE = "20 draws of as many random words as the entity shows"
