@@ -310,7 +310,8 @@ def test_after_a_batch_of_n_the_next_waits_for_half_as_many() -> None:
         thread.join()
     assert list(batcher.sizes) == [4]
     # The first of the next requests comes back alone; the other two follow 100 ms later (a session's round trip):
-    # it waits for them (half of 4) instead of running alone, and the three run as one batch.
+    # it waits for at least one of them (half of 4) instead of running alone. On an idle machine the two arrive
+    # within one window and the three run as one batch; under load the second may miss it and run after.
     early = threading.Thread(target=batcher.submit, args=("x",))
     early.start()
     time.sleep(0.1)
@@ -319,7 +320,9 @@ def test_after_a_batch_of_n_the_next_waits_for_half_as_many() -> None:
         thread.start()
     for thread in [early, *late]:
         thread.join()
-    assert list(batcher.sizes) == [4, 3]
+    sizes = list(batcher.sizes)
+    assert sizes[0] == 4 and sum(sizes[1:]) == 3
+    assert sizes[1] >= 2  # without the wait the early request would have run alone
 
 
 def test_everything_excluded_returns_nothing(generator: ItemGenerator) -> None:
