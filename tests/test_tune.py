@@ -84,6 +84,25 @@ def tuning_parts(root: Path, config: Config) -> tuple:
     return data, index, catalog, teacher, model, tokenizer
 
 
+def test_the_teacher_must_be_the_configs_own_sasrec_run(tmp_path: Path) -> None:
+    """A RecBole-style run loads into the project's style without an error (the same weight names): the tune refuses
+    a teacher whose run was trained with other cf.sasrec settings, and takes the config's own."""
+    from training.cf import run_key
+
+    config = tiny_config()
+    workdir = workdir_with_data(tmp_path)
+    data = SplitData.load(workdir / "data")
+    run_json = workdir / "cf" / "SASRec" / "seed0" / "run.json"
+    key = run_key("SASRec", config)
+    run_json.write_text(json.dumps({"seed": 0, "key": key}))
+    assert isinstance(tune.load_teacher(workdir, config, data.n_items), SASRec)
+
+    recbole = {**key, "model": {**key["model"], "style": "recbole"}}
+    run_json.write_text(json.dumps({"seed": 0, "key": recbole}))
+    with pytest.raises(ValueError, match="style"):
+        tune.load_teacher(workdir, config, data.n_items)
+
+
 def test_task_data_uses_the_shared_templates() -> None:
     data = small_data()
     catalog = tasks.Catalog(data, small_index(data))

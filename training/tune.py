@@ -204,6 +204,16 @@ def load_teacher(workdir: Path, config: Config, n_items: int) -> SASRec:
     runs = paths.cf_runs("SASRec")
     if not runs:
         raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {paths.stage('cf')}; run the cf stage")
+    # The two styles' weights have the same names, so a run of another style or settings would load without a word:
+    # the run must be the one this config's cf stage would train (`training.cf.run_key`).
+    from training.cf import RUN_FILE, run_key
+
+    saved = json.loads((runs[0][1] / RUN_FILE).read_text()).get("key", {}).get("model")
+    wanted = json.loads(json.dumps(run_key("SASRec", config)["model"]))
+    if saved is not None and saved != wanted:
+        differ = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ValueError(f"the SASRec run in {runs[0][1]} was trained with other settings than cf.sasrec "
+                         f"({', '.join(differ)}); the tune's teacher must be the config's own run")
     teacher = SASRec(0, n_items, config.cf.sasrec)
     teacher.load_state_dict(load_file(runs[0][1] / MODEL_FILE))
     return teacher.eval().requires_grad_(False)
