@@ -160,6 +160,27 @@ def test_a_tune_setting_changes_only_the_stages_that_read_it(tiny_build: Path) -
     assert changed == {"tune", "eval", "export"}  # continuing a tune never re-runs data, cf, face or index
 
 
+def test_a_setting_added_later_keeps_the_stages_built_before_it_at_its_earlier_value() -> None:
+    """`cf.sasrec.style` came after workdirs were built: at `sasrec` the stage hashes and run keys are those of a
+    config without it (so a resumed build reuses its stages and runs), and `recbole` changes what reads SASRec."""
+    import hashlib
+    import json
+
+    from training.cf import run_key
+    from training.config import DEPENDS_ON, config_dict, config_hash, load_config
+
+    plain, recbole = load_config(TINY), load_config(TINY, ["cf.sasrec.style=recbole"])
+    values = config_dict(plain)
+    del values["cf"]["sasrec"]["style"]
+    before = hashlib.sha256(json.dumps({k: values[k] for k in DEPENDS_ON["face"]}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    assert config_hash(plain, "face") == before
+    assert "style" not in run_key("SASRec", plain)["model"]
+    assert run_key("SASRec", recbole)["model"]["style"] == "recbole"
+    changed = {stage for stage in DEPENDS_ON if config_hash(plain, stage) != config_hash(recbole, stage)}
+    assert changed == set(DEPENDS_ON) - {"data"}
+
+
 def test_report_publishes_results_and_refreshes_the_readme_block(tiny_build: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nstale table\n{README_END}\nrest\n")

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from face_app.sequential import SASRec
-from training.config import Config, LightGCNConfig
+from training.config import Config, LightGCNConfig, without_added_later
 from training.data import SplitData
 from training.loop import EpochCheckpoint, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
@@ -221,17 +221,13 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
     return model.eval()
 
 
-# Model settings added after runs were trained, at the value those runs had: left out of a run's key at that value,
-# so the runs (and their per-epoch checkpoints) are still the same run.
-ADDED_LATER = {"style": "sasrec"}
-
-
 def run_key(name: str, config: Config) -> dict[str, Any]:
-    """What a finished run depends on: the data selection and the model's own settings (`ADDED_LATER` left out at
-    their earlier value)."""
-    sections = {"LightGCN": config.cf.lightgcn, "SASRec": config.cf.sasrec}
-    model_config = dataclasses.asdict(sections[name]) if name in sections else {}
-    model_config = {k: v for k, v in model_config.items() if k not in ADDED_LATER or ADDED_LATER[k] != v}
+    """What a finished run depends on: the data selection and the model's own settings (settings added after runs
+    were trained left out at their earlier value, `training.config.ADDED_LATER`, so those runs and their per-epoch
+    checkpoints are still the same run)."""
+    sections = {"LightGCN": ("lightgcn", config.cf.lightgcn), "SASRec": ("sasrec", config.cf.sasrec)}
+    section, settings = sections.get(name, (None, None))
+    model_config = without_added_later(dataclasses.asdict(settings), ("cf", section)) if settings else {}
     return {"data": dataclasses.asdict(config.data), "model": model_config}
 
 

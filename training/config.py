@@ -14,6 +14,7 @@ to `face_app/hardware.py` (bf16 only where the hardware computes it natively).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -520,9 +521,32 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 }
 
 
+# Settings added after workdirs were built, at the value those builds had: left out of the stage hashes (and of the
+# cf runs' keys, `training.cf.run_key`) at that value, so that a stage or run built before the setting existed is
+# still done.
+ADDED_LATER: dict[tuple[str, ...], Any] = {("cf", "sasrec", "style"): "sasrec"}
+
+
+def without_added_later(values: dict[str, Any], within: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`values` (the config as plain data, or its section at `within`) without the `ADDED_LATER` settings that hold
+    their earlier value; a copy."""
+    values = copy.deepcopy(values)
+    for path, earlier in ADDED_LATER.items():
+        if path[:len(within)] != within:
+            continue
+        *parents, leaf = path[len(within):]
+        node = values
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict) and leaf in node and node[leaf] == earlier:
+            del node[leaf]
+    return values
+
+
 def config_hash(config: Config, stage: str | None = None) -> str:
-    """Short stable hash of the config sections `stage` depends on (None: the whole config)."""
-    values = config_dict(config)
+    """Short stable hash of the config sections `stage` depends on (None: the whole config), `ADDED_LATER` settings
+    at their earlier value left out."""
+    values = without_added_later(config_dict(config))
     if stage is not None:
         values = {key: values[key] for key in DEPENDS_ON[stage]}
     text = json.dumps(values, sort_keys=True, default=str)
