@@ -503,30 +503,43 @@ class ItemGenerator:
                 position: torch.Tensor | None) -> list[list[tuple[str, float]]]:
         """Step every request's beams down the trie after the prefill `out` (row r of it is request r). mask /
         position: the padded batch's attention mask [B, L] and each row's last position [B] (None for one
-        unpadded prompt, whose positions the cache implies)."""
+        unpadded prompt, whose positions the cache implies).
+
+        Each request keeps its one row of the cache: a level's beams are that row's next positions, all at the
+        position after the prompt's (plus the depth), each attending to the prompt and to its own ancestors alone (a
+        4-D mask), so the prompt's keys and values are never copied per beam. Each beam's log-probabilities are
+        those of a row of its own continuing a copy of the prompt's cache, up to float rounding."""
         cache = out.past_key_values
+        device = self.model.device
+        past = cache.get_seq_length()
+        prompt = torch.ones(len(beams), past, dtype=torch.bool, device=device) if mask is None else mask.bool()
+        last = torch.full((len(beams),), past - 1, device=device) if position is None else position
         logprobs, columns = self.level_logprobs(out, 0)
-        rows = [[r] for r in range(len(beams))]  # the batch rows of each request's beams
+        rows = [[r] for r in range(len(beams))]  # the rows of `logprobs` of each request's beams
+        # each request's beams: the cache columns of a beam's generated tokens, oldest first
+        ancestry: list[list[tuple[int, ...]]] = [[()] for _ in beams]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         for depth in range(self.trie.depth):
-            keep, tokens = [], []
-            for beam, own in zip(beams, rows, strict=True):
-                kept, chosen = beam.step(logprobs[own], columns) if own else ([], [])
-                keep += [own[k] for k in kept]
-                own[:] = range(len(tokens), len(tokens) + len(chosen))
-                tokens += chosen
-            if depth + 1 == self.trie.depth or not tokens:
+            chosen = [beam.step(logprobs[own], columns) if own else ([], [])
+                      for beam, own in zip(beams, rows, strict=True)]
+            if depth + 1 == self.trie.depth or not any(tokens for _, tokens in chosen):
                 break
-            index = torch.tensor(keep, device=self.model.device)
-            cache.reorder_cache(index)
-            step = {}
-            if mask is not None:
-                mask = torch.cat([mask[index], torch.ones_like(mask[index, :1])], dim=1)
-                position = position[index] + 1
-                step = {"attention_mask": mask, "position_ids": position[:, None]}
-            out = self._forward(input_ids=torch.tensor(tokens, device=self.model.device)[:, None],
-                                past_key_values=cache, use_cache=True, **step)
+            width, keys = max(len(tokens) for _, tokens in chosen), cache.get_seq_length()
+            ids = torch.full((len(beams), width), pad, dtype=torch.long, device=device)
+            attend = torch.zeros((len(beams), 1, width, keys + width), dtype=torch.bool, device=device)
+            attend[:, 0, :, :past] = prompt[:, None, :]
+            attend[:, 0, torch.arange(width), keys + torch.arange(width)] = True  # each position sees itself
+            for r, (kept, tokens) in enumerate(chosen):
+                ancestry[r] = [(*ancestry[r][parent], keys + j) for j, parent in enumerate(kept)]
+                ids[r, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+                for j, columns_of in enumerate(ancestry[r]):
+                    attend[r, 0, j, list(columns_of)] = True
+                rows[r] = [r * width + j for j in range(len(tokens))]
+            positions = (last + 1 + depth)[:, None].expand(-1, width)
+            out = self._forward(input_ids=ids, attention_mask=attend, position_ids=positions, past_key_values=cache,
+                                use_cache=True, keep=width)
             cache = out.past_key_values
-            logprobs, columns = self.level_logprobs(out, depth + 1)
+            logprobs, columns = self.level_logprobs(out, depth + 1, positions=width)
         return [beam.finished() for beam in beams]
 
     @property
@@ -560,24 +573,24 @@ class ItemGenerator:
             self.forget_prefixes()
         return self
 
-    def _forward(self, **inputs: Any) -> Any:
+    def _forward(self, keep: int = 1, **inputs: Any) -> Any:
         """The model on `inputs` up to what `level_logprobs` reads: with the `codes` head the decoder alone (its last
         hidden states and the cache; the output layer is applied to the level's tokens only), else the whole model
-        (the last position's logits over the vocabulary); in bf16 under `use_precision("bf16")`."""
+        (the last `keep` positions' logits over the vocabulary); in bf16 under `use_precision("bf16")`."""
         with self._autocast():
             if self.head == "codes":
                 return self.model.get_decoder()(**inputs)
-            return self.model(**inputs, logits_to_keep=1)
+            return self.model(**inputs, logits_to_keep=keep)
 
-    def level_logprobs(self, out: Any, depth: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The next-token log-probabilities of each row of `out` (`_forward`'s) at index level `depth`: with the
-        `codes` head over that level's tokens only ([R, C] and each token's column), else over the whole vocabulary
-        ([R, V] and None)."""
+    def level_logprobs(self, out: Any, depth: int, positions: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next-token log-probabilities at index level `depth` of the last `positions` positions of each row of
+        `out` (`_forward`'s), row by row ([R * positions, ...]): with the `codes` head over that level's tokens only
+        ([.., C] and each token's column), else over the whole vocabulary ([.., V] and None)."""
         if self.head != "codes":
-            return out.logits[:, -1].float().log_softmax(-1).cpu(), None
+            return out.logits[:, -positions:].flatten(0, 1).float().log_softmax(-1).cpu(), None
         tokens = self._level_tokens[depth]
         weight = self.model.get_output_embeddings().weight[tokens.to(self.model.device)]
-        logits = out.last_hidden_state[:, -1].to(weight.dtype) @ weight.T
+        logits = out.last_hidden_state[:, -positions:].flatten(0, 1).to(weight.dtype) @ weight.T
         return logits.float().log_softmax(-1).cpu(), self._level_columns[depth]
 
     def prefill(self, input_ids: torch.Tensor, taste: torch.Tensor | None = None) -> Any:
