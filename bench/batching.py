@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                        help="the LLM's precision (auto: as the served app picks it on this CPU, face_app.hardware)")
     parser.add_argument("--head", choices=HEADS, default=HEAD, help="how beams are scored (face_app.decoder.HEADS)")
     parser.add_argument("--follow-up", action="store_true", help="time each persona's follow-up (\"something "
                         "darker\": the same history, the request in the prompt) instead of its opening")
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the bundle has no LLM arm", file=sys.stderr)
         return 2
     generator = engine.recommenders["llm"].generator
+    generator.use_precision(hardware.choose_precision(args.precision))
     asked = searches(engine, args.sessions, FOLLOW_UP if args.follow_up else None)
     if args.compare_heads:
         return compare_heads(generator, asked)
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             for search in asked:
                 generator.search_many([search])
         rounds.append(time.perf_counter() - start)
-    print(json.dumps({"mode": args.mode, "head": args.head, "sessions": len(asked),
+    print(json.dumps({"mode": args.mode, "head": args.head, "precision": generator.precision, "sessions": len(asked),
                       "follow_up": args.follow_up, "stems": args.stems if args.follow_up else None, "round_s": rounds,
                       "median_s": statistics.median(rounds), "same_items": sum(same),
                       "machine": {**hardware.machine(), "load_average": [round(x, 2) for x in os.getloadavg()]}}))
