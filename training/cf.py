@@ -14,7 +14,6 @@ training pairs, not stored.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from face_app.sequential import SASRec
-from training.config import Config, LightGCNConfig, without_added_later
+from training.config import Config, LightGCNConfig, run_key
 from training.data import SplitData
 from training.loop import EpochCheckpoint, NegativeSampler, bpr_epoch, seed_everything, train_with_early_stopping
 from training.metrics import TrainedRun
@@ -219,16 +218,6 @@ def load_model(name: str, run_dir: Path, data: SplitData, config: Config) -> nn.
         raise ValueError(f"unknown model {name!r}; known: Pop, LightGCN, SASRec")
     model.load_state_dict(load_file(run_dir / MODEL_FILE))
     return model.eval()
-
-
-def run_key(name: str, config: Config) -> dict[str, Any]:
-    """What a finished run depends on: the data selection and the model's own settings (settings added after runs
-    were trained left out at their earlier value, `training.config.ADDED_LATER`, so those runs and their per-epoch
-    checkpoints are still the same run)."""
-    sections = {"LightGCN": ("lightgcn", config.cf.lightgcn), "SASRec": ("sasrec", config.cf.sasrec)}
-    section, settings = sections.get(name, (None, None))
-    model_config = without_added_later(dataclasses.asdict(settings), ("cf", section)) if settings else {}
-    return {"data": dataclasses.asdict(config.data), "model": model_config}
 
 
 def trained_models(config: Config, workdir: Path, data: SplitData) -> Iterator[TrainedRun]:

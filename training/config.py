@@ -551,3 +551,14 @@ def config_hash(config: Config, stage: str | None = None) -> str:
         values = {key: values[key] for key in DEPENDS_ON[stage]}
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_key(name: str, config: Config) -> dict[str, Any]:
+    """What a finished cf run of model `name` depends on (`training.cf` reuses a run by it, `training.tune` checks
+    its teacher by it): the data selection and the model's own settings, those added after runs were trained left
+    out at their earlier value (`ADDED_LATER`), so those runs and their per-epoch checkpoints are still the same
+    run."""
+    sections = {"LightGCN": ("lightgcn", config.cf.lightgcn), "SASRec": ("sasrec", config.cf.sasrec)}
+    section, settings = sections.get(name, (None, None))
+    model_config = without_added_later(dataclasses.asdict(settings), ("cf", section)) if settings else {}
+    return {"data": dataclasses.asdict(config.data), "model": model_config}

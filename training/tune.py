@@ -51,13 +51,13 @@ from face_app.descriptors import Descriptors
 from face_app.index import ItemIndex
 from face_app.prompts import TASTE_TOKEN
 from face_app.sequential import SASRec
-from training.config import Config, TuneConfig, torch_threads
+from training.config import Config, TuneConfig, run_key, torch_threads
 from training.data import SplitData
 from training.launch import processes
 from training.metrics import TrainedRun, evaluate
 from training.report import plot_tune_curves
 from training.tasks import Catalog, Encoded, build_examples, collate, encode, taste_place
-from training.workdir import MODEL_FILE, Workdir
+from training.workdir import MODEL_FILE, RUN_FILE, Workdir
 
 VALID_SAMPLE_SEED = 0  # the valid users of the learning curve: the same for every run
 
@@ -206,8 +206,6 @@ def load_teacher(workdir: Path, config: Config, n_items: int) -> SASRec:
         raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {paths.stage('cf')}; run the cf stage")
     # The two styles' weights have the same names, so a run of another style or settings would load without a word:
     # the run must be the one this config's cf stage would train (`training.cf.run_key`).
-    from training.cf import RUN_FILE, run_key
-
     saved = json.loads((runs[0][1] / RUN_FILE).read_text()).get("key", {}).get("model")
     wanted = json.loads(json.dumps(run_key("SASRec", config)["model"]))
     if saved is not None and saved != wanted:
