@@ -4,7 +4,8 @@
 
 Each `--workdir` may carry its own `--set` overrides (the settings its runs were trained with; they must give the
 runs' own keys, or the run is refused). Writes one row per run (seed, best epoch, seconds, valid and test metrics)
-and per workdir the mean and standard deviation over seeds, to `--out` (bench/teacher.json). The protocol is the
+and per workdir, and over all the runs given, the mean and standard deviation over seeds, to `--out`
+(bench/teacher.json). The protocol is the
 project's (training/metrics.py `evaluate`: full ranking, earlier items excluded, the never-flattering tie rule).
 """
 
@@ -44,11 +45,15 @@ def score_workdir(config_path: Path, workdir: Path, overrides: list[str]) -> dic
                      "test": {k: v for k, v in evaluate(model, data, "test").items() if k in KEYS}})
         print(f"{workdir} seed {seed}: test HR@10 {rows[-1]['test']['HR@10']:.4f} NDCG@10 "
               f"{rows[-1]['test']['NDCG@10']:.4f} (best epoch {rows[-1]['best_epoch']})")
-    summary = {split: {k: {"mean": float(np.mean([r[split][k] for r in rows])),
-                           "std": float(np.std([r[split][k] for r in rows]))} for k in KEYS}
-               for split in ("valid", "test")} if rows else {}
     return {"workdir": str(workdir), "overrides": overrides, "settings": dataclasses.asdict(config.cf.sasrec),
-            "runs": rows, "summary": summary}
+            "runs": rows, "summary": summarise(rows)}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per split and measure, the mean and population standard deviation over the runs ({} for none)."""
+    return {split: {k: {"mean": float(np.mean([r[split][k] for r in rows])),
+                        "std": float(np.std([r[split][k] for r in rows]))} for k in KEYS}
+            for split in ("valid", "test")} if rows else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one --workdir")
     result = {"command": "python -m bench.teacher " + " ".join(args), "machine": machine(),
               "workdirs": [score_workdir(options.config, w, s) for w, s in groups]}
+    # Over every run given (a candidate's seeds may each have a workdir of their own).
+    runs = [run for group in result["workdirs"] for run in group["runs"]]
+    result["all_runs"] = {"runs": len(runs), "summary": summarise(runs)}
+    if len(runs) > 1:
+        test = result["all_runs"]["summary"]["test"]
+        print(f"all {len(runs)} runs: test HR@10 {test['HR@10']['mean']:.4f} ± {test['HR@10']['std']:.4f} "
+              f"NDCG@10 {test['NDCG@10']['mean']:.4f} ± {test['NDCG@10']['std']:.4f} (mean ± population std)")
     options.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {options.out}")
     return 0
