@@ -11,15 +11,20 @@
 # (the tune per checkpoint); `bash configs/ml-100k-retune.sh TEACHER save` refreshes the kit at the end of a session.
 # When the tune has finished: `python -m training build --config configs/ml-100k.yaml --workdir WORKDIR --stages
 # eval` with the same --set lines, and the report's served-path rows against the shipped bundle's (docs/lcrec.md).
+# The LLM row's spread: the same with `TUNE_SEED=1` and `TUNE_SEED=2` in the environment (`tune.seed`; workdirs
+# runs/ml-100k-TEACHER-tune1 and -tune2, the same cf runs, face and index).
 set -euo pipefail
-teacher=${1:?usage: bash configs/ml-100k-retune.sh stride1|recbole [save]}
+teacher=${1:?usage: [TUNE_SEED=N] bash configs/ml-100k-retune.sh stride1|recbole [save]}
+tune_seed=${TUNE_SEED:-0}
 case "$teacher" in
     stride1) teacher_runs=teacher-s1-s; sets=() ;;
     recbole) teacher_runs=teacher-rb-s; sets=(--set cf.sasrec.style=recbole) ;;
     *) echo "the teacher is stride1 or recbole, not $teacher" >&2; exit 2 ;;
 esac
-workdir=runs/ml-100k-$teacher
-kit=assets/resume/ml-100k-$teacher
+suffix=$([ "$tune_seed" = 0 ] && echo "" || echo "-tune$tune_seed")
+workdir=runs/ml-100k-$teacher$suffix
+kit=assets/resume/ml-100k-$teacher$suffix
+sets+=(--set "tune.seed=$tune_seed")
 source "$(dirname "$0")/resume-kit.sh"
 if [ "${2:-}" = save ]; then
     kit_save "$workdir" "$kit"
