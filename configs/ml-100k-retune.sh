@@ -54,4 +54,11 @@ for model in Pop LightGCN; do
     done
 done
 build --stages cf
+# A second or third tune seed reads the same face and index stages as the first (their hashes leave out the tune).
+if [ "$tune_seed" != 0 ]; then
+    for stage in face index; do
+        first=runs/ml-100k-$teacher/$stage
+        if [ -f "$first/.done" ] && [ ! -e "$workdir/$stage" ]; then cp -r "$first" "$workdir/"; fi
+    done
+fi
 build --stages face,index,tune
