@@ -5,8 +5,8 @@
 Each `--workdir` may carry its own `--set` overrides (the settings its runs were trained with; they must give the
 runs' own keys, or the run is refused). Writes one row per run (seed, best epoch, seconds, valid and test metrics)
 and per workdir, and over all the runs given, the mean and standard deviation over seeds, to `--out`
-(bench/teacher.json). The protocol is the
-project's (training/metrics.py `evaluate`: full ranking, earlier items excluded, the never-flattering tie rule).
+(bench/teacher.json). The protocol is the project's (training/metrics.py `evaluate`: full ranking, earlier items
+excluded, the never-flattering tie rule).
 """
 
 from __future__ import annotations

@@ -472,7 +472,7 @@ class ItemGenerator:
         kept = [prefix.length for prefix in prefixes]
         rests = [row[n:] for row, n in zip(ids, kept, strict=True)]
         past, length = max(kept), max(len(rest) for rest in rests)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = self._pad_id
         new = torch.full((len(searches), length), pad, dtype=torch.long, device=device)
         mask = torch.zeros((len(searches), past + length), dtype=torch.long, device=device)
         for row, (rest, n) in enumerate(zip(rests, kept, strict=True)):
@@ -518,7 +518,7 @@ class ItemGenerator:
         rows = [[r] for r in range(len(beams))]  # the rows of `logprobs` of each request's beams
         # each request's beams: the cache columns of a beam's generated tokens, oldest first
         ancestry: list[list[tuple[int, ...]]] = [[()] for _ in beams]
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = self._pad_id
         for depth in range(self.trie.depth):
             chosen = [beam.step(logprobs[own], columns) if own else ([], [])
                       for beam, own in zip(beams, rows, strict=True)]
@@ -541,6 +541,11 @@ class ItemGenerator:
             cache = out.past_key_values
             logprobs, columns = self.level_logprobs(out, depth + 1, positions=width)
         return [beam.finished() for beam in beams]
+
+    @property
+    def _pad_id(self) -> int:
+        """The token a padded position holds (the tokenizer's pad token, else its end of text)."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
     @property
     def precision(self) -> str:

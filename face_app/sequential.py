@@ -61,7 +61,7 @@ class SASRecShape:
     @classmethod
     def of(cls, shape: Shape) -> SASRecShape:
         return cls(shape.dim, shape.layers, shape.heads, shape.max_len, shape.dropout, shape.ffn_mult,
-                   getattr(shape, "style", "sasrec"))
+                   style_of(shape))
 
 
 class CausalSelfAttention(nn.Module):

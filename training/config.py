@@ -522,7 +522,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 
 
 # Settings added after workdirs were built, at the value those builds had: left out of the stage hashes (and of the
-# cf runs' keys, `training.cf.run_key`) at that value, so that a stage or run built before the setting existed is
+# cf runs' keys, `run_key`) at that value, so that a stage or run built before the setting existed is
 # still done.
 ADDED_LATER: dict[tuple[str, ...], Any] = {("cf", "sasrec", "style"): "sasrec"}
 

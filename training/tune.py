@@ -205,7 +205,7 @@ def load_teacher(workdir: Path, config: Config, n_items: int) -> SASRec:
     if not runs:
         raise FileNotFoundError(f"tune.taste / tune.distill need a SASRec run in {paths.stage('cf')}; run the cf stage")
     # The two styles' weights have the same names, so a run of another style or settings would load without a word:
-    # the run must be the one this config's cf stage would train (`training.cf.run_key`).
+    # the run must be the one this config's cf stage would train (`training.config.run_key`).
     saved = json.loads((runs[0][1] / RUN_FILE).read_text()).get("key", {}).get("model")
     wanted = json.loads(json.dumps(run_key("SASRec", config)["model"]))
     if saved is not None and saved != wanted:
